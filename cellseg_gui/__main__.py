@@ -1,0 +1,3 @@
+from cellseg_gui.app.main import main
+
+raise SystemExit(main())

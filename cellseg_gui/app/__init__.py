@@ -1,0 +1,1 @@
+"""Main window, actions and settings: composes widgets and wires signals."""

@@ -1,0 +1,150 @@
+"""Settings as plain dataclasses, torch-free, so forms in the window and the CLI can
+build them and bundles can store them as JSON (``to_dict`` / ``from_dict``)."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build a dataclass from a dict, ignoring unknown keys (old/new bundle versions)."""
+    data = dict(data or {})
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = f.default_factory if f.default_factory is not MISSING else None
+        if sub is not None and isinstance(value, dict):
+            probe = sub()
+            if is_dataclass(probe):
+                value = _from_dict(type(probe), value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """U-Net architecture. ``hidden`` is the width of the first level ("hidden size");
+    each level down doubles it."""
+
+    in_channels: int = 1
+    n_classes: int = 3
+    hidden: int = 16
+    depth: int = 4
+    dropout: float = 0.0
+    batchnorm: bool = True
+    init: str = "kaiming"  # "kaiming" | "xavier"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class NormConfig:
+    """Per-image percentile normalisation, stored with every model so prediction
+    repeats it exactly."""
+
+    method: str = "percentile"
+    low: float = 1.0
+    high: float = 99.8
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> NormConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class AugmentConfig:
+    flips: bool = True
+    rot90: bool = True
+    affine: bool = False  # small rotation and scaling
+    elastic: bool = False
+    intensity: bool = True  # brightness / contrast / gamma
+    noise: bool = False
+    blur: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> AugmentConfig:
+        return _from_dict(cls, data)
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        return cls(**{f.name: False for f in fields(cls)})
+
+    @classmethod
+    def all(cls) -> AugmentConfig:
+        return cls(**{f.name: True for f in fields(cls)})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data. Defaults are for the CPU;
+    ``for_device`` gives larger ones on a GPU."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # data
+    mask_mode: str = "auto"  # "auto" | "binary" | "classes" | "instances"
+    boundary_width: int = 2
+    channels: str = "grey"  # "grey" | "keep"
+    crop: int = 256
+    batch_size: int = 8
+    val_fraction: float = 0.2
+    foreground_bias: float = 0.5  # share of crops centred on foreground
+    steps_per_epoch: int | None = None  # None: about one pass over the training pixels
+    # loss
+    class_weights: list[float] | None = None
+    dice: bool = True
+    # optimiser and schedule
+    optimizer: str = "adamw"  # "sgd" | "adam" | "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"  # "constant" | "step" | "cosine" | "sgdr" | "onecycle"
+    warmup_epochs: int = 0
+    step_epochs: int = 10  # for "step"
+    step_gamma: float = 0.3
+    sgdr_period: int = 10  # epochs of the first cycle, for "sgdr"
+    # stopping
+    epochs: int = 40
+    minutes: float | None = None
+    patience: int = 10  # epochs without validation improvement; 0 turns it off
+    # run
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
+    amp: str = "auto"  # "auto" | "off" | "fp16" | "bf16"
+    seed: int = 0
+    tile: int = 512  # validation / prediction tile size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
+        return _from_dict(cls, data)
+
+    @classmethod
+    def for_device(cls, device_type: str) -> TrainConfig:
+        """Defaults that fit the device: small on the CPU, larger on a GPU."""
+        cfg = cls()
+        if device_type in ("cuda", "mps"):
+            cfg.model.hidden = 32
+            cfg.batch_size = 16
+            cfg.crop = 256
+            cfg.epochs = 100
+            cfg.augment = AugmentConfig(affine=True, elastic=True, noise=True, blur=True)
+        return cfg

@@ -1,0 +1,27 @@
+"""Cancellation for jobs. A Stop button calls ``cancel()`` directly from the GUI
+thread (a queued signal would arrive only after the job ends); jobs check
+``cancelled`` at least once per batch."""
+
+from __future__ import annotations
+
+import threading
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def __bool__(self) -> bool:  # pragma: no cover - guard against `if token:` mistakes
+        raise TypeError("use token.cancelled")
+
+
+class Cancelled(Exception):
+    """Raised inside a job's helpers to unwind to the generator, which then yields
+    ``Finished(reason="cancelled")``."""

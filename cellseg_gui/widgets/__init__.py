@@ -1,0 +1,1 @@
+"""One widget per file; no torch, no training logic."""

@@ -1,0 +1,1 @@
+"""Icons, desktop entry and help text, shipped as package data (see pyproject)."""
