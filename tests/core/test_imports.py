@@ -20,6 +20,8 @@ def _modules_after(stmt: str) -> set[str]:
         "import cellseg_gui",
         "import cellseg_gui.core",
         "import cellseg_gui.core.config, cellseg_gui.core.events, cellseg_gui.core.jobs",
+        "import cellseg_gui.core.imageio, cellseg_gui.core.dataset",
+        "import cellseg_gui.core.masks, cellseg_gui.core.normalize",
     ],
 )
 def test_cheap_imports_load_neither_torch_nor_qt(stmt: str) -> None:
