@@ -1,0 +1,588 @@
+"""Model bundles (``.cellseg``) and TorchScript/ONNX exports.
+
+A bundle is one zip file: ``cellseg.json`` (everything needed to use the model again:
+architecture, classes and colours, input channels, normalisation, training record,
+metrics, software versions) and ``weights.pt`` (a ``torch.save``'d state dict). One file
+so users can mail it; a zip so ``read_bundle_meta`` can show a model's card without
+loading torch weights. Saving is atomic: a crash mid-save never leaves half a model.
+
+Exports carry the same JSON (TorchScript: ``_extra_files["cellseg.json"]``; ONNX:
+``metadata_props["cellseg"]``) so ``load_predictor`` can use them like a bundle, and each
+export is run against the torch model before it replaces the target file: a mismatch
+raises ``ExportError`` rather than leaving a silently different model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cellseg_gui import __version__
+from cellseg_gui.core.config import ModelConfig, NormConfig
+from cellseg_gui.core.imageio import atomic_write_bytes, to_grey
+from cellseg_gui.core.normalize import normalize
+from cellseg_gui.core.predict import Prediction, predict_tiled, select_device
+from cellseg_gui.core.unet import UNet, build_model
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "Bundle",
+    "BundleError",
+    "ExportError",
+    "default_classes",
+    "export_onnx",
+    "export_torchscript",
+    "load_bundle",
+    "load_predictor",
+    "make_meta",
+    "read_bundle_meta",
+    "save_bundle",
+]
+
+BUNDLE_FORMAT = "cellseg-bundle"
+BUNDLE_VERSION = 1
+META_NAME = "cellseg.json"
+WEIGHTS_NAME = "weights.pt"
+ONNX_META_KEY = "cellseg"
+EXPORT_TOLERANCE = 1e-4
+
+PALETTE: list[tuple[int, int, int]] = [
+    (0, 0, 0),
+    (46, 204, 113),
+    (241, 196, 15),
+    (52, 152, 219),
+    (231, 76, 60),
+    (155, 89, 182),
+    (230, 126, 34),
+    (26, 188, 156),
+    (236, 240, 241),
+]
+
+
+class BundleError(ValueError):
+    """A model file that cannot be used; ``str()`` is ``"<path>: <problem>"`` for the CLI."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ExportError(BundleError):
+    """An export that does not reproduce the torch model (or could not be written)."""
+
+
+# ----------------------------------------------------------------------------- meta
+
+
+def default_classes(mask_mode: str, n_classes: int) -> list[dict[str, Any]]:
+    """Class names and palette colours for a mask mode; extra classes get "class N"."""
+    names = {
+        "instances": ["background", "cell", "boundary"],
+        "binary": ["background", "foreground"],
+    }.get(mask_mode, ["background"])
+    out = []
+    for k in range(int(n_classes)):
+        name = names[k] if k < len(names) else f"class {k}"
+        color = PALETTE[k] if k < len(PALETTE) else PALETTE[1 + (k - 1) % (len(PALETTE) - 1)]
+        out.append({"name": name, "color": list(color)})
+    return out
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "cellseg_gui": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def make_meta(
+    model_cfg: ModelConfig,
+    *,
+    classes: list[dict[str, Any]] | None = None,
+    mask_mode: str,
+    boundary_width: int,
+    channels: str,
+    norm: NormConfig,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The JSON record stored with a model (see the module docstring)."""
+    if classes is None:
+        classes = default_classes(mask_mode, model_cfg.n_classes)
+    if len(classes) != model_cfg.n_classes:
+        raise ValueError(f"{len(classes)} class entries for a {model_cfg.n_classes}-class model")
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "name": name or "cellseg model",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "architecture": model_cfg.to_dict(),
+        "classes": [
+            {"name": str(c["name"]), "color": [int(v) for v in c["color"]]} for c in classes
+        ],
+        "mask_mode": mask_mode,
+        "boundary_width": int(boundary_width),
+        "channels": channels,
+        "normalization": norm.to_dict(),
+        "training": training or {},
+        "metrics": metrics or {},
+        "versions": _versions(),
+    }
+    # Plain JSON types only (numpy scalars in training records become floats), so the
+    # meta compares equal to what read_bundle_meta returns and any json.dumps works.
+    return json.loads(_dumps(meta))
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays in training records become plain JSON."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _dumps(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=2, default=_json_default, allow_nan=True)
+
+
+def _check_meta(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise BundleError(path, f"{META_NAME} is not a JSON object")
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(path, f"not a cellseg model (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(path, f"bad format_version {version!r}")
+    if version > BUNDLE_VERSION:
+        raise BundleError(
+            path, f"made by a newer cellseg_gui (format {version}); please update to read it"
+        )
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
+        raise BundleError(path, f"{META_NAME} has no architecture")
+    return meta
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise BundleError(path, "file not found")
+    if path.is_dir():
+        raise BundleError(path, "is a folder, not a model file")
+    if path.stat().st_size == 0:
+        raise BundleError(path, "empty file (0 bytes)")
+
+
+def _read_zip(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            present = set(zf.namelist())
+            out = {}
+            for n in names:
+                if n not in present:
+                    raise BundleError(path, f"not a cellseg bundle (no {n} inside)")
+                out[n] = zf.read(n)
+            return out
+    except BundleError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise BundleError(
+            path, f"not a cellseg bundle (damaged or not a zip file: {exc})"
+        ) from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise BundleError(path, f"cannot read bundle: {exc}") from None
+
+
+def _parse_meta(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(path, f"{META_NAME} is not valid JSON ({exc})") from None
+    return _check_meta(path, meta)
+
+
+def save_bundle(path: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``model``'s weights and ``meta`` as one ``.cellseg`` file, atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    wbuf = io.BytesIO()
+    torch.save(state, wbuf)
+    zbuf = io.BytesIO()
+    # Weights are stored uncompressed: float noise does not deflate, and it saves seconds.
+    with zipfile.ZipFile(zbuf, "w") as zf:
+        zf.writestr(META_NAME, _dumps(meta), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(WEIGHTS_NAME, wbuf.getvalue(), compress_type=zipfile.ZIP_STORED)
+    atomic_write_bytes(path, zbuf.getvalue())
+
+
+def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON record of a bundle, without reading its weights (cheap: for lists, info)."""
+    path = Path(path)
+    return _parse_meta(path, _read_zip(path, (META_NAME,))[META_NAME])
+
+
+# ----------------------------------------------------------------------------- predictors
+
+
+class _Predictor:
+    """What every model file offers: ``.meta`` and ``.predict(raw_image)``; subclasses
+    supply ``_forward`` (tensor -> logits) and ``device``."""
+
+    meta: dict[str, Any]
+    device: torch.device
+    path: Path
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.meta.get("architecture"))
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model_config.n_classes)
+
+    @property
+    def classes(self) -> list[dict[str, Any]]:
+        classes = self.meta.get("classes")
+        return classes or default_classes(self.meta.get("mask_mode", ""), self.n_classes)
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw image (H, W) or (H, W, C) -> the float32 (C, H, W) the model was trained on,
+        with the bundle's channel handling and normalisation."""
+        arr = np.asarray(raw)
+        in_ch = self.model_config.in_channels
+        if arr.ndim == 3 and self.meta.get("channels", "grey") == "grey" and in_ch == 1:
+            arr = to_grey(arr)
+        norm = NormConfig.from_dict(self.meta.get("normalization"))
+        image = normalize(arr, norm)
+        if image.shape[0] != in_ch:
+            raise ValueError(
+                f"the model expects {in_ch} channel(s) but the image has {image.shape[0]}"
+            )
+        return image
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _multiple(self) -> int:
+        return 2 ** int(self.model_config.depth)
+
+    def predict(
+        self,
+        raw_image: np.ndarray,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        tta: bool = False,
+        return_probs: bool = True,
+    ) -> Prediction:
+        """Preprocess a raw image exactly as in training, then tiled prediction."""
+        image = self.preprocess(raw_image)
+        fn = _Forward(self._forward, self.model_config)
+        return predict_tiled(
+            fn,
+            image,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=self.device,
+            tta=tta,
+            return_probs=return_probs,
+        )
+
+
+class _Forward:
+    """A plain callable carrying ``cfg`` so the tiler can round tiles to 2**depth."""
+
+    def __init__(self, fn: Any, cfg: ModelConfig) -> None:
+        self.fn = fn
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class Bundle(_Predictor):
+    """A loaded ``.cellseg`` model: ``.model`` (a ``UNet`` in eval mode), ``.meta``."""
+
+    def __init__(self, model: UNet, meta: dict[str, Any], device: torch.device, path: Path):
+        self.model = model
+        self.meta = meta
+        self.device = device
+        self.path = path
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device))
+
+
+def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Bundle:
+    """Load a ``.cellseg`` file; ``device=None`` picks CUDA, then MPS, then the CPU."""
+    path = Path(path)
+    files = _read_zip(path, (META_NAME, WEIGHTS_NAME))
+    meta = _parse_meta(path, files[META_NAME])
+    try:
+        cfg = ModelConfig.from_dict(meta["architecture"])
+        model = build_model(cfg)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(path, f"bad architecture in {META_NAME}: {exc}") from None
+    try:
+        state = torch.load(io.BytesIO(files[WEIGHTS_NAME]), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for damaged pickles / shapes
+        raise BundleError(path, f"weights do not load: {str(exc).splitlines()[0]}") from None
+    dev = select_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    model.to(dev).eval()
+    return Bundle(model, meta, dev, path)
+
+
+class TorchScriptPredictor(_Predictor):
+    def __init__(self, module: Any, meta: dict[str, Any], device: torch.device, path: Path):
+        self.model = module
+        self.meta = meta
+        self.device = device
+        self.path = path
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device))
+
+
+class OnnxPredictor(_Predictor):
+    def __init__(self, session: Any, meta: dict[str, Any], path: Path):
+        self.session = session
+        self.meta = meta
+        self.device = torch.device("cpu")
+        self.path = path
+        self._input = session.get_inputs()[0].name
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self._input: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+def _load_torchscript(path: Path, device: str | torch.device | None) -> TorchScriptPredictor:
+    extra = {META_NAME: ""}
+    dev = select_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    try:
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+    except Exception as exc:
+        raise BundleError(path, f"not a TorchScript model ({str(exc).splitlines()[0]})") from None
+    if not extra[META_NAME]:
+        raise BundleError(path, f"TorchScript file has no {META_NAME} (not exported by cellseg)")
+    raw = extra[META_NAME]
+    meta = _parse_meta(path, raw if isinstance(raw, bytes) else str(raw).encode())
+    module.eval()
+    return TorchScriptPredictor(module, meta, dev, path)
+
+
+def _ort_session(path_or_bytes: str | bytes) -> Any:
+    import onnxruntime as ort
+
+    providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
+    providers.append("CPUExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path_or_bytes, sess_options=opts, providers=providers)
+
+
+def _load_onnx(path: Path) -> OnnxPredictor:
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - optional extra
+        raise BundleError(
+            path, "ONNX support is not installed (pip install cellseg-gui[onnx])"
+        ) from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise BundleError(path, f"not an ONNX model ({str(exc).splitlines()[0]})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise BundleError(path, "ONNX file has no cellseg metadata (not exported by cellseg)")
+    meta = _parse_meta(path, props[ONNX_META_KEY].encode())
+    try:
+        session = _ort_session(str(path))
+    except Exception as exc:
+        raise BundleError(path, f"onnxruntime cannot run it ({str(exc).splitlines()[0]})") from None
+    return OnnxPredictor(session, meta, path)
+
+
+def load_predictor(path: str | os.PathLike[str], device: str | torch.device | None = None):
+    """Any model file cellseg writes (``.cellseg`` bundle, TorchScript ``.pt``/``.ts``,
+    ``.onnx``) as an object with ``.meta`` and ``.predict(raw_image, ...)``."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path)
+    if path.suffix.lower() == ".cellseg":
+        return load_bundle(path, device)  # its own, more precise error messages
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BundleError(path, f"damaged zip file ({exc})") from None
+        if META_NAME in names:
+            return load_bundle(path, device)
+        return _load_torchscript(path, device)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if path.suffix.lower() in (".pt", ".ts", ".pth", ".torchscript"):
+        return _load_torchscript(path, device)
+    if b"pytorch" in head.lower() or b"onnx" in head.lower():
+        return _load_onnx(path)
+    raise BundleError(path, "not a cellseg model (expected .cellseg, TorchScript or ONNX)")
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+def _as_bundle(bundle: Bundle | str | os.PathLike[str]) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle, "cpu")
+
+
+def _cpu_model(bundle: Bundle) -> UNet:
+    model = copy.deepcopy(bundle.model).to("cpu").eval()
+    return model
+
+
+def _check_inputs(cfg: ModelConfig) -> list[torch.Tensor]:
+    """Two random inputs of different, non-multiple sizes: proves the export's height and
+    width are really dynamic (a graph frozen at one size fails the second)."""
+    gen = torch.Generator().manual_seed(0)
+    return [
+        torch.rand(1, cfg.in_channels, 96, 80, generator=gen),
+        torch.rand(2, cfg.in_channels, 67, 131, generator=gen),
+    ]
+
+
+def _verify(path: Path, run: Any, model: UNet) -> float:
+    worst = 0.0
+    with torch.inference_mode():
+        for x in _check_inputs(model.cfg):
+            ref = model(x).numpy()
+            try:
+                got = np.asarray(run(x))
+            except Exception as exc:
+                raise ExportError(path, f"export fails on input {tuple(x.shape)}: {exc}") from None
+            if got.shape != ref.shape:
+                raise ExportError(
+                    path, f"export gives shape {got.shape} for {tuple(x.shape)}, not {ref.shape}"
+                )
+            diff = float(np.max(np.abs(got - ref)))
+            if not diff < EXPORT_TOLERANCE:  # also catches NaN
+                raise ExportError(
+                    path,
+                    f"export differs from the torch model by {diff:.3g} "
+                    f"(limit {EXPORT_TOLERANCE:g}) on input {tuple(x.shape)}",
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+def _tmp_beside(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str]):
+    """Script the model, embed the meta, verify the written file, then publish it.
+    Returns the max abs difference found."""
+    b = _as_bundle(bundle)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _cpu_model(b)
+    try:
+        scripted = torch.jit.script(model)
+    except Exception as exc:
+        raise ExportError(path, f"cannot script the model: {exc}") from None
+    tmp = _tmp_beside(path)
+    try:
+        torch.jit.save(scripted, str(tmp), _extra_files={META_NAME: _dumps(b.meta)})
+        loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
+        diff = _verify(path, lambda x: loaded(x).numpy(), model)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
+def export_onnx(
+    bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str], opset: int = 17
+):
+    """Export to ONNX with dynamic batch, height and width; meta in ``metadata_props``;
+    verified with onnxruntime before publishing. Returns the max abs difference found."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - optional extra
+        raise ExportError(
+            path, "ONNX support is not installed (pip install cellseg-gui[onnx])"
+        ) from None
+    b = _as_bundle(bundle)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _cpu_model(b)
+    # Trace with a non-multiple size so the padding path is the one recorded.
+    example = torch.rand(1, model.cfg.in_channels, 67, 131)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": axes, "logits": axes},
+                opset_version=opset,
+                dynamo=False,
+            )
+        proto = onnx.load_from_string(buf.getvalue())
+    except Exception as exc:
+        raise ExportError(path, f"ONNX export failed: {str(exc).splitlines()[0]}") from None
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key = ONNX_META_KEY
+    entry.value = _dumps(b.meta)
+    tmp = _tmp_beside(path)
+    try:
+        onnx.save(proto, str(tmp))
+        session = _ort_session(str(tmp))
+        name = session.get_inputs()[0].name
+        diff = _verify(path, lambda x: session.run(None, {name: x.numpy()})[0], model)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff

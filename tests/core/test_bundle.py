@@ -1,0 +1,231 @@
+"""Bundles: round trip with identical predictions, cheap meta, clear errors for broken
+files, and TorchScript/ONNX exports that predict like the bundle (or raise)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellseg_gui.core import bundle as B
+from cellseg_gui.core.config import ModelConfig, NormConfig
+from cellseg_gui.core.unet import build_model
+
+
+def _meta(cfg: ModelConfig, **kw) -> dict:
+    return B.make_meta(
+        cfg,
+        mask_mode="instances",
+        boundary_width=2,
+        channels="grey",
+        norm=NormConfig(low=2.0, high=99.0),
+        training={"epochs": 3, "history": {"val_fg_jaccard": [np.float32(0.5), None]}},
+        metrics={"val_fg_jaccard": 0.5},
+        name="tiny",
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module, dict]:
+    torch.manual_seed(1)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2)
+    model = build_model(cfg)
+    model.train()
+    with torch.no_grad():  # non-default BN running stats must travel too
+        model(torch.randn(2, 1, 32, 32) * 3 + 1)
+    model.eval()
+    meta = _meta(cfg)
+    path = tmp_path_factory.mktemp("b") / "tiny.cellseg"
+    B.save_bundle(path, model, meta)
+    return path, model, meta
+
+
+def _raw(h: int = 70, w: int = 90) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (rng.random((h, w)) * 4000 + 100).astype(np.uint16)
+
+
+def test_zip_layout_and_meta(saved) -> None:
+    path, _, meta = saved
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["cellseg.json", "weights.pt"]
+    got = B.read_bundle_meta(path)
+    assert got["format"] == "cellseg-bundle" and got["format_version"] == 1
+    assert got["architecture"] == meta["architecture"]
+    assert [c["name"] for c in got["classes"]] == ["background", "cell", "boundary"]
+    assert got["classes"][1]["color"] == [46, 204, 113]
+    assert got["normalization"]["low"] == 2.0
+    assert set(got["versions"]) == {"cellseg_gui", "torch", "numpy", "python"}
+    assert got["training"]["history"]["val_fg_jaccard"] == [0.5, None]
+
+
+def test_load_gives_identical_predictions(saved) -> None:
+    path, model, _ = saved
+    b = B.load_bundle(path, "cpu")
+    assert not b.model.training
+    assert b.n_classes == 3 and len(b.classes) == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    raw = _raw()
+    pred = b.predict(raw, tile=48)
+    # Same as running the original model on the same preprocessing.
+    from cellseg_gui.core.predict import predict_tiled
+
+    ref = predict_tiled(model, b.preprocess(raw), tile=48)
+    np.testing.assert_array_equal(pred.probs, ref.probs)
+    np.testing.assert_array_equal(pred.labels, ref.labels)
+    again = B.load_bundle(path, "cpu").predict(raw, tile=48)
+    np.testing.assert_array_equal(again.probs, pred.probs)
+
+
+def test_preprocess_uses_bundle_normalisation(saved) -> None:
+    path, _, _ = saved
+    b = B.load_bundle(path, "cpu")
+    raw = _raw()
+    x = b.preprocess(raw)
+    assert x.shape == (1, 70, 90) and x.dtype == np.float32
+    lo, hi = np.percentile(raw.astype(np.float64), [2.0, 99.0])
+    np.testing.assert_allclose(x[0], (raw - lo) / (hi - lo), rtol=1e-4, atol=1e-4)
+    rgb = np.stack([raw, raw, raw], axis=-1)  # colour input to a grey model
+    assert b.preprocess(rgb).shape == (1, 70, 90)
+
+
+def test_read_meta_does_not_load_torch(saved) -> None:
+    path, _, _ = saved
+    code = (
+        "import sys, json, zipfile\n"
+        f"z = zipfile.ZipFile({str(path)!r}); m = json.loads(z.read('cellseg.json'))\n"
+        "print(m['architecture']['hidden'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4"
+
+
+def test_save_is_atomic_and_overwrites(saved, tmp_path) -> None:
+    path, model, meta = saved
+    target = tmp_path / "m.cellseg"
+    target.write_bytes(b"old")
+    B.save_bundle(target, model, meta)
+    assert zipfile.is_zipfile(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.cellseg"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("missing", "not found"),
+        ("empty", "0 bytes"),
+        ("text", "not a cellseg bundle"),
+        ("truncated", "not a cellseg bundle|cannot read|weights"),
+        ("no_meta", "no cellseg.json"),
+        ("bad_json", "not valid JSON"),
+        ("wrong_format", "not a cellseg model"),
+        ("newer", "newer"),
+        ("bad_weights", "weights do not load"),
+    ],
+)
+def test_broken_bundles_raise_bundle_error(saved, tmp_path, kind, match) -> None:
+    good, _, meta = saved
+    p = tmp_path / f"{kind}.cellseg"
+    data = good.read_bytes()
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("hello, not a model")
+    elif kind == "truncated":
+        p.write_bytes(data[: len(data) // 2])
+    else:
+        files = {"cellseg.json": json.dumps(meta), "weights.pt": b"not a pickle"}
+        if kind == "no_meta":
+            del files["cellseg.json"]
+        elif kind == "bad_json":
+            files["cellseg.json"] = "{garbled"
+        elif kind == "wrong_format":
+            files["cellseg.json"] = json.dumps({**meta, "format": "something-else"})
+        elif kind == "newer":
+            files["cellseg.json"] = json.dumps({**meta, "format_version": 99})
+        if kind != "missing":
+            with zipfile.ZipFile(p, "w") as zf:
+                for name, content in files.items():
+                    zf.writestr(name, content)
+    with pytest.raises(B.BundleError, match=match) as info:
+        if kind in ("bad_weights", "truncated"):
+            B.load_bundle(p, "cpu")
+        else:
+            B.read_bundle_meta(p)
+    assert str(info.value).startswith(f"{p}: ")
+    assert info.value.path == str(p)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(B.BundleError):
+        B.load_predictor(p, "cpu")
+
+
+def test_torchscript_export_roundtrip(saved, tmp_path) -> None:
+    path, _, meta = saved
+    b = B.load_bundle(path, "cpu")
+    out = tmp_path / "m.pt"
+    diff = B.export_torchscript(b, out)
+    assert diff < 1e-4
+    pred = B.load_predictor(out, "cpu")
+    assert pred.meta["architecture"] == meta["architecture"]
+    raw = _raw(61, 75)
+    np.testing.assert_allclose(
+        pred.predict(raw, tile=48).probs, b.predict(raw, tile=48).probs, atol=1e-5
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_onnx_export_roundtrip(saved, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    path, _, meta = saved
+    out = tmp_path / "m.onnx"
+    diff = B.export_onnx(path, out)  # a path works as well as a Bundle
+    assert diff < 1e-4
+    pred = B.load_predictor(out)
+    assert pred.meta["classes"] == meta["classes"]
+    b = B.load_bundle(path, "cpu")
+    raw = _raw(61, 75)  # non-multiple size, several tiles of another size than exported
+    got = pred.predict(raw, tile=48, overlap=16)
+    ref = b.predict(raw, tile=48, overlap=16)
+    assert np.abs(got.probs - ref.probs).max() < 1e-4
+    assert (got.labels == ref.labels).mean() > 0.999
+
+
+def test_export_mismatch_raises(saved, tmp_path, monkeypatch) -> None:
+    path, _, _ = saved
+    b = B.load_bundle(path, "cpu")
+    real = B._verify
+
+    def sabotaged(p, run, model):
+        return real(p, lambda x: np.asarray(run(x)) + 1e-3, model)
+
+    monkeypatch.setattr(B, "_verify", sabotaged)
+    out = tmp_path / "bad.pt"
+    with pytest.raises(B.ExportError, match="differs"):
+        B.export_torchscript(b, out)
+    assert not out.exists()  # a failed export leaves nothing behind
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_predictor_on_bundle(saved) -> None:
+    path, _, _ = saved
+    pred = B.load_predictor(path, "cpu")
+    assert isinstance(pred, B.Bundle)
+    assert pred.predict(_raw(), return_probs=False).probs is None
+
+
+def test_make_meta_checks_classes() -> None:
+    cfg = ModelConfig(n_classes=2)
+    meta = _meta(cfg)
+    assert [c["name"] for c in meta["classes"]] == ["background", "cell"]
+    with pytest.raises(ValueError):
+        _meta(cfg, classes=B.default_classes("instances", 3))
+    assert B.default_classes("binary", 2)[1]["name"] == "foreground"
+    assert len(B.default_classes("classes", 12)) == 12
