@@ -103,7 +103,7 @@ class TrainConfig:
     boundary_width: int = 2
     channels: str = "grey"  # "grey" | "keep"
     crop: int = 256
-    batch_size: int = 8
+    batch_size: int = 4  # CPU: more optimiser steps per minute; step cost grows with batch
     val_fraction: float = 0.2
     foreground_bias: float = 0.5  # share of crops centred on foreground
     steps_per_epoch: int | None = None  # None: about one pass over the training pixels

@@ -1,0 +1,95 @@
+"""Accuracy with default settings: train ``fit`` for 10 minutes on the usiigaci-phc
+training split (set01..set45), then foreground Jaccard on set46..set50 (whole images).
+Prints one JSON line. Runs the engine directly (not the CLI) so it works on its own.
+
+    python benchmarks/accuracy.py [--minutes 10] [--data ../shared/data/usiigaci-phc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cellseg_gui.core.bundle import load_bundle  # noqa: E402
+from cellseg_gui.core.config import TrainConfig  # noqa: E402
+from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.events import EpochEnded, Finished, Message  # noqa: E402
+from cellseg_gui.core.train import evaluate, fit  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("CELLSEG_TEST_DATA", ROOT.parent / "shared" / "data"))
+VAL = ["set46", "set47", "set48", "set49", "set50"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "usiigaci-phc")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    cfg = TrainConfig.for_device("cpu")
+    cfg.minutes, cfg.epochs, cfg.seed = a.minutes, 0, a.seed
+    cfg.mask_mode = "instances"
+    pairs = find_pairs(a.data)
+    samples, errors = load_samples(
+        pairs, mask_mode="instances", boundary_width=cfg.boundary_width, norm=cfg.norm
+    )
+    if errors:
+        print("\n".join(str(e) for e in errors), file=sys.stderr)
+    t0 = time.perf_counter()
+    fin = None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "acc.cellseg"
+        for ev in fit(samples, cfg, val_names=VAL, out_path=out, mask_mode="instances"):
+            if isinstance(ev, EpochEnded):
+                print(
+                    f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.3f} "
+                    f"val fg J {ev.val_fg_jaccard:.3f} ({ev.seconds:.0f} s)",
+                    file=sys.stderr,
+                )
+            elif isinstance(ev, Message):
+                print(ev.text, file=sys.stderr)
+            elif isinstance(ev, Finished):
+                fin = ev
+        train_s = time.perf_counter() - t0
+        if fin is None or not fin.bundle_path:
+            print(json.dumps({"benchmark": "accuracy", "error": fin and fin.message}))
+            return 1
+        b = load_bundle(out, device="cpu")
+        val = [s for s in samples if s.name in VAL]
+        ev = evaluate(b.model, val, b.model.cfg.n_classes, torch.device("cpu"))
+    print(
+        json.dumps(
+            {
+                "benchmark": "accuracy",
+                "minutes": a.minutes,
+                "train_seconds": round(train_s, 1),
+                "val_fg_jaccard": round(ev.fg_jaccard, 4),
+                "val_fg_jaccard_per_image": {k: round(v, 4) for k, v in ev.per_image.items()},
+                "best_epoch": fin.result["best_epoch"],
+                "epochs": len(fin.result["history"]["epoch"]),
+                "steps": fin.result["steps"],
+                "finished": fin.reason,
+                "settings": {
+                    k: cfg.to_dict()[k]
+                    for k in ("crop", "batch_size", "lr", "optimizer", "schedule", "dice")
+                }
+                | {"hidden": cfg.model.hidden, "depth": cfg.model.depth},
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Crops per second of ``fit`` against a bare torch loop, same process, same model,
+batch and crop size; prints one JSON line.
+
+Ratios, not absolute numbers, are the figures: the machine may be shared. Each
+configuration runs ``--repeats`` times, interleaved with the bare loop, and medians are
+compared. fit's rate is taken from its StepEnded timestamps inside an epoch (validation
+and start-up excluded, as the bare loop has neither). Also fp32 vs bf16 autocast on this
+CPU (bare loops).
+
+    python benchmarks/train_throughput.py [--hidden 16 --depth 4 --crop 256 --batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
+from cellseg_gui.core.dataset import Sample  # noqa: E402
+from cellseg_gui.core.events import StepEnded  # noqa: E402
+from cellseg_gui.core.train import fit  # noqa: E402
+from cellseg_gui.core.unet import build_model  # noqa: E402
+
+
+def synthetic(n: int, size: int, seed: int = 0) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = (rng.random((size // 16, size // 16)) > 0.6).astype(np.uint8)
+        t = np.kron(t, np.ones((16, 16), np.uint8))
+        img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
+        out.append(Sample(f"s{i}", img, t, None, None, f"{i}", 2))
+    return out
+
+
+def bare_loop(samples, cfg: TrainConfig, steps: int, precision: str = "fp32") -> float:
+    """The reference: random crops by slicing, forward, CE(+Dice as fit), AdamW step."""
+    torch.manual_seed(0)
+    mc = ModelConfig(**{**cfg.model.to_dict(), "n_classes": 2})
+    model = build_model(mc).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    imgs = [torch.from_numpy(s.image) for s in samples]
+    tgts = [torch.from_numpy(s.target).long() for s in samples]
+    c, g = cfg.crop, torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        xs, ys = [], []
+        for _ in range(cfg.batch_size):
+            i = int(torch.randint(len(imgs), (1,), generator=g))
+            h, w = tgts[i].shape
+            y0 = int(torch.randint(h - c + 1, (1,), generator=g))
+            x0 = int(torch.randint(w - c + 1, (1,), generator=g))
+            xs.append(imgs[i][:, y0 : y0 + c, x0 : x0 + c])
+            ys.append(tgts[i][y0 : y0 + c, x0 : x0 + c])
+        x, y = torch.stack(xs), torch.stack(ys)
+        ctx = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if precision == "bf16"
+            else torch.autocast("cpu", enabled=False)
+        )
+        with ctx:
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        if cfg.dice:
+            p = logits.float().softmax(1)[:, 1:]
+            oh = F.one_hot(y, 2).permute(0, 3, 1, 2)[:, 1:].float()
+            loss = loss + (1 - (2 * (p * oh).sum() + 1) / (p.sum() + oh.sum() + 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        float(loss.detach())
+        times.append(time.perf_counter() - t)
+    times = times[1:]  # first step: allocator warm-up
+    return cfg.batch_size * len(times) / sum(times)
+
+
+def fit_rate(samples, cfg: TrainConfig, steps: int) -> float:
+    cfg.steps_per_epoch = steps
+    cfg.epochs = 1
+    events = list(fit(samples, cfg, val_names=["val"]))
+    stamps = [e.seconds for e in events if isinstance(e, StepEnded)]
+    if len(stamps) < 2:
+        raise RuntimeError(f"fit did not run: {events[-1]}")
+    # StepEnded.seconds is taken after each step: rate over steps 2..n (step 1 = warm-up)
+    return cfg.batch_size * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    samples = synthetic(4, max(512, a.crop * 2))
+    val = synthetic(1, 64, seed=1)
+    val[0].name = "val"
+
+    def cfg(augment: AugmentConfig) -> TrainConfig:
+        return TrainConfig(
+            model=ModelConfig(hidden=a.hidden, depth=a.depth), crop=a.crop,
+            batch_size=a.batch, augment=augment, device="cpu", amp="off", patience=0,
+            foreground_bias=0.0, schedule="constant",
+        )  # fmt: skip
+
+    data = samples + val
+    bare, plain, aug, bf16 = [], [], [], []
+    for _ in range(a.repeats):
+        bare.append(bare_loop(samples, cfg(AugmentConfig.none()), a.steps + 1))
+        plain.append(fit_rate(data, cfg(AugmentConfig.none()), a.steps + 1))
+        aug.append(fit_rate(data, cfg(AugmentConfig.all()), a.steps + 1))
+        bf16.append(bare_loop(samples, cfg(AugmentConfig.none()), a.steps + 1, "bf16"))
+    med = statistics.median
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "model": f"hidden {a.hidden} depth {a.depth}",
+                "crop": a.crop,
+                "batch": a.batch,
+                "repeats": a.repeats,
+                "bare_crops_per_s": round(med(bare), 3),
+                "fit_crops_per_s": round(med(plain), 3),
+                "fit_all_aug_crops_per_s": round(med(aug), 3),
+                "ratio_no_aug": round(med(plain) / med(bare), 3),
+                "ratio_all_aug": round(med(aug) / med(bare), 3),
+                "bf16_over_fp32_bare": round(med(bf16) / med(bare), 3),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Learning-rate finder: an exponential sweep with a smoothed loss (Smith 2015/fastai).
+
+The sweep trains for real, so the model and optimiser are snapshotted first and put back
+exactly afterwards (a test compares weights bit for bit): running the finder never
+changes the model a later ``fit`` starts from.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from cellseg_gui.core.augment import Augmenter
+from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, LRProbe, Started
+from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.predict import select_device
+from cellseg_gui.core.train import (
+    _make_sampler,
+    autocast_context,
+    build_optimizer,
+    resolve_precision,
+    segmentation_loss,
+)
+
+__all__ = ["lr_find", "suggest"]
+
+SMOOTHING = 0.9  # exponential smoothing of the loss (with bias correction)
+STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
+
+
+def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
+    """(minimum / 10, steepest descent) from the smoothed curve."""
+    if not lrs:
+        return float("nan"), float("nan")
+    sm = np.asarray(smoothed, dtype=np.float64)
+    lr = np.asarray(lrs, dtype=np.float64)
+    i_min = int(np.nanargmin(sm))
+    suggested = float(lr[i_min] / 10.0)
+    if len(sm) >= 3 and i_min >= 2:
+        grad = np.gradient(sm[: i_min + 1], np.log(lr[: i_min + 1]))
+        steepest = float(lr[int(np.nanargmin(grad))])
+    else:
+        steepest = suggested
+    return suggested, steepest
+
+
+def lr_find(
+    samples: list,
+    cfg: TrainConfig,
+    *,
+    cancel: CancelToken | None = None,
+    min_lr: float = 1e-6,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    model: torch.nn.Module | None = None,
+) -> Iterator:
+    """Sweep the learning rate from ``min_lr`` to ``max_lr`` over ``steps`` batches of
+    random crops (independent of how many images there are)."""
+    from cellseg_gui.core.unet import build_model
+
+    train = [s for s in samples if s.target is not None]
+    if not train:
+        yield Finished(reason=FAILED, message="no images with masks to sweep on")
+        return
+    device = select_device(cfg.device)
+    precision = resolve_precision(cfg.amp, device)
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        mcfg = copy.deepcopy(cfg.model)
+        mcfg.n_classes = max(int(s.n_classes) for s in train)
+        mcfg.in_channels = int(train[0].image.shape[0])
+        model = build_model(mcfg)
+    model.to(device)
+    saved_state = copy.deepcopy(model.state_dict())
+    was_training = model.training
+    model.train()
+    opt = build_optimizer(model, cfg, lr=min_lr)
+    saved_opt = copy.deepcopy(opt.state_dict())
+    weights = (
+        torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
+        if cfg.class_weights
+        else None
+    )
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    sampler = _make_sampler(train, cfg.crop, device, cfg.foreground_bias, gen)
+    aug = Augmenter(cfg.augment, seed=cfg.seed)
+    steps = max(2, int(steps))
+    ratio = (max_lr / min_lr) ** (1.0 / (steps - 1))
+    yield Started(job="lr_find", device=str(device), precision=precision, total_steps=steps)
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    avg, best = 0.0, math.inf
+    reason, t0 = DONE, time.perf_counter()
+    try:
+        for step in range(steps):
+            if cancel is not None and cancel.cancelled:
+                reason = CANCELLED
+                break
+            lr = min_lr * ratio**step
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
+            x, y, _ = sampler.batch(idx)
+            x, y = aug(x, y)
+            with autocast_context(device, precision):
+                logits = model(x)
+            loss, _ = segmentation_loss(logits, y, class_weights=weights, dice=cfg.dice)
+            opt.zero_grad(set_to_none=True)
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                break  # past the useful range: the curve so far is the answer
+            loss.backward()
+            opt.step()
+            avg = SMOOTHING * avg + (1 - SMOOTHING) * lv
+            sm = avg / (1 - SMOOTHING ** (step + 1))
+            lrs.append(lr)
+            losses.append(lv)
+            smoothed.append(sm)
+            yield LRProbe(step=step, lr=lr, loss=lv, smoothed=sm)
+            best = min(best, sm)
+            if step > 5 and sm > STOP_FACTOR * best:
+                break
+    finally:
+        model.load_state_dict(saved_state)
+        opt.load_state_dict(saved_opt)
+        model.train(was_training)
+    suggested, steepest = suggest(lrs, smoothed)
+    result = {
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": smoothed,
+        "suggested_lr": suggested,
+        "steepest_lr": steepest,
+        "min_lr": min_lr,
+        "max_lr": max_lr,
+        "steps": len(lrs),
+        "seconds": time.perf_counter() - t0,
+    }
+    msg = f"suggested lr {suggested:.3g} (steepest descent at {steepest:.3g})" if lrs else ""
+    yield Finished(reason=reason, message=msg, result=result)

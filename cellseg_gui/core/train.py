@@ -1,0 +1,930 @@
+"""Training (``fit``): a generator of events, with no Qt, shared by the window and the CLI.
+
+The loop is kept as close to a bare torch loop as possible (the throughput benchmark
+holds it to >= 0.97 of one): crops are sliced from images already on the device, the
+per-step bookkeeping is a handful of tensor ops, and anything that needs a device sync
+(loss as a Python float) is read one step late on accelerators. Validation runs on whole
+images, once per epoch, with one forward per image where it fits (cheaper than tiles on a
+CPU) and the tiled predictor otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cellseg_gui.core import distributed as dist
+from cellseg_gui.core.augment import Augmenter
+from cellseg_gui.core.bundle import load_bundle, make_meta, save_bundle
+from cellseg_gui.core.config import ModelConfig, TrainConfig
+from cellseg_gui.core.events import (
+    CANCELLED,
+    DIVERGED,
+    DIVERGED_HINT,
+    DONE,
+    EARLY_STOP,
+    FAILED,
+    EpochEnded,
+    Finished,
+    Message,
+    SampleLosses,
+    Started,
+    StepEnded,
+)
+from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
+from cellseg_gui.core.predict import predict_tiled, select_device
+
+__all__ = [
+    "fit",
+    "split_train_val",
+    "resolve_precision",
+    "CropSampler",
+    "build_optimizer",
+    "LRSchedule",
+    "segmentation_loss",
+    "evaluate",
+]
+
+# Largest image (pixels) validated with one forward pass instead of tiles.
+WHOLE_FORWARD_MAX_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_train_val(
+    names: list[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split image names into train and validation, reproducibly for a seed.
+
+    At least one validation image whenever there are two or more images, and at least
+    one training image always. Order within each part follows the input order so the
+    split reads naturally in reports.
+    """
+    names = list(names)
+    if len(names) < 2:
+        return names, []
+    n_val = min(len(names) - 1, max(1, int(round(len(names) * float(val_fraction)))))
+    order = list(range(len(names)))
+    random.Random(int(seed)).shuffle(order)
+    val_idx = set(order[:n_val])
+    train = [n for i, n in enumerate(names) if i not in val_idx]
+    val = [n for i, n in enumerate(names) if i in val_idx]
+    return train, val
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """bf16 autocast only pays on CPUs with AMX or AVX512-BF16; on AVX2 it is slower."""
+    try:
+        cap = torch.backends.cpu.get_cpu_capability().upper()
+    except Exception:  # pragma: no cover - very old torch
+        cap = ""
+    if "AMX" in cap or "BF16" in cap:
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as fh:
+            flags = fh.read(200_000)
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(amp: str, device: torch.device) -> str:
+    """Map the user's ``amp`` setting to "fp32" | "bf16" | "fp16" for this device."""
+    amp = (amp or "auto").lower()
+    if amp in ("off", "fp32", "none", "false"):
+        return "fp32"
+    if device.type == "cuda":
+        if amp == "fp16":
+            return "fp16"
+        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+            return "bf16"
+        return "fp16"
+    if device.type == "cpu":
+        if amp in ("bf16", "fp16", "on", "true"):
+            return "bf16"  # fp16 autocast on CPU is slow and fragile; bf16 is the CPU path
+        return "bf16" if _cpu_has_fast_bf16() else "fp32"
+    return "fp32"  # mps: autocast support varies; keep it exact
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class CropSampler:
+    """Random crops from images held as tensors on the training device.
+
+    Images smaller than the crop are reflect-padded once up front. Each epoch walks a
+    fresh permutation of the images (so every training image is seen), and a share of
+    crops (``foreground_bias``) is centred on a random foreground pixel so sparse
+    images still teach the model what a cell looks like.
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        targets: list[np.ndarray],
+        crop: int,
+        device: torch.device,
+        foreground_bias: float,
+        gen: torch.Generator,
+    ) -> None:
+        self.crop = int(crop)
+        self.bias = float(foreground_bias)
+        self.gen = gen
+        self.images: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.fg: list[np.ndarray] = []
+        self.offsets: list[tuple[int, int]] = []
+        self.widths: list[int] = []  # original widths: foreground indices are flat in them
+        for img, tgt in zip(images, targets, strict=True):
+            h, w = tgt.shape
+            self.widths.append(int(w))
+            ph, pw = max(0, self.crop - h), max(0, self.crop - w)
+            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+            y = torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.uint8)).long()
+            if ph or pw:
+                # reflect where the image is large enough, else repeat the edge
+                mode = "reflect" if ph < h and pw < w else "replicate"
+                x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+                y = F.pad(y, (0, pw, 0, ph), value=0)
+            self.images.append(x.to(device))
+            self.targets.append(y.to(device))
+            self.fg.append(np.flatnonzero(np.asarray(tgt) > 0).astype(np.int64))
+            self.offsets.append((int(y.shape[-2]), int(y.shape[-1])))
+
+    def positions(self, idx: int) -> tuple[int, int]:
+        h, w = self.offsets[idx]
+        c = self.crop
+        fg = self.fg[idx]
+        r = torch.rand(3, generator=self.gen)
+        if len(fg) and float(r[0]) < self.bias:
+            p = int(fg[int(r[1] * len(fg)) % len(fg)])
+            cy, cx = divmod(p, self.widths[idx])
+            y0 = min(max(0, cy - c // 2), h - c)
+            x0 = min(max(0, cx - c // 2), w - c)
+        else:
+            y0 = int(r[1] * (h - c + 1))
+            x0 = int(r[2] * (w - c + 1))
+        return y0, x0
+
+    def batch(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[tuple]]:
+        """Crops for the given image indices: x (B, C, c, c), y (B, c, c) long, boxes."""
+        c = self.crop
+        xs, ys, boxes = [], [], []
+        for i in order:
+            y0, x0 = self.positions(i)
+            xs.append(self.images[i][:, y0 : y0 + c, x0 : x0 + c])
+            ys.append(self.targets[i][y0 : y0 + c, x0 : x0 + c])
+            boxes.append((i, y0, x0))
+        return torch.stack(xs), torch.stack(ys), boxes
+
+
+def _make_sampler(samples, crop, device, bias, gen) -> CropSampler:
+    return CropSampler(
+        [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen
+    )
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_weights: torch.Tensor | None = None,
+    dice: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (+ soft Dice over the foreground classes).
+
+    Returns (loss, per-crop cross-entropy (B,)) — the second feeds the noisy-label finder
+    at no extra cost.
+    """
+    logits = logits.float()
+    ce_map = F.cross_entropy(logits, target, weight=class_weights, reduction="none")
+    per_crop = ce_map.mean(dim=(1, 2))
+    loss = per_crop.mean()
+    if dice and logits.shape[1] > 1:
+        probs = logits.softmax(1)[:, 1:]
+        onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+        dims = (0, 2, 3)
+        inter = (probs * onehot).sum(dims)
+        denom = probs.sum(dims) + onehot.sum(dims)
+        loss = loss + (1 - (2 * inter + 1.0) / (denom + 1.0)).mean()
+    return loss, per_crop.detach()
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float | None = None):
+    lr = cfg.lr if lr is None else lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
+
+
+@dataclass
+class LRSchedule:
+    """Learning rate as a function of progress, so epoch- and time-limited runs share it.
+
+    ``progress`` is the fraction of the run done (steps or minutes, whichever is
+    further); ``epoch_pos`` is epochs done as a float (for step and SGDR schedules).
+    Stateless apart from the config: resuming restores progress and so the rate.
+    """
+
+    kind: str
+    base_lr: float
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    step_gamma: float = 0.3
+    sgdr_period: int = 10
+
+    def factor(self, progress: float, epoch_pos: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        kind = self.kind.lower()
+        if kind == "constant":
+            f = 1.0
+        elif kind == "step":
+            f = self.step_gamma ** int(epoch_pos // max(1, self.step_epochs))
+        elif kind == "cosine":
+            f = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
+        elif kind == "sgdr":
+            period, start = float(max(1, self.sgdr_period)), 0.0
+            while epoch_pos >= start + period:
+                start, period = start + period, period * 2
+            q = (epoch_pos - start) / period
+            f = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q))
+        elif kind == "onecycle":
+            up = 0.25
+            if p < up:
+                f = 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / up))
+            else:
+                q = (p - up) / (1 - up)
+                f = 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * q))
+        else:
+            raise ValueError(f"unknown schedule {self.kind!r}")
+        if self.warmup_epochs > 0 and epoch_pos < self.warmup_epochs:
+            f *= max(0.01, epoch_pos / self.warmup_epochs)
+        return f
+
+    def lr(self, progress: float, epoch_pos: float) -> float:
+        return self.base_lr * self.factor(progress, epoch_pos)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    per_class: list[float]
+    fg_jaccard: float
+    per_image: dict[str, float] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    loss_sum: float = 0.0
+    pixels: int = 0
+
+
+def _forward_probs(model, image: np.ndarray, device, precision: str, tile: int) -> torch.Tensor:
+    """Class probabilities (K, H, W) on the device for one whole image."""
+    h, w = image.shape[-2:]
+    if h * w <= WHOLE_FORWARD_MAX_PIXELS.get(device.type, 1024 * 1024):
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+        with autocast_context(device, precision):
+            logits = model(x)
+        return logits.float().softmax(1)[0]
+    pred = predict_tiled(
+        model, image, tile=tile, device=device, amp=precision != "fp32", return_probs=True
+    )
+    return torch.from_numpy(pred.probs).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    samples: list,
+    n_classes: int,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    tile: int = 512,
+    dice: bool = True,
+    class_weights: torch.Tensor | None = None,
+) -> EvalResult:
+    """Score whole images: loss (same formula as training), per-class and foreground
+    Jaccard summed over images, and each image's own foreground Jaccard."""
+    was_training = model.training
+    model.eval()
+    acc = JaccardAccumulator(n_classes)
+    per_image: dict[str, float] = {}
+    loss_sum, pixels = 0.0, 0
+    try:
+        for s in samples:
+            probs = _forward_probs(model, s.image, device, precision, tile)
+            tgt = torch.from_numpy(np.ascontiguousarray(s.target, dtype=np.uint8)).to(device).long()
+            logp = probs.clamp_min(1e-8).log()
+            loss, _ = segmentation_loss(
+                logp[None], tgt[None], class_weights=class_weights, dice=dice
+            )
+            npx = int(tgt.numel())
+            loss_sum += float(loss) * npx
+            pixels += npx
+            pred = probs.argmax(0).to(torch.uint8).cpu().numpy()
+            target = np.asarray(s.target)
+            acc.update(pred, target)
+            p, t = pred > 0, target > 0
+            union = int((p | t).sum())
+            per_image[s.name] = 1.0 if union == 0 else float((p & t).sum()) / union
+    finally:
+        model.train(was_training)
+    return EvalResult(
+        loss=loss_sum / max(pixels, 1),
+        per_class=[float(v) for v in acc.per_class()],
+        fg_jaccard=float(acc.foreground()),
+        per_image=per_image,
+        confusion=acc.cm.copy() if hasattr(acc, "cm") else None,
+        loss_sum=loss_sum,
+        pixels=pixels,
+    )
+
+
+def _fg_from_confusion(cm: np.ndarray) -> float:
+    union = cm.sum() - cm[0, 0]
+    return 1.0 if union == 0 else float(cm[1:, 1:].sum() / union)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _empty_history() -> dict[str, list]:
+    return {
+        "epoch": [],
+        "train_loss": [],
+        "val_loss": [],
+        "train_fg_jaccard": [],
+        "val_fg_jaccard": [],
+        "train_jaccard": [],
+        "val_jaccard": [],
+        "lr": [],
+        "seconds": [],
+    }
+
+
+def _state_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _steps_per_epoch(cfg: TrainConfig, samples: list, world: int) -> int:
+    if cfg.steps_per_epoch:
+        total = int(cfg.steps_per_epoch)
+    else:
+        pixels = sum(int(s.target.size) for s in samples)
+        total = max(1, round(pixels / (cfg.crop * cfg.crop * cfg.batch_size)))
+    return max(1, math.ceil(total / world))
+
+
+def _check_samples(samples: list) -> None:
+    if not samples:
+        raise ValueError("no images to train on")
+    for s in samples:
+        if s.target is None:
+            raise ValueError(f"{s.name}: no mask (training needs a mask for every image)")
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    samples: list,
+    cfg: TrainConfig,
+    *,
+    cancel: CancelToken | None = None,
+    val_names: list[str] | None = None,
+    init_bundle: str | Path | None = None,
+    resume: str | Path | None = None,
+    out_path: str | Path | None = None,
+    checkpoint_path: str | Path | None = None,
+    lr_finder: dict | None = None,
+    classes: list[dict] | None = None,
+    mask_mode: str = "instances",
+) -> Iterator:
+    """Train a U-Net; yields Started, StepEnded, EpochEnded, SampleLosses, Message and
+    one Finished. See the module docstring and the API contract for the result dict."""
+    try:
+        yield from _fit(
+            samples, cfg, cancel=cancel, val_names=val_names, init_bundle=init_bundle,
+            resume=resume, out_path=out_path, checkpoint_path=checkpoint_path,
+            lr_finder=lr_finder, classes=classes, mask_mode=mask_mode,
+        )  # fmt: skip
+    except (ValueError, OSError, RuntimeError) as exc:
+        yield Finished(reason=FAILED, message=f"training failed: {exc}")
+
+
+def _fit(
+    samples, cfg: TrainConfig, *, cancel, val_names, init_bundle, resume, out_path,
+    checkpoint_path, lr_finder, classes, mask_mode,
+):  # fmt: skip
+    _check_samples(samples)
+    cfg = TrainConfig.from_dict(copy.deepcopy(cfg.to_dict()))  # never mutate the caller's
+    ctx = dist.context()
+    world, rank, is_main = ctx.world_size, ctx.rank, ctx.is_main
+    device = ctx.device if ctx.device is not None else select_device(cfg.device)
+    precision = resolve_precision(cfg.amp, device)
+    names = [s.name for s in samples]
+    by_name = {s.name: s for s in samples}
+    ckpt: dict | None = None
+    if resume is not None:
+        ckpt = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        # the run's own settings, except when and where to stop and run, which the
+        # caller may change (e.g. "train 20 more epochs")
+        keep = {k: getattr(cfg, k) for k in ("epochs", "minutes", "patience", "device")}
+        cfg = TrainConfig.from_dict(ckpt["cfg"])
+        for k, v in keep.items():
+            setattr(cfg, k, v)
+        precision = resolve_precision(cfg.amp, device)
+    # split
+    if ckpt is not None:
+        train_names = [n for n in ckpt["split"]["train"] if n in by_name]
+        val_list = [n for n in ckpt["split"]["val"] if n in by_name]
+    elif val_names:
+        unknown = [n for n in val_names if n not in by_name]
+        if unknown:
+            raise ValueError(f"validation images not in the data: {', '.join(unknown)}")
+        val_list = [n for n in names if n in set(val_names)]
+        train_names = [n for n in names if n not in set(val_names)]
+    else:
+        train_names, val_list = split_train_val(names, cfg.val_fraction, cfg.seed)
+    if not train_names:
+        raise ValueError("no training images left after the validation split")
+    train_s = [by_name[n] for n in train_names]
+    val_s = [by_name[n] for n in val_list]
+    n_classes = max(int(s.n_classes) for s in samples)
+    if not val_s:
+        val_s = train_s
+        if is_main:
+            yield Message(
+                "only one image: validating on the training image, so the scores say "
+                "nothing about new images",
+                level="warning",
+            )
+    # model
+    _seed_everything(cfg.seed)
+    from cellseg_gui.core.unet import build_model
+
+    init_model = None
+    if init_bundle is not None and ckpt is None:
+        b = load_bundle(init_bundle, device="cpu")
+        arch = ModelConfig.from_dict(b.meta["architecture"])
+        if arch.n_classes != n_classes or arch.in_channels != int(train_s[0].image.shape[0]):
+            raise ValueError(
+                f"{init_bundle}: its model has {arch.n_classes} classes and "
+                f"{arch.in_channels} channel(s); the data has {n_classes} and "
+                f"{train_s[0].image.shape[0]}"
+            )
+        if arch.to_dict() != cfg.model.to_dict() and is_main:
+            yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
+        cfg.model = arch
+        init_model = b.model
+    else:
+        cfg.model.n_classes = n_classes
+        cfg.model.in_channels = int(train_s[0].image.shape[0])
+    model = build_model(cfg.model)
+    if init_model is not None:
+        model.load_state_dict(init_model.state_dict())
+    model.to(device)
+    model.train()
+    train_model = dist.wrap(model, device) if world > 1 else model
+    opt = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    sched = LRSchedule(
+        cfg.schedule, cfg.lr, cfg.warmup_epochs, cfg.step_epochs, cfg.step_gamma, cfg.sgdr_period
+    )
+    weights = (
+        torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
+        if cfg.class_weights
+        else None
+    )
+    gen = torch.Generator().manual_seed(int(cfg.seed) * 1000 + rank)
+    sampler = _make_sampler(train_s, cfg.crop, device, cfg.foreground_bias, gen)
+    augmenter = Augmenter(cfg.augment, seed=int(cfg.seed) * 1000 + 7 + rank)
+    spe = _steps_per_epoch(cfg, train_s, world)
+    time_limit = float(cfg.minutes) * 60.0 if cfg.minutes else None
+    max_epochs = int(cfg.epochs) if cfg.epochs else (10**6 if time_limit else 1)
+    total_steps = None if time_limit and not cfg.epochs else max_epochs * spe
+    history = _empty_history()
+    best_score, best_epoch, best_state = -1.0, -1, None
+    best_per_image: dict[str, float] = {}
+    start_epoch, global_step, elapsed_before = 0, 0, 0.0
+    np_rng = np.random.default_rng(cfg.seed + rank)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        history = ckpt["history"]
+        start_epoch = int(ckpt["epoch"]) + 1
+        global_step = int(ckpt["global_step"])
+        elapsed_before = float(ckpt.get("elapsed", 0.0))
+        best_score, best_epoch = float(ckpt["best_score"]), int(ckpt["best_epoch"])
+        best_state = ckpt.get("best_state")
+        best_per_image = ckpt.get("best_per_image", {})
+        gen.set_state(ckpt["rng"]["sampler"])
+        augmenter.load_state_dict(ckpt["rng"]["augment"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np_rng.bit_generator.state = ckpt["rng"]["numpy"]
+        lr_finder = lr_finder or ckpt.get("lr_finder")
+    record_base = {
+        "images": [
+            {"name": s.name, "sha256": getattr(s, "sha256", ""), "split": "train"} for s in train_s
+        ]
+        + [
+            {"name": s.name, "sha256": getattr(s, "sha256", ""), "split": "val"}
+            for s in (val_s if val_s is not train_s else [])
+        ],
+        "split": {"train": list(train_names), "val": list(val_list)},
+        "seed": int(cfg.seed),
+        "settings": cfg.to_dict(),
+        "device": str(device),
+        "precision": precision,
+        "world_size": world,
+        "init_bundle": str(init_bundle) if init_bundle else None,
+        "resumed_from": str(resume) if resume else None,
+        "lr_finder": lr_finder,
+    }
+
+    def write_bundle(state, metrics: dict, extra: dict | None = None) -> str | None:
+        if out_path is None or not is_main or state is None:
+            return None
+        m = build_model(cfg.model)
+        m.load_state_dict(state)
+        training = dict(record_base, history=copy.deepcopy(history), **(extra or {}))
+        meta = make_meta(
+            cfg.model, classes=classes, mask_mode=mask_mode, boundary_width=cfg.boundary_width,
+            channels=cfg.channels, norm=cfg.norm, training=training, metrics=metrics,
+            name=Path(out_path).stem,
+        )  # fmt: skip
+        save_bundle(out_path, m, meta)
+        return str(out_path)
+
+    if is_main:
+        yield Started(
+            job="fit", device=str(device), precision=precision, total_steps=total_steps,
+            epochs=None if (time_limit and not cfg.epochs) else max_epochs,
+            steps_per_epoch=spe, n_train=len(train_s), n_val=len(val_list),
+            message=f"{len(train_s)} training, {len(val_list)} validation images; "
+            f"{world} process(es)" if world > 1 else "",
+        )  # fmt: skip
+    t0 = time.perf_counter()
+    accel = device.type != "cpu"
+    reason, message, hint = DONE, "", ""
+    bad_epochs = 0
+    if best_epoch >= 0 and history["val_fg_jaccard"]:
+        bad_epochs = len(history["epoch"]) - 1 - history["epoch"].index(best_epoch)
+    epoch = start_epoch - 1
+    stop = False
+    n_train = len(train_s)
+    for epoch in range(start_epoch, max_epochs):
+        te = time.perf_counter()
+        # every image appears; the rest of the slots are a fresh random mix
+        need = spe * cfg.batch_size
+        order: list[int] = []
+        while len(order) < need:
+            order.extend(torch.randperm(n_train, generator=gen).tolist())
+        order = order[:need]
+        cm = torch.zeros(n_classes * n_classes, dtype=torch.long, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        img_loss = np.zeros(n_train)
+        img_count = np.zeros(n_train)
+        worst: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
+        pending: list = []  # accelerators: read back step i's numbers at step i + 1
+
+        def flush(pending_item, img_loss=img_loss, img_count=img_count, worst=worst) -> float:
+            loss_t, per_crop_t, boxes, s_idx, e_idx, lr_now = pending_item
+            lv = float(loss_t)
+            pc = per_crop_t.float().cpu().numpy()
+            for (i, y0, x0), v in zip(boxes, pc, strict=True):
+                img_loss[i] += v
+                img_count[i] += 1
+                if v > worst.get(i, (-1.0, None))[0]:
+                    worst[i] = (float(v), (y0, x0, cfg.crop, cfg.crop))
+            return lv
+
+        for step in range(spe):
+            if dist.any_flag(cancel is not None and cancel.cancelled, world):
+                reason, stop = CANCELLED, True
+                break
+            elapsed = elapsed_before + time.perf_counter() - t0
+            if time_limit is not None and elapsed >= time_limit:
+                stop = True
+                message = f"time limit of {cfg.minutes:g} minutes reached"
+                break
+            p_steps = global_step / total_steps if total_steps else 0.0
+            p_time = elapsed / time_limit if time_limit else 0.0
+            lr = sched.lr(max(p_steps, p_time), epoch + step / spe)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x, y, boxes = sampler.batch(idx)
+            if augmenter.enabled:
+                x, y = augmenter(x, y)
+            with autocast_context(device, precision):
+                logits = train_model(x)
+            loss, per_crop = segmentation_loss(logits, y, class_weights=weights, dice=cfg.dice)
+            opt.zero_grad(set_to_none=True)
+            if precision == "fp16":
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                pred = logits.detach().argmax(1)
+                cm += torch.bincount(
+                    (y * n_classes + pred).flatten(), minlength=n_classes * n_classes
+                )
+                loss_sum += loss.detach()
+            pending.append((loss.detach(), per_crop, boxes, step, epoch, lr))
+            if accel and len(pending) < 2 and step < spe - 1:
+                global_step += 1
+                continue
+            item = pending.pop(0)
+            lv = flush(item)
+            bad = not math.isfinite(lv)
+            if dist.any_flag(bad, world):
+                reason, stop = DIVERGED, True
+                hint = DIVERGED_HINT
+                message = f"loss became {lv} at epoch {item[4] + 1}, step {item[3] + 1}"
+                break
+            now = elapsed_before + time.perf_counter() - t0
+            done = global_step + 1
+            eta = None
+            if total_steps:
+                eta = now / done * (total_steps - done) if done else None
+            if time_limit:
+                eta = max(0.0, time_limit - now) if eta is None else min(eta, time_limit - now)
+            global_step += 1
+            if is_main:
+                yield StepEnded(
+                    epoch=item[4], step=item[3], global_step=done - 1 - len(pending),
+                    loss=lv, lr=item[5], seconds=now, eta_seconds=eta,
+                )  # fmt: skip
+        for item in pending:  # drain (accelerators)
+            lv = flush(item)
+            if not math.isfinite(lv) and reason != CANCELLED:
+                reason, stop, hint = DIVERGED, True, DIVERGED_HINT
+                message = f"loss became {lv} at epoch {item[4] + 1}"
+        steps_done = int(img_count.sum() // max(1, cfg.batch_size))
+        if reason in (CANCELLED, DIVERGED) or steps_done == 0:
+            break
+        # ---- end of epoch: train stats, validation, bookkeeping
+        dist.sync_buffers(_unwrap(model), world)
+        cm_np = dist.all_reduce_sum(cm, world).cpu().numpy().reshape(n_classes, n_classes)
+        train_loss = float(dist.all_reduce_sum(loss_sum, world)) / max(1, steps_done * world)
+        train_pc = [float(v) for v in jaccard_from_confusion(cm_np)]
+        train_fg = _fg_from_confusion(cm_np)
+        ev = _distributed_evaluate(
+            model, val_s, n_classes, device, precision, cfg, weights, world, rank
+        )
+        val_fg = ev.fg_jaccard
+        is_best = val_fg > best_score
+        if is_best:
+            best_score, best_epoch = val_fg, epoch
+            best_state = _state_cpu(model)
+            best_per_image = dict(ev.per_image)
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        secs = time.perf_counter() - te
+        history["epoch"].append(epoch)
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(ev.loss)
+        history["train_fg_jaccard"].append(train_fg)
+        history["val_fg_jaccard"].append(val_fg)
+        history["train_jaccard"].append(train_pc)
+        history["val_jaccard"].append(ev.per_class)
+        history["lr"].append(float(opt.param_groups[0]["lr"]))
+        history["seconds"].append(secs)
+        now = elapsed_before + time.perf_counter() - t0
+        eta = None
+        if total_steps:
+            eta = now / max(1, global_step) * (total_steps - global_step)
+        if time_limit:
+            eta = max(0.0, time_limit - now) if eta is None else min(eta, time_limit - now)
+        if is_main:
+            yield EpochEnded(
+                epoch=epoch, epochs=None if (time_limit and not cfg.epochs) else max_epochs,
+                train_loss=train_loss, val_loss=ev.loss, train_jaccard=tuple(train_pc),
+                val_jaccard=tuple(ev.per_class), train_fg_jaccard=train_fg,
+                val_fg_jaccard=val_fg, seconds=secs, lr=history["lr"][-1], is_best=is_best,
+                eta_seconds=eta,
+            )  # fmt: skip
+            losses = {
+                train_s[i].name: float(img_loss[i] / img_count[i])
+                for i in range(n_train)
+                if img_count[i]
+            }
+            regions = {train_s[i].name: worst[i][1] for i in worst}
+            yield SampleLosses(epoch=epoch, losses=losses, regions=regions)
+        if is_best:
+            write_bundle(
+                best_state,
+                {"val_fg_jaccard": best_score, "best_epoch": best_epoch},
+                {"best_epoch": best_epoch, "per_image_val_jaccard": best_per_image},
+            )
+        if checkpoint_path is not None and is_main:
+            _atomic_torch_save(
+                {
+                    "cfg": cfg.to_dict(),
+                    "model": _state_cpu(model),
+                    "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "elapsed": now,
+                    "history": history,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "best_per_image": best_per_image,
+                    "split": {"train": train_names, "val": val_list},
+                    "lr_finder": lr_finder,
+                    "rng": {
+                        "sampler": gen.get_state(),
+                        "augment": augmenter.state_dict(),
+                        "torch": torch.get_rng_state(),
+                        "numpy": np_rng.bit_generator.state,
+                    },
+                },
+                Path(checkpoint_path),
+            )
+        if stop:
+            break
+        if cfg.patience and bad_epochs >= cfg.patience:
+            reason = EARLY_STOP
+            message = f"no validation improvement for {bad_epochs} epochs"
+            break
+        if time_limit is not None and elapsed_before + time.perf_counter() - t0 >= time_limit:
+            message = f"time limit of {cfg.minutes:g} minutes reached"
+            break
+    # ---- finish: best weights, guard-rail, final bundle
+    if best_state is None and reason == CANCELLED:
+        best_state = _state_cpu(model)  # stopped before any validation: keep what we have
+        message = "stopped before the first validation; saved the current (unvalidated) model"
+    guard = None
+    if init_model is not None and best_state is not None and reason != DIVERGED:
+        guard = _guard_rail(
+            init_model, best_state, cfg, val_s, n_classes, device, precision, weights, world, rank
+        )
+        if guard["new_is_worse"]:
+            message = (message + " " if message else "") + guard["text"]
+    if reason == CANCELLED and not message:
+        message = "stopped by the user; kept the best model so far"
+    result = {
+        "best_val_fg_jaccard": best_score if best_epoch >= 0 else None,
+        "best_epoch": best_epoch if best_epoch >= 0 else None,
+        "history": history,
+        "split": {"train": list(train_names), "val": list(val_list)},
+        "guard_rail": guard,
+        "per_image_val_jaccard": best_per_image,
+        "precision": precision,
+        "device": str(device),
+        "steps": global_step,
+        "seconds": elapsed_before + time.perf_counter() - t0,
+    }
+    bundle = None
+    if best_state is not None:
+        bundle = write_bundle(
+            best_state,
+            {"val_fg_jaccard": result["best_val_fg_jaccard"], "best_epoch": result["best_epoch"]},
+            {
+                "best_epoch": result["best_epoch"],
+                "per_image_val_jaccard": best_per_image,
+                "guard_rail": guard,
+                "finished": reason,
+            },
+        )
+    if is_main or world == 1:
+        yield Finished(
+            reason=reason, message=message.strip(), hint=hint, bundle_path=bundle, result=result
+        )
+
+
+def _distributed_evaluate(model, val_s, n_classes, device, precision, cfg, weights, world, rank):
+    """Each rank scores its share of the validation images; sums are combined."""
+    mine = val_s[rank::world] if world > 1 else val_s
+    ev = evaluate(
+        _unwrap(model), mine, n_classes, device, precision=precision, tile=cfg.tile,
+        dice=cfg.dice, class_weights=weights,
+    )  # fmt: skip
+    if world == 1:
+        return ev
+    cm = torch.from_numpy(
+        ev.confusion if ev.confusion is not None else np.zeros((n_classes, n_classes), np.int64)
+    ).to(device)
+    cm = dist.all_reduce_sum(cm, world).cpu().numpy()
+    sums = dist.all_reduce_sum(
+        torch.tensor([ev.loss_sum, float(ev.pixels)], dtype=torch.float64, device=device), world
+    ).cpu()
+    per_image = dist.gather_dict(ev.per_image, world)
+    return EvalResult(
+        loss=float(sums[0] / max(sums[1], 1.0)),
+        per_class=[float(v) for v in jaccard_from_confusion(cm)],
+        fg_jaccard=_fg_from_confusion(cm),
+        per_image=per_image,
+        confusion=cm,
+    )
+
+
+def _guard_rail(
+    init_model, best_state, cfg, val_s, n_classes, device, precision, weights, world, rank
+):
+    """Score the starting model and the new one on the same validation images."""
+    from cellseg_gui.core.unet import build_model
+
+    new = build_model(cfg.model)
+    new.load_state_dict(best_state)
+    new.to(device)
+    old = copy.deepcopy(init_model).to(device)
+    e_old = _distributed_evaluate(
+        old, val_s, n_classes, device, precision, cfg, weights, world, rank
+    )
+    e_new = _distributed_evaluate(
+        new, val_s, n_classes, device, precision, cfg, weights, world, rank
+    )
+    worse = e_new.fg_jaccard < e_old.fg_jaccard
+    if worse:
+        text = (
+            f"The new model is WORSE than the one it started from on the same validation "
+            f"images: foreground Jaccard {e_new.fg_jaccard:.3f} vs {e_old.fg_jaccard:.3f}. "
+            "Keep the old model, or train longer / with a lower learning rate."
+        )
+    else:
+        text = (
+            f"The new model is at least as good as the one it started from: foreground "
+            f"Jaccard {e_new.fg_jaccard:.3f} vs {e_old.fg_jaccard:.3f}."
+        )
+    return {
+        "init_val_fg_jaccard": e_old.fg_jaccard,
+        "new_val_fg_jaccard": e_new.fg_jaccard,
+        "init_per_image": e_old.per_image,
+        "new_per_image": e_new.per_image,
+        "new_is_worse": bool(worse),
+        "text": text,
+    }

@@ -1,0 +1,50 @@
+"""Learning-rate finder: curve, suggestions, early stop, exact restore."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_train import make_samples, tiny_cfg  # noqa: E402
+
+from cellseg_gui.core.events import Finished, LRProbe, Started  # noqa: E402
+from cellseg_gui.core.lrfind import lr_find, suggest  # noqa: E402
+from cellseg_gui.core.unet import build_model  # noqa: E402
+
+
+def test_sweep_restores_the_model_bit_for_bit_and_suggests_rates() -> None:
+    cfg = tiny_cfg()
+    cfg.model.n_classes = 2
+    model = build_model(cfg.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    events = list(lr_find(make_samples(), cfg, steps=30, model=model))
+    assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
+    probes = [e for e in events if isinstance(e, LRProbe)]
+    assert 5 < len(probes) <= 30
+    lrs = [p.lr for p in probes]
+    assert lrs == sorted(lrs) and abs(lrs[0] - 1e-6) < 1e-12
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    r = events[-1].result
+    assert set(r) >= {"lrs", "losses", "smoothed", "suggested_lr", "steepest_lr"}
+    assert 1e-7 <= r["suggested_lr"] <= 1.0 and 1e-6 <= r["steepest_lr"] <= 10.0
+
+
+def test_sweep_stops_early_when_the_loss_explodes() -> None:
+    events = list(lr_find(make_samples(), tiny_cfg(), min_lr=1e-3, max_lr=1e4, steps=60))
+    assert events[-1].result["steps"] < 60
+
+
+def test_suggest_picks_min_over_ten_and_steepest_descent() -> None:
+    lrs = list(np.logspace(-6, 1, 50))
+    x = np.log10(lrs)
+    smoothed = list(1.0 / (1 + np.exp(3 * (x + 3))) + np.where(x > -1, (x + 1) ** 2, 0))
+    sug, steep = suggest(lrs, smoothed)
+    i_min = int(np.argmin(smoothed))
+    assert sug == lrs[i_min] / 10
+    assert 10**-3.6 < steep < 10**-2.4

@@ -1,0 +1,192 @@
+"""fit: events, bundle record, determinism, cancel, divergence, resume, fine-tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellseg_gui.core.bundle import load_bundle, read_bundle_meta
+from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig
+from cellseg_gui.core.dataset import Sample
+from cellseg_gui.core.events import (
+    CANCELLED,
+    DIVERGED,
+    DIVERGED_HINT,
+    DONE,
+    EpochEnded,
+    Finished,
+    SampleLosses,
+    Started,
+    StepEnded,
+)
+from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.train import fit, resolve_precision, split_train_val
+
+
+def make_samples(n: int = 4, size: int = 80, seed: int = 0) -> list[Sample]:
+    """Bright discs on noise: learnable in a few steps by a tiny model."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = []
+    for i in range(n):
+        t = np.zeros((size, size), np.uint8)
+        for _ in range(4):
+            cy, cx = rng.integers(8, size - 8, 2)
+            t[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 1
+        img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
+        out.append(
+            Sample(
+                name=f"img{i}", image=img, target=t, image_path=Path(f"img{i}.tif"),
+                mask_path=Path(f"img{i}_mask.png"), sha256=f"{i:064x}", n_classes=2,
+            )
+        )  # fmt: skip
+    return out
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    cfg = TrainConfig(
+        model=ModelConfig(hidden=4, depth=2), crop=64, batch_size=2, epochs=2,
+        steps_per_epoch=3, augment=AugmentConfig.none(), device="cpu", amp="auto", patience=0,
+    )  # fmt: skip
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def run(samples, cfg, **kw) -> tuple[list, Finished]:
+    events = list(fit(samples, cfg, **kw))
+    assert isinstance(events[-1], Finished)
+    return events, events[-1]
+
+
+def test_split_is_reproducible_disjoint_and_keeps_a_validation_image() -> None:
+    names = [f"n{i}" for i in range(10)]
+    a = split_train_val(names, 0.2, seed=1)
+    assert a == split_train_val(names, 0.2, seed=1)
+    assert a != split_train_val(names, 0.2, seed=2)
+    train, val = a
+    assert len(val) == 2 and set(train) | set(val) == set(names) and not set(train) & set(val)
+    assert len(split_train_val(names[:2], 0.01, 0)[1]) == 1
+
+
+def test_auto_precision_is_fp32_on_a_cpu_without_fast_bf16(monkeypatch) -> None:
+    import cellseg_gui.core.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(train_mod, "_cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
+def test_fit_yields_events_and_writes_a_bundle_with_its_record(tmp_path: Path) -> None:
+    samples = make_samples()
+    out = tmp_path / "m.cellseg"
+    events, fin = run(samples, tiny_cfg(), out_path=out, mask_mode="binary")
+    assert isinstance(events[0], Started) and events[0].precision == "fp32"
+    assert sum(isinstance(e, StepEnded) for e in events) == 6
+    epochs = [e for e in events if isinstance(e, EpochEnded)]
+    assert len(epochs) == 2 and all(len(e.train_jaccard) == 2 for e in epochs)
+    losses = [e for e in events if isinstance(e, SampleLosses)]
+    assert len(losses) == 2
+    assert set(losses[0].losses) == set(fin.result["split"]["train"])
+    assert all(len(box) == 4 for box in losses[0].regions.values())
+    assert fin.reason == DONE and fin.bundle_path == str(out)
+    r = fin.result
+    assert len(r["history"]["train_loss"]) == 2 and r["best_epoch"] in (0, 1)
+    assert len(r["split"]["val"]) >= 1 and set(r["per_image_val_jaccard"]) == set(r["split"]["val"])
+    meta = read_bundle_meta(out)
+    rec = meta["training"]
+    assert rec["seed"] == 0 and rec["settings"]["crop"] == 64
+    assert {i["name"]: i["sha256"] for i in rec["images"]} == {s.name: s.sha256 for s in samples}
+    assert rec["history"]["val_fg_jaccard"] == r["history"]["val_fg_jaccard"]
+    assert "torch" in meta["versions"]
+    load_bundle(out)  # loads back
+
+
+def test_same_seed_gives_identical_weights_and_history(tmp_path: Path) -> None:
+    samples = make_samples()
+    cfg = tiny_cfg(augment=AugmentConfig.all())
+    _, a = run(samples, cfg, out_path=tmp_path / "a.cellseg")
+    _, b = run(samples, cfg, out_path=tmp_path / "b.cellseg")
+    assert a.result["history"]["train_loss"] == b.result["history"]["train_loss"]
+    wa = load_bundle(tmp_path / "a.cellseg").model.state_dict()
+    wb = load_bundle(tmp_path / "b.cellseg").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    _, c = run(samples, tiny_cfg(augment=AugmentConfig.all(), seed=5))
+    assert c.result["history"]["train_loss"] != a.result["history"]["train_loss"]
+
+
+def test_cancel_returns_within_one_step_and_keeps_the_model(tmp_path: Path) -> None:
+    token = CancelToken()
+    out = tmp_path / "c.cellseg"
+    events = []
+    for ev in fit(make_samples(), tiny_cfg(epochs=50), cancel=token, out_path=out):
+        events.append(ev)
+        if isinstance(ev, StepEnded) and ev.global_step == 4:
+            token.cancel()
+    steps = [e for e in events if isinstance(e, StepEnded)]
+    assert steps[-1].global_step == 4
+    fin = events[-1]
+    assert fin.reason == CANCELLED and fin.bundle_path == str(out) and out.exists()
+
+
+def test_nan_loss_stops_with_diverged_and_a_hint() -> None:
+    samples = make_samples()
+    samples[0].image[:] = np.nan
+    samples[1].image[:] = np.nan
+    samples[2].image[:] = np.nan
+    _, fin = run(samples, tiny_cfg(), val_names=["img3"])
+    assert fin.reason == DIVERGED and fin.hint == DIVERGED_HINT
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    samples = make_samples()
+    cfg = tiny_cfg(epochs=3, augment=AugmentConfig.all())
+    _, full = run(samples, cfg, out_path=tmp_path / "full.cellseg")
+    token = CancelToken()
+    ck = tmp_path / "ck.pt"
+    for ev in fit(samples, cfg, cancel=token, checkpoint_path=ck):
+        if isinstance(ev, EpochEnded) and ev.epoch == 0:
+            token.cancel()
+    _, resumed = run(samples, cfg, resume=ck, out_path=tmp_path / "res.cellseg")
+    assert resumed.reason == DONE
+    assert resumed.result["history"]["train_loss"] == full.result["history"]["train_loss"]
+    wa = load_bundle(tmp_path / "full.cellseg").model.state_dict()
+    wb = load_bundle(tmp_path / "res.cellseg").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_fine_tune_starts_from_the_bundle_and_reports_the_guard_rail(tmp_path: Path) -> None:
+    samples = make_samples()
+    base = tmp_path / "base.cellseg"
+    run(samples, tiny_cfg(epochs=3), out_path=base)
+    # a wildly high learning rate to make the new model worse than the old one
+    cfg = tiny_cfg(epochs=1, lr=5.0, optimizer="sgd", schedule="constant")
+    _, fin = run(samples, cfg, init_bundle=base, out_path=tmp_path / "ft.cellseg")
+    g = fin.result["guard_rail"]
+    assert g is not None
+    assert g["new_is_worse"] == (g["new_val_fg_jaccard"] < g["init_val_fg_jaccard"])
+    assert ("WORSE" in fin.message) == g["new_is_worse"]
+    _, plain = run(samples, tiny_cfg(epochs=1))
+    assert plain.result["guard_rail"] is None
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "sgdr", "onecycle"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_schedules_and_optimizers_run(schedule: str, optimizer: str) -> None:
+    cfg = tiny_cfg(epochs=2, steps_per_epoch=1, schedule=schedule, optimizer=optimizer,
+                   warmup_epochs=1, step_epochs=1, sgdr_period=1)  # fmt: skip
+    events, fin = run(make_samples(2), cfg)
+    assert fin.reason == DONE
+    lrs = [e.lr for e in events if isinstance(e, StepEnded)]
+    assert all(np.isfinite(lrs)) and max(lrs) <= cfg.lr
+
+
+def test_images_smaller_than_the_crop_are_padded_not_refused() -> None:
+    samples = make_samples(3, size=40)
+    _, fin = run(samples, tiny_cfg(epochs=1, steps_per_epoch=2))
+    assert fin.reason == DONE, fin.message
