@@ -1,0 +1,454 @@
+"""The ``cellseg`` command line: real files in tmp_path, tiny models, exit codes and the
+one-line errors a user sees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cellseg_gui.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2", "--device", "cpu"]
+
+
+def _blobs(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A grey image with bright discs and its instance mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    inst = np.zeros((size, size), np.uint16)
+    for k in range(1, 5):
+        cy, cx = rng.integers(8, size - 8, 2)
+        inst[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = k * 7
+    img = (40 + 150 * (inst > 0) + rng.normal(0, 8, (size, size))).clip(0, 255).astype(np.uint8)
+    return img, inst
+
+
+def _dataset(root: Path, n: int = 3, size: int = 64) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        img, inst = _blobs(i, size)
+        tifffile.imwrite(root / "images" / f"im{i}.tif", img)
+        tifffile.imwrite(root / "masks" / f"im{i}.tif", inst)
+    return root
+
+
+def _tiny_bundle(path: Path, mask_mode: str) -> Path:
+    import torch
+
+    from cellseg_gui.core.bundle import make_meta, save_bundle
+    from cellseg_gui.core.config import ModelConfig, NormConfig
+    from cellseg_gui.core.unet import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=4, depth=2, n_classes=3)
+    meta = make_meta(cfg, mask_mode=mask_mode, boundary_width=2, channels="grey", norm=NormConfig())
+    save_bundle(path, build_model(cfg), meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A tiny untrained 3-class instance-mode bundle: enough to test the plumbing."""
+    return _tiny_bundle(tmp_path_factory.mktemp("model") / "tiny.cellseg", "instances")
+
+
+@pytest.fixture(scope="module")
+def classes_model(tmp_path_factory) -> Path:
+    """The same with masks read as class ids 0..2."""
+    return _tiny_bundle(tmp_path_factory.mktemp("model") / "classes.cellseg", "classes")
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "Traceback" not in err
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- help, import
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = (
+        "import sys; from cellseg_gui.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'pyqtgraph')]\n"
+        "print('IMPORTED', bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
+    assert "predict" in out.stdout and "lr-find" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "cmd", ["predict", "evaluate", "export", "info", "train", "lr-find", "check", "inspect"]
+)
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert "exit codes" in capsys.readouterr().out
+
+
+def test_usage_error_is_one_line_exit_2(capsys):
+    code, _, err = _run_sysexit(capsys, "train")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and err.startswith("error: cellseg train:")
+
+
+def _run_sysexit(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+def test_python_dash_m_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "cellseg_gui.cli", "info", str(tmp_path / "nope.cellseg")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {tmp_path / 'nope.cellseg'}: file not found"
+
+
+# --------------------------------------------------------------------------- info, export
+
+
+def test_info_describes_model(model_path, capsys):
+    code, out, _ = _run(capsys, "info", model_path)
+    assert code == 0
+    assert "hidden 4, depth 2" in out and "3 classes" in out and "instances" in out
+    code, out, _ = _run(capsys, "info", model_path, "--json")
+    assert json.loads(out)["architecture"]["hidden"] == 4
+
+
+def test_info_on_text_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "model.cellseg"
+    bad.write_text("hello")
+    code, _, err = _run(capsys, "info", bad)
+    assert code == 2
+    assert _one_error_line(err).startswith(f"error: {bad}:")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt,ext", [("torchscript", "pt"), ("onnx", "onnx")])
+def test_export_then_predict_with_export(model_path, tmp_path, capsys, fmt, ext):
+    target = tmp_path / f"m.{ext}"
+    code, out, err = _run(capsys, "export", model_path, "--format", fmt, "--out", target)
+    assert code == 0, err
+    assert target.exists() and "checked" in out
+    img, _ = _blobs(1)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    code, _, err = _run(capsys, "predict", target, tmp_path / "a.tif", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "o" / "a.tif").shape == img.shape
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_folder_with_bad_files_processes_the_rest(model_path, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        tifffile.imwrite(src / f"good{i}.tif", _blobs(i)[0])
+    (src / "empty.tif").write_bytes(b"")
+    (src / "text.png").write_text("not an image at all")
+    good = src / "good0.tif"
+    (src / "trunc.tif").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    tifffile.imwrite(src / "nan.tif", np.full((32, 32), np.nan, np.float32))
+    out_dir = tmp_path / "out"
+    code, out, err = _run(
+        capsys, "predict", model_path, src, tmp_path / "missing.tif", "--out", out_dir
+    )
+    assert code == 2
+    errors = _one_error_line(err).splitlines()
+    bad = {"empty.tif", "text.png", "trunc.tif", "nan.tif", "missing.tif"}
+    assert len(errors) == len(bad)
+    for name in bad:
+        assert sum(f"{name}: " in e for e in errors) == 1, (name, errors)
+    assert any("empty" in e and "empty.tif" in e for e in errors)
+    assert any("NaN" in e and "nan.tif" in e for e in errors)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good0.tif", "good1.tif"]
+    labels = tifffile.imread(out_dir / "good0.tif")
+    assert labels.dtype == np.uint8 and labels.shape == (64, 64) and labels.max() <= 2
+
+
+def test_predict_instances_writes_int_labels(model_path, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", _blobs(0)[0])
+    code, out, _ = _run(
+        capsys, "predict", model_path, tmp_path / "a.tif", "--out", tmp_path / "o",
+        "--instances", "--tile", "32", "--tta",
+    )  # fmt: skip
+    assert code == 0
+    assert "cells" in out
+    assert tifffile.imread(tmp_path / "o" / "a.tif").dtype == np.int32
+
+
+def test_predict_empty_folder(model_path, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(capsys, "predict", model_path, tmp_path / "empty", "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'empty'}: no images found in this folder"
+
+
+def test_predict_missing_model(tmp_path, capsys):
+    code, _, err = _run(capsys, "predict", tmp_path / "x.cellseg", tmp_path, "--out", tmp_path)
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'x.cellseg'}: file not found"
+
+
+# --------------------------------------------------------------------------- data commands
+
+
+def _has_dataset_module() -> bool:
+    try:
+        import cellseg_gui.core.dataset  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_dataset = pytest.mark.skipif(not _has_dataset_module(), reason="core/dataset.py absent")
+
+
+@needs_dataset
+def test_evaluate_table_and_last_line(model_path, tmp_path, capsys):
+    data = _dataset(tmp_path / "d")
+    code, out, err = _run(capsys, "evaluate", model_path, data)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("mean foreground jaccard: ")
+    value = float(lines[-1].split(": ")[1])
+    assert 0.0 <= value <= 1.0 and len(lines[-1].split(": ")[1]) == 6
+    assert sum(ln.split()[0] in ("im0", "im1", "im2") for ln in lines) == 3
+
+
+@needs_dataset
+def test_evaluate_reports_bad_masks_and_goes_on(classes_model, tmp_path, capsys):
+    data = _dataset(tmp_path / "d", n=4)
+    for i in range(4):  # class masks 0..2 for the classes-mode model
+        inst = tifffile.imread(data / "masks" / f"im{i}.tif")
+        tifffile.imwrite(data / "masks" / f"im{i}.tif", (inst > 0).astype(np.uint8))
+    tifffile.imwrite(data / "masks" / "im1.tif", np.zeros((50, 64), np.uint8))
+    classes = np.zeros((64, 64), np.uint8)
+    classes[10:20, 10:20] = 5
+    classes[30:40, 30:40] = 3
+    tifffile.imwrite(data / "masks" / "im2.tif", classes)
+    code, out, err = _run(capsys, "evaluate", classes_model, data)
+    assert code == 2
+    errors = _one_error_line(err).splitlines()
+    assert len(errors) == 2
+    assert any("im1.tif" in e and "64x50" in e for e in errors)
+    assert any("im2.tif" in e and "classes" in e for e in errors)
+    assert out.strip().splitlines()[-1].startswith("mean foreground jaccard: ")
+
+
+@needs_dataset
+def test_evaluate_empty_folder(model_path, tmp_path, capsys):
+    (tmp_path / "e").mkdir()
+    code, _, err = _run(capsys, "evaluate", model_path, tmp_path / "e")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {tmp_path / 'e'}")
+
+
+@needs_dataset
+def test_inspect_text_and_json(tmp_path, capsys):
+    data = _dataset(tmp_path / "d")
+    code, out, _ = _run(capsys, "inspect", data)
+    assert code == 0
+    assert "3 image(s), 3 with masks" in out and "no problems found" in out
+    code, out, _ = _run(capsys, "inspect", data, "--json")
+    d = json.loads(out)
+    assert d["n_images"] == 3 and d["mask_mode"] == "instances"
+
+
+@needs_dataset
+def test_inspect_flags_bad_files(tmp_path, capsys):
+    data = _dataset(tmp_path / "d")
+    tifffile.imwrite(data / "masks" / "im0.tif", np.zeros((10, 10), np.uint8))
+    code, out, err = _run(capsys, "inspect", data)
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"{data / 'masks' / 'im0.tif'}: mask is 10x10 but its image is 64x64" in line
+    assert "2 problem(s) (1 error(s), 1 warning(s))" in out  # the resized mask is empty
+
+
+@needs_dataset
+def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
+    data = _dataset(tmp_path / "d")
+    target = tmp_path / "m.cellseg"
+    code, out, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "1", "--steps-per-epoch", "2",
+        "--val", "im2", *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    assert target.exists()
+    assert "epoch 1/1" in out
+    rows = list(csv.DictReader(open(tmp_path / "m_history.csv")))
+    assert len(rows) == 1 and "train_loss" in rows[0] and "val_fg_jaccard" in rows[0]
+    from cellseg_gui.core.bundle import read_bundle_meta
+
+    meta = read_bundle_meta(target)
+    assert meta["architecture"]["hidden"] == 4 and meta["mask_mode"] == "instances"
+    code, out, _ = _run(capsys, "info", target)
+    assert "1 epochs" in out and "2 train / 1 val" in out
+
+
+@needs_dataset
+def test_train_bad_inputs(tmp_path, capsys):
+    code, _, err = _run(capsys, "train", tmp_path / "nope", "--out", tmp_path / "m", *TINY)
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'nope'}: folder not found"
+    data = _dataset(tmp_path / "d")
+    code, _, err = _run(capsys, "train", data, "--out", tmp_path / "m", "--val", "zzz", *TINY)
+    assert code == 2 and "zzz" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_dataset
+def test_lr_find_writes_csv_png_and_suggestion(tmp_path, capsys):
+    """With one broken image in the folder: the rest is used, the bad one reported, exit 2."""
+    data = _dataset(tmp_path / "d")
+    (data / "images" / "broken.tif").write_bytes(b"II*\x00garbage")
+    (data / "masks" / "broken.tif").write_bytes(b"")
+    base = tmp_path / "curve"
+    code, out, err = _run(
+        capsys, "lr-find", data, "--out", base, "--lr-steps", "8", "--min-lr", "1e-4",
+        "--max-lr", "1", *TINY,
+    )  # fmt: skip
+    assert code == 2, err
+    assert len(_one_error_line(err).splitlines()) == 1 and "broken.tif" in err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("suggested lr: ") and float(last.split(": ")[1]) > 0
+    rows = (tmp_path / "curve.csv").read_text().splitlines()
+    assert rows[0] == "lr,loss,smoothed" and len(rows) >= 3
+    with Image.open(tmp_path / "curve.png") as im:
+        assert im.size == (640, 400)
+
+
+@needs_dataset
+def test_check_runs_inspection_and_overfit(tmp_path, capsys):
+    data = _dataset(tmp_path / "d", n=2)
+    code, out, err = _run(capsys, "check", data, "--max-steps", "3", *TINY)
+    assert code in (0, 1), err
+    assert "2 image(s), 2 with masks" in out
+    assert "overfit check" in out and "after" in out
+
+
+def test_history_csv_spreads_per_class_columns(tmp_path):
+    from cellseg_gui.cli import write_history_csv
+
+    hist = {
+        "epoch": [0, 1],
+        "train_loss": [1.0, 0.5],
+        "val_loss": [None, 0.6],
+        "train_jaccard": [[0.9, 0.1, 0.2], [0.95, 0.5, 0.4]],
+    }
+    write_history_csv(tmp_path / "h.csv", hist)
+    rows = list(csv.DictReader(open(tmp_path / "h.csv")))
+    assert rows[1]["train_jaccard_1"] == "0.5" and rows[0]["val_loss"] == ""
+
+
+def test_lr_curve_png_is_drawn(tmp_path):
+    from cellseg_gui.cli import draw_lr_curve
+
+    lrs = list(np.logspace(-5, 0, 30))
+    losses = [1.0 - 0.5 * (i / 30) for i in range(25)] + [2, 4, 8, 16, 32]
+    draw_lr_curve(tmp_path / "c.png", lrs, losses, losses, 1e-3, 1e-4)
+    arr = np.asarray(Image.open(tmp_path / "c.png"))
+    assert (arr[..., 0] > 200).any() and (arr[..., 2] > 150).any()
+    red = (arr[..., 0] > 200) & (arr[..., 1] < 100) & (arr[..., 2] < 100)
+    assert red.sum() > 100  # the suggestion line
+
+
+@pytest.mark.skipif(
+    not (ROOT / "cellseg_gui" / "core" / "dataset.py").exists(), reason="core/dataset.py absent"
+)
+def test_ctrl_c_stops_training_and_keeps_the_best_model(tmp_path):
+    import signal
+
+    data = _dataset(tmp_path / "d")
+    target = tmp_path / "m.cellseg"
+    argv = ["train", str(data), "--out", str(target), "--epochs", "1000"]
+    argv += ["--steps-per-epoch", "1", *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellseg_gui.cli", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopping" in err
+    assert target.exists() and (tmp_path / "m_history.csv").exists()
+    assert f"model: {target}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (ROOT / "cellseg_gui" / "core" / "dataset.py").exists(), reason="core/dataset.py absent"
+)
+def test_torchrun_two_cpu_ranks_only_rank0_prints_and_writes(tmp_path):
+    data = _dataset(tmp_path / "d", n=4)
+    target = tmp_path / "m.cellseg"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    cmd += ["-m", "cellseg_gui.cli", "train", str(data), "--out", str(target)]
+    cmd += ["--epochs", "2", "--steps-per-epoch", "2", *TINY]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert sum(ln.startswith("epoch 1/2") for ln in lines) == 1  # not once per rank
+    assert sum(ln.startswith("model: ") for ln in lines) == 1
+    assert "2 process(es)" in proc.stderr
+    assert target.exists() and (tmp_path / "m_history.csv").exists()
+
+
+@needs_dataset
+def test_train_reports_divergence_advice_and_noisy_labels(tmp_path, capsys, monkeypatch):
+    """fit replaced by a canned run: the CLI's exit code 1, hint, advice and noisy-label
+    lines are what a user reads after a diverged run."""
+    from cellseg_gui.core import events as E
+    from cellseg_gui.core import train
+
+    def fake_fit(samples, cfg, **kw):
+        yield E.Started(job="fit", device="cpu", precision="fp32", total_steps=2, epochs=2)
+        yield E.SampleLosses(epoch=0, losses={"a": 0.2, "b": 0.21, "c": 0.19, "im1": 3.0})
+        hist = {"epoch": [0, 1], "train_loss": [0.9, float("nan")], "lr": [0.5, 0.5]}
+        yield E.Finished(
+            reason=E.DIVERGED, message="loss became NaN", hint=E.DIVERGED_HINT,
+            result={"history": hist},
+        )  # fmt: skip
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    data = _dataset(tmp_path / "d")
+    code, out, err = _run(capsys, "train", data, "--out", tmp_path / "m", "--lr", "0.5", *TINY)
+    assert code == 1
+    assert "error: loss became NaN" in err and "hint: The loss became NaN" in err
+    assert "possibly noisy labels" in out and "im1 (3)" in out
+    assert "advice: the training loss became NaN" in out and "[lr=0.05]" in out
