@@ -1,0 +1,30 @@
+"""About box with versions; torch's version comes from package metadata, not an import."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+import cellseg_gui
+
+
+def versions() -> dict[str, str]:
+    out = {"cellseg_gui": cellseg_gui.__version__, "python": platform.python_version()}
+    for dist in ("torch", "PySide6", "pyqtgraph", "numpy", "tifffile", "scipy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def show_about(parent: QWidget) -> None:
+    rows = "".join(f"<tr><td>{k}</td><td>&nbsp;{v}</td></tr>" for k, v in versions().items())
+    QMessageBox.about(
+        parent,
+        "About cellseg-gui",
+        "<h3>cellseg-gui</h3><p>Segment microscopy images: look at the data, fix masks, "
+        f"train and debug a U-Net, export it.</p><table>{rows}</table>",
+    )

@@ -1,0 +1,313 @@
+"""Main window: composes the image list, canvas and overlay panel; wires signals.
+
+It holds no numerics: images come from core.imageio, masks become class maps through
+core.masks, colours are applied by the canvas. Editing and training are installed by
+their own modules (``install_editing`` / ``install_training``) through this contract API.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)  # fmt: skip
+
+from cellseg_gui.app import settings as S
+from cellseg_gui.app.window_actions import WindowActions
+from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
+from cellseg_gui.core.project import Project, ProjectError, open_project
+from cellseg_gui.widgets.canvas import FN_COLOR, FP_COLOR, ImageCanvas
+from cellseg_gui.widgets.image_list import Entry, ImageList
+from cellseg_gui.widgets.legend import Legend
+from cellseg_gui.widgets.overlay_controls import OverlayControls
+
+log = logging.getLogger(__name__)
+MENUS = ("File", "Edit", "View", "Train", "Help")
+LAYOUT_VERSION = 1
+
+
+class MainWindow(WindowActions, QMainWindow):
+    currentImageChanged = Signal(str)
+    projectOpened = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("cellseg-gui[*]")
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.resize(1400, 900)
+        self.project: Project | None = None
+        self.current_name: str | None = None
+        self.predictions: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._gt: dict[str, np.ndarray] = {}
+        self._menus: dict[str, QMenu] = {}
+        self.docks: dict[str, QDockWidget] = {}
+
+        self.canvas = ImageCanvas(self)
+        self.image_list = ImageList(self)
+        self.image_list.model_.loader = self._read_raw
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(self.image_list)
+        self.splitter.addWidget(self.canvas)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 1150])
+        self.setCentralWidget(self.splitter)
+
+        self.overlays = OverlayControls()
+        self.legend = Legend()
+        panel = QWidget()
+        lay = QVBoxLayout(panel)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.overlays)
+        lay.addWidget(self.legend, 1)
+        for name in MENUS:
+            self._menus[name] = self.menuBar().addMenu("&" + name)
+        self.add_dock("Display", panel, "right")
+        self._build_actions()
+        self._wire()
+        self._update_legend()
+        self.statusBar().showMessage("Open a folder of images (Ctrl+O) or the sample")
+        self._install_hooks()
+        self._restore_layout()
+
+    # ------------------------------------------------------------------ contract API
+    def menu(self, name: str) -> QMenu:
+        if name not in self._menus:
+            self._menus[name] = self.menuBar().addMenu("&" + name)
+        return self._menus[name]
+
+    def add_dock(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
+        """Add a dock panel; its place persists between runs (objectName = title)."""
+        areas = {"right": Qt.DockWidgetArea.RightDockWidgetArea,
+                 "left": Qt.DockWidgetArea.LeftDockWidgetArea,
+                 "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
+                 "top": Qt.DockWidgetArea.TopDockWidgetArea}  # fmt: skip
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock:{title}")
+        dock.setWidget(widget)
+        self.addDockWidget(areas.get(area, Qt.DockWidgetArea.RightDockWidgetArea), dock)
+        others = [
+            d for d in self.docks.values() if self.dockWidgetArea(d) == self.dockWidgetArea(dock)
+        ]
+        if area in ("right", "left") and len(others) >= 2:
+            self.tabifyDockWidget(others[-1], dock)
+        self.docks[title] = dock
+        if hasattr(self, "docks_menu"):
+            self.docks_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def open_project(self, path: str | Path) -> bool:
+        """Open a folder or project file; a dialog says why when it cannot be opened."""
+        try:
+            project = open_project(path)
+        except (ProjectError, OSError) as exc:
+            QMessageBox.warning(self, "Cannot open project", str(exc))
+            return False
+        self.project = project
+        self.predictions.clear()
+        self._gt.clear()
+        self.current_name = None
+        self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
+        self._update_legend()
+        entries = [
+            Entry(n, has_gt=project.mask_path(n) is not None, split=project.get_split(n))
+            for n in project.names
+        ]
+        self.image_list.model_.set_entries(entries)
+        self.setWindowTitle(f"{project.name} — cellseg-gui[*]")
+        if (project.folder / "cellseg-project.json").exists() or project.pairs:
+            S.add_recent(project.folder)
+            self._fill_recent()
+        self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
+        self.projectOpened.emit(project)
+        if entries:
+            self.show_image(entries[0].name)
+        return True
+
+    def show_image(self, name: str) -> bool:
+        if self.project is None or name not in self.project.pairs:
+            return False
+        try:
+            raw = self._read_raw(name)
+        except ImageReadError as exc:
+            self.image_list.model_.update(name, error=str(exc))
+            self.statusBar().showMessage(str(exc), 8000)
+            self.image_list.select(name)
+            return False
+        self.current_name = name
+        self.canvas.set_image(raw)
+        gt = self._gt.get(name)
+        if gt is None and self.project.mask_path(name) is not None:
+            gt = self._read_gt(name, raw.shape[:2])
+        self.canvas.set_gt(gt)
+        pred = self.predictions.get(name)
+        self.canvas.set_prediction(*(pred if pred else (None, None)))
+        self.image_list.select(name)
+        self.currentImageChanged.emit(name)
+        return True
+
+    def set_prediction(self, name: str, labels, probability=None) -> None:
+        if labels is None:
+            self.predictions.pop(name, None)
+        else:
+            self.predictions[name] = (np.asarray(labels, np.uint8), probability)
+        self.image_list.model_.update(name, has_pred=labels is not None)
+        if name == self.current_name:
+            self.canvas.set_prediction(labels, probability)
+
+    def set_ground_truth(self, name: str, labels) -> None:
+        self._gt[name] = labels
+        self.image_list.model_.update(name, has_gt=labels is not None)
+        if name == self.current_name and labels is not self.canvas.gt:
+            self.canvas.set_gt(labels)
+
+    def set_val_jaccard(self, name: str, value: float | None) -> None:
+        self.image_list.model_.update(name, val_jaccard=value)
+
+    # ------------------------------------------------------------------ reading
+    def _read_raw(self, name: str) -> np.ndarray:
+        raw = read_image(self.project.image_path(name), channels="keep")
+        if raw.ndim == 3 and raw.shape[2] not in (3, 4):
+            raw = raw[..., 0]
+        return raw
+
+    def _read_gt(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
+        from cellseg_gui.core.masks import mask_to_classes  # scipy: not needed at start-up
+
+        path = self.project.mask_path(name)
+        try:
+            mask = read_mask(path)
+            if mask.shape[:2] != shape:
+                raise ImageReadError(path, f"mask is {mask.shape} but the image is {shape}")
+            labels, _, _ = mask_to_classes(
+                mask, self.project.mask_mode, self.project.boundary_width
+            )
+        except (ImageReadError, ValueError) as exc:
+            self.image_list.model_.update(name, error=str(exc))
+            return None
+        self._gt[name] = labels
+        return labels
+
+    # ------------------------------------------------------------------ actions
+    def _wire(self) -> None:
+        o, c = self.overlays, self.canvas
+        o.visibilityChanged.connect(c.set_layer_visible)
+        o.visibilityChanged.connect(lambda *_: self._update_legend())
+        o.opacityChanged.connect(c.set_opacity)
+        o.filledChanged.connect(c.set_filled)
+        c.info.connect(lambda text: self.statusBar().showMessage(text))
+        self.image_list.currentNameChanged.connect(
+            lambda n: n != self.current_name and self.show_image(n)
+        )
+        self.image_list.splitRequested.connect(self.set_split)
+
+    def _update_legend(self) -> None:
+        classes = self.project.classes if self.project else []
+        names = [c.get("name", f"class {i}") for i, c in enumerate(classes)] or [
+            "background",
+            "cell",
+            "boundary",
+        ]
+        cols = (
+            self.project.colors() if self.project else [(0, 0, 0), (46, 204, 113), (241, 196, 15)]
+        )
+        entries = [(n, cols[i]) for i, n in enumerate(names) if i > 0]
+        if self.overlays.checks["diff"].isChecked():
+            entries += [("false positive", FP_COLOR), ("false negative", FN_COLOR)]
+        self.legend.set_entries(entries)
+
+    def set_split(self, names: list[str], role: str) -> None:
+        if self.project is None:
+            return
+        self.project.set_split(dict.fromkeys(names, role))
+        for n in names:
+            self.image_list.model_.update(n, split=role)
+        self.save_project()
+
+    def save_project(self) -> None:
+        if self.project is not None:
+            try:
+                self.project.save()
+            except OSError as exc:
+                QMessageBox.warning(self, "Cannot save project", str(exc))
+
+    def open_sample(self) -> bool:
+        from cellseg_gui.core.sample import make_sample
+
+        self.statusBar().showMessage("Generating the sample images…")
+        return self.open_project(make_sample())
+
+    def add_images(self, paths: list[str]) -> None:
+        if self.project is None or not paths:
+            return
+        current = self.current_name
+        self.project.add_images(paths)
+        self.project.save()
+        self.open_project(self.project.folder)
+        if current:
+            self.show_image(current)
+
+    # ------------------------------------------------------------------ drag and drop
+    # ------------------------------------------------------------------ hooks and layout
+    def _install_hooks(self) -> None:
+        try:
+            from cellseg_gui.app.editing import install_editing
+        except ImportError:
+            install_editing = None
+        if install_editing is not None:
+            install_editing(self)
+        try:
+            from cellseg_gui.app.training import install_training
+        except ImportError:
+            install_training = None
+        if install_training is not None:
+            install_training(self)
+
+    def _default_sizes(self) -> None:
+        """Give the image most of the room: bottom panels short, side panels narrow."""
+        area = Qt.DockWidgetArea
+        for where, size, orient in ((area.BottomDockWidgetArea, 230, Qt.Orientation.Vertical),
+                                    (area.RightDockWidgetArea, 360, Qt.Orientation.Horizontal)):  # fmt: skip
+            docks = [d for d in self.docks.values() if self.dockWidgetArea(d) == where]
+            if docks:
+                self.resizeDocks(docks[:1], [size], orient)
+
+    def _restore_layout(self) -> None:
+        self._default_sizes()
+        self._default_state = self.saveState(LAYOUT_VERSION)
+        s = S.settings()
+        geo, state = s.value("geometry"), s.value("state")
+        if isinstance(geo, QByteArray):
+            self.restoreGeometry(geo)
+        if isinstance(state, QByteArray):
+            self.restoreState(state, LAYOUT_VERSION)
+
+    def _reset_layout(self) -> None:
+        self.restoreState(self._default_state, LAYOUT_VERSION)
+        self.resize(1400, 900)
+
+    def save_layout(self) -> None:
+        s = S.settings()
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("state", self.saveState(LAYOUT_VERSION))
+        s.sync()
+
+    def closeEvent(self, ev) -> None:  # noqa: N802
+        self.save_layout()
+        super().closeEvent(ev)
+
+    def screenshot(self, path: str | Path) -> bool:
+        """Render the window (thumbnails made first) into a PNG."""
+        self.image_list.model_.make_all()
+        QTimer.singleShot(0, lambda: None)
+        return self.grab().save(str(path))

@@ -1,0 +1,281 @@
+"""Image canvas: raw image, GT / prediction / difference overlays as RGBA colour lookups.
+
+Why pyqtgraph ImageItems: levels are applied on the GPU-free fast path with autoDownsample,
+so an 8192x8192 16-bit image pans smoothly; overlays are uint8 RGBA images recoloured only
+in changed rectangles (``refresh_region``) after a brush stroke.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+from cellseg_gui.core.normalize import display_levels
+
+DEFAULT_PALETTE = [(0, 0, 0), (46, 204, 113), (241, 196, 15), (52, 152, 219), (231, 76, 60),
+                   (155, 89, 182), (230, 126, 34), (26, 188, 156), (236, 240, 241)]  # fmt: skip
+FP_COLOR = (255, 0, 255)  # predicted foreground where GT is background
+FN_COLOR = (0, 200, 255)  # GT foreground the prediction missed
+DIFF_LUT = np.zeros((256, 4), np.uint8)
+DIFF_LUT[1] = (*FP_COLOR, 255)
+DIFF_LUT[2] = (*FN_COLOR, 255)
+
+
+def make_lut(colors: list[tuple[int, int, int]]) -> np.ndarray:
+    """256x4 uint8 RGBA lookup: class 0 transparent, others opaque in their colour."""
+    lut = np.zeros((256, 4), np.uint8)
+    cols = list(colors) + DEFAULT_PALETTE[len(colors) :]
+    for k in range(1, 256):
+        lut[k, :3] = cols[k % len(cols)] if k < len(cols) else cols[1 + (k - 1) % (len(cols) - 1)]
+        lut[k, 3] = 255
+    return lut
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose 4-neighbour differs (the edge of each class region)."""
+    edge = np.zeros(labels.shape, bool)
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return edge & (labels > 0)
+
+
+class ImageCanvas(QWidget):
+    """The central image view. Signals are in image coordinates (x=column, y=row)."""
+
+    mousePressed = Signal(float, float, object)
+    mouseDragged = Signal(float, float, object)
+    mouseReleased = Signal(float, float, object)
+    hovered = Signal(float, float)
+    info = Signal(str)  # status-bar text for the pixel under the cursor
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = pg.GraphicsView(self)  # created first: tests find it as the first view
+        self.view.setBackground(QColor(24, 24, 28))
+        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view.setCentralItem(self.vb)
+        self.image_item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+        self.layers: dict[str, pg.ImageItem] = {}
+        self.vb.addItem(self.image_item)
+        for z, key in enumerate(("gt", "pred", "diff"), start=1):
+            item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+            item.setZValue(z)
+            self.vb.addItem(item)
+            self.layers[key] = item
+        self.hist = pg.HistogramLUTWidget(self, image=self.image_item)
+        self.hist.setBackground(QColor(32, 32, 36))
+        self.hist.setFixedWidth(110)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.hist)
+        self.raw: np.ndarray | None = None
+        self.gt: np.ndarray | None = None
+        self.pred: np.ndarray | None = None
+        self.prob: np.ndarray | None = None
+        self.lut = make_lut(DEFAULT_PALETTE)
+        self.class_names: list[str] = ["background", "cell", "boundary"]
+        self.visible = {"gt": True, "pred": True, "diff": False}
+        self.filled = {"gt": True, "pred": False}
+        self._shown: dict[str, np.ndarray] = {}
+        self._tool = False
+        self._pressed = False
+        self._brush: pg.ROI | None = None
+        self._brush_r = 0.0
+        self.set_opacity("gt", 0.45)
+        self.set_opacity("pred", 0.8)
+        self.set_opacity("diff", 0.8)
+        self.view.viewport().installEventFilter(self)
+        self.view.viewport().setMouseTracking(True)
+
+    # ---------------------------------------------------------------- data
+    def set_image(self, raw: np.ndarray) -> None:
+        """Show ``raw`` with percentile contrast (computed on a subsample for big images)."""
+        first = self.raw is None or self.raw.shape[:2] != raw.shape[:2]
+        self.raw = raw
+        step = max(1, int(np.sqrt(raw.shape[0] * raw.shape[1] / 1e6)))
+        lo, hi = display_levels(raw[::step, ::step])
+        if hi <= lo:
+            hi = lo + 1
+        self.image_item.setImage(raw, autoLevels=False, levels=(lo, hi))
+        self.hist.setLevels(lo, hi)
+        self.gt = self.pred = self.prob = None
+        self._shown.clear()
+        for item in self.layers.values():
+            item.clear()
+        if first:
+            self.fit()
+
+    def set_gt(self, labels: np.ndarray | None) -> None:
+        self.gt = None if labels is None else np.asarray(labels, np.uint8)
+        self._recolor_all(("gt", "diff"))
+
+    def set_prediction(self, labels: np.ndarray | None, prob: np.ndarray | None = None) -> None:
+        self.pred = None if labels is None else np.asarray(labels, np.uint8)
+        self.prob = prob
+        self._recolor_all(("pred", "diff"))
+
+    def set_palette(self, colors: list[tuple[int, int, int]], names: list[str] | None = None):
+        self.lut = make_lut(colors)
+        if names:
+            self.class_names = list(names)
+        self._recolor_all()
+
+    # ---------------------------------------------------------------- display options
+    def set_layer_visible(self, layer: str, on: bool) -> None:
+        self.visible[layer] = bool(on)
+        self._recolor(layer)
+
+    def set_filled(self, layer: str, filled: bool) -> None:
+        self.filled[layer] = bool(filled)
+        self._recolor(layer)
+
+    def set_opacity(self, layer: str, value: float) -> None:
+        self.layers[layer].setOpacity(float(value))
+
+    def fit(self) -> None:
+        self.vb.autoRange(padding=0.02)
+
+    def one_to_one(self) -> None:
+        """Zoom so one image pixel is one screen pixel, keeping the centre."""
+        rect = self.vb.viewRect()
+        w, h = self.vb.width() or 1, self.vb.height() or 1
+        c = rect.center()
+        self.vb.setRange(xRange=(c.x() - w / 2, c.x() + w / 2),
+                         yRange=(c.y() - h / 2, c.y() + h / 2), padding=0)  # fmt: skip
+
+    # ---------------------------------------------------------------- colouring
+    # Each overlay is a uint8 index image drawn through a 256-entry RGBA lookup by
+    # pyqtgraph, which applies it only to the (downsampled) part on screen: no full-size
+    # RGBA copy of an 8192x8192 mask. A filled overlay shows the label array itself, so an
+    # in-place edit needs only a redraw.
+    def _index(self, layer: str, y0: int, x0: int, y1: int, x1: int) -> np.ndarray | None:
+        """Index image of ``layer`` in the rectangle (None when there is nothing to show)."""
+        if layer == "diff":
+            if self.gt is None or self.pred is None or self.gt.shape != self.pred.shape:
+                return None
+            g, p = self.gt[y0:y1, x0:x1] > 0, self.pred[y0:y1, x0:x1] > 0
+            out = (p & ~g).view(np.uint8)
+            out[g & ~p] = 2
+            return out
+        labels = self.gt if layer == "gt" else self.pred
+        if labels is None:
+            return None
+        if self.filled[layer]:
+            whole = (y0, x0, y1, x1) == (0, 0, *labels.shape)
+            return labels if whole else labels[y0:y1, x0:x1]
+        py0, px0 = max(y0 - 1, 0), max(x0 - 1, 0)
+        block = labels[py0 : y1 + 1, px0 : x1 + 1]
+        out = np.where(_outline(block), block, 0).astype(np.uint8)
+        return out[y0 - py0 : y0 - py0 + (y1 - y0), x0 - px0 : x0 - px0 + (x1 - x0)]
+
+    def _recolor(self, layer: str) -> None:
+        item = self.layers[layer]
+        shape = self.raw.shape[:2] if self.raw is not None else None
+        idx = self._index(layer, 0, 0, *shape) if shape and self.visible[layer] else None
+        if idx is None or idx.shape[:2] != shape:
+            self._shown.pop(layer, None)
+            item.clear()
+            return
+        self._shown[layer] = idx
+        lut = DIFF_LUT if layer == "diff" else self.lut
+        item.setImage(idx, autoLevels=False, levels=(0, 255), lut=lut)
+
+    def _recolor_all(self, layers=("gt", "pred", "diff")) -> None:
+        for layer in layers:
+            self._recolor(layer)
+
+    def refresh_region(self, layer: str, y0: int, x0: int, y1: int, x1: int) -> None:
+        """Recolour only the rectangle [y0:y1, x0:x1] of ``layer`` (after a brush stroke)."""
+        for name in [layer] + (["diff"] if self.visible["diff"] else []):
+            buf = self._shown.get(name)
+            if buf is None:
+                self._recolor(name)
+                continue
+            h, w = buf.shape[:2]
+            y0c, x0c, y1c, x1c = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+            src = self.gt if name == "gt" else self.pred
+            if not (name != "diff" and self.filled[name] and buf is src):
+                idx = self._index(name, y0c, x0c, y1c, x1c)
+                if idx is not None:
+                    buf[y0c:y1c, x0c:x1c] = idx
+            self.layers[name].updateImage()
+
+    # ---------------------------------------------------------------- mouse
+    def set_tool_active(self, active: bool) -> None:
+        """When active, left drags paint (signals) instead of panning."""
+        self._tool = bool(active)
+
+    def set_brush_cursor(self, radius: float) -> None:
+        self._brush_r = float(radius or 0)
+        if self._brush is None:
+            self._brush = pg.CircleROI((0, 0), (1, 1), movable=False, pen=pg.mkPen("w", width=1))
+            for h in self._brush.getHandles():
+                self._brush.removeHandle(h)
+            self._brush.setZValue(10)
+            self._brush.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+            self.vb.addItem(self._brush)
+        self._brush.setVisible(self._brush_r > 0)
+
+    def _image_pos(self, pos) -> QPointF:
+        return self.image_item.mapFromScene(self.view.mapToScene(pos.toPoint()))
+
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
+        et = ev.type()
+        if et not in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove,
+                      QEvent.Type.MouseButtonRelease):  # fmt: skip
+            return False
+        p = self._image_pos(ev.position())
+        x, y = p.x(), p.y()
+        mods = {"buttons": ev.buttons() | ev.button(), "modifiers": ev.modifiers()}
+        left = bool((ev.buttons() | ev.button()) & Qt.MouseButton.LeftButton)
+        if et == QEvent.Type.MouseButtonPress:
+            self._pressed = True
+            self.mousePressed.emit(x, y, mods)
+        elif et == QEvent.Type.MouseMove:
+            self._hover(x, y)
+            if self._pressed and ev.buttons() != Qt.MouseButton.NoButton:
+                self.mouseDragged.emit(x, y, mods)
+        else:
+            self._pressed = False
+            self.mouseReleased.emit(x, y, mods)
+        return self._tool and left
+
+    def _hover(self, x: float, y: float) -> None:
+        self.hovered.emit(x, y)
+        if self._brush is not None and self._brush_r > 0:
+            r = self._brush_r
+            self._brush.setPos((x - r, y - r))
+            self._brush.setSize((2 * r, 2 * r))
+        self.info.emit(self.describe(x, y))
+
+    def describe(self, x: float, y: float) -> str:
+        """Status text: position, raw value, GT class, predicted class and probability."""
+        if self.raw is None:
+            return ""
+        r, c = int(np.floor(y)), int(np.floor(x))
+        h, w = self.raw.shape[:2]
+        if not (0 <= r < h and 0 <= c < w):
+            return f"{w} x {h}"
+        v = self.raw[r, c]
+        parts = [f"x {c}  y {r}", f"value {v if np.ndim(v) == 0 else tuple(v.tolist())}"]
+        if self.gt is not None and self.gt.shape == (h, w):
+            parts.append(f"GT {self._name(self.gt[r, c])}")
+        if self.pred is not None and self.pred.shape == (h, w):
+            k = int(self.pred[r, c])
+            text = f"pred {self._name(k)}"
+            if self.prob is not None:
+                pr = self.prob[k, r, c] if self.prob.ndim == 3 else self.prob[r, c]
+                text += f" ({float(pr):.2f})"
+            parts.append(text)
+        return "   ".join(parts)
+
+    def _name(self, k) -> str:
+        k = int(k)
+        return self.class_names[k] if k < len(self.class_names) else f"class {k}"
