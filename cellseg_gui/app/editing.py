@@ -1,0 +1,746 @@
+"""Mask editing in the main window: tools, undo per image, autosave.
+
+``install_editing(window)`` is called by the main window. Everything goes through the
+window's contract API (canvas mouse signals in image coordinates, ``set_tool_active``,
+``set_brush_cursor``, ``refresh_region``, ``window.set_ground_truth``), so the window knows
+nothing about editing.
+
+Design (see ``core/edits.py`` and ``core/maskdoc.py``):
+- Each image being edited has a :class:`MaskDocument`; tools compute a ``Patch`` of it. A
+  brush stroke paints as the mouse moves and becomes one ``QUndoCommand`` on release. Each
+  image has its own ``QUndoStack`` in one ``QUndoGroup``, so Ctrl+Z undoes on the image shown.
+- Instance masks are edited as instance ids: the brush extends the cell it starts in, or
+  draws a new cell when it starts on background; the eraser, fill and lasso work on ids too;
+  the class overlay (background / cell / boundary) is derived around each change.
+- A change restarts a one-second timer; when it fires, every unsaved mask is copied and
+  written on a background thread (atomic write), and its stack is marked clean if nothing
+  changed meanwhile. Ctrl+S saves the current mask at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
+from PySide6.QtWidgets import QMainWindow
+
+from cellseg_gui.core import edits as E
+from cellseg_gui.core.maskdoc import (
+    MaskDocument,
+    has_original,
+    original_path,
+    save_mask,
+)
+from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
+
+log = logging.getLogger(__name__)
+
+UNDO_LIMIT = 200
+AUTOSAVE_MS = 1000
+DEFAULT_PALETTE = (
+    (0, 0, 0),
+    (46, 204, 113),
+    (241, 196, 15),
+    (52, 152, 219),
+    (231, 76, 60),
+    (155, 89, 182),
+    (230, 126, 34),
+    (26, 188, 156),
+    (236, 240, 241),
+)
+
+
+class PatchCommand(QUndoCommand):
+    """One edit (one stroke, one fill...) on one image's mask."""
+
+    def __init__(self, editor: Editor, name: str, patch: E.Patch, text: str, applied: bool):
+        super().__init__(text)
+        self.editor, self.name, self.patch = editor, name, patch
+        self._skip_redo = applied  # a stroke is already on the mask when it is pushed
+
+    def redo(self) -> None:
+        if self._skip_redo:
+            self._skip_redo = False
+            return
+        doc = self.editor.docs[self.name]
+        self.patch.apply(doc.data)
+        self.editor.mask_changed(self.name, self.patch.bbox)
+
+    def undo(self) -> None:
+        doc = self.editor.docs[self.name]
+        self.patch.revert(doc.data)
+        self.editor.mask_changed(self.name, self.patch.bbox)
+
+
+def _is_left(obj: Any) -> bool:
+    """Whether a canvas mouse signal's buttons_and_modifiers means the left button."""
+    if isinstance(obj, dict):
+        obj = obj.get("buttons", obj.get("button"))
+    buttons = obj[0] if isinstance(obj, tuple | list) and obj else obj
+    buttons = (
+        getattr(buttons, "buttons", lambda: buttons)()
+        if callable(getattr(buttons, "buttons", None))
+        else buttons
+    )
+    if buttons is None:
+        return True
+    try:
+        return bool(Qt.MouseButton(buttons) & Qt.MouseButton.LeftButton)
+    except (TypeError, ValueError):
+        try:
+            return bool(int(buttons) & int(Qt.MouseButton.LeftButton.value))
+        except (TypeError, ValueError):
+            return True
+
+
+class Editor(QObject):
+    """Wires the edit toolbar and the canvas's mouse to mask documents and undo stacks."""
+
+    saved = Signal(str)  # a mask file was written (name)
+
+    def __init__(self, window: QMainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        self.canvas = window.canvas
+        self.docs: dict[str, MaskDocument] = {}
+        self.stacks: dict[str, QUndoStack] = {}
+        self.group = QUndoGroup(self)
+        self.toolbar = EditToolbar(window)
+        self.tool = "pan"
+        self.current_instance: int | None = None
+        self._stroke: E.Stroke | None = None
+        self._stroke_name: str | None = None
+        self._points: list[tuple[float, float]] = []
+        self._pressed = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: dict[str, tuple[Future, int]] = {}
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(AUTOSAVE_MS)
+        self._timer.timeout.connect(self.autosave)
+        self._poll = QTimer(self)
+        self._poll.setInterval(50)
+        self._poll.timeout.connect(self._collect_saves)
+        self._build_ui()
+        self._connect_canvas()
+
+    # ------------------------------------------------------------------ set-up
+    def _build_ui(self) -> None:
+        w, tb = self.window, self.toolbar
+        w.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        w.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
+        w.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb.cleanup_bar)
+        w.addActions(tb.shortcut_actions)
+        tb.toolChanged.connect(self.set_tool)
+        tb.sizeChanged.connect(lambda _s: self._update_cursor())
+        tb.smooth_all.triggered.connect(self.smooth_all)
+        tb.fill_holes.triggered.connect(self.fill_holes)
+        tb.remove_specks.triggered.connect(self.remove_specks)
+        tb.accept_all.triggered.connect(lambda: self.accept_prediction(None))
+        tb.clear.triggered.connect(self.clear)
+        tb.new_mask.triggered.connect(self.new_mask)
+        tb.save.triggered.connect(self.save_current)
+        tb.restore.triggered.connect(self.restore_original)
+        self.undo_action = self.group.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = self.group.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        menu = self._menu("Edit")
+        for act in (self.undo_action, self.redo_action):
+            w.addAction(act)
+        if menu is not None:
+            menu.addAction(self.undo_action)
+            menu.addAction(self.redo_action)
+            menu.addSeparator()
+            menu.addAction(tb.save)
+            menu.addAction(tb.restore)
+            menu.addSeparator()
+            for act in (tb.fill_holes, tb.remove_specks, tb.smooth_all, tb.accept_all):
+                menu.addAction(act)
+            menu.addAction(tb.clear)
+            menu.addAction(tb.new_mask)
+        self.class_shortcuts = []
+        for k in range(1, 10):
+            sc = QShortcut(QKeySequence(str(k)), w)
+            sc.activated.connect(lambda k=k: self.toolbar.set_class(k))
+            self.class_shortcuts.append(sc)
+        self.group.cleanChanged.connect(lambda _c: self._update_modified())
+        self.group.indexChanged.connect(lambda _i: self._update_actions())
+        w.currentImageChanged.connect(self._on_image_changed)
+        if hasattr(w, "projectOpened"):
+            w.projectOpened.connect(self._on_project_opened)
+        legend_signal = getattr(self.canvas, "classClicked", None)
+        if legend_signal is not None:
+            legend_signal.connect(lambda c: self.toolbar.set_class(int(c)))
+        w.installEventFilter(self)
+        self._on_project_opened(getattr(w, "project", None))
+        name = getattr(w, "current_name", None)
+        if name:
+            self._on_image_changed(name)
+        self._update_actions()
+
+    def _menu(self, title: str) -> Any:
+        try:
+            return self.window.menu(title)
+        except Exception:  # noqa: BLE001 - an unknown menu name must not stop editing
+            return None
+
+    def _connect_canvas(self) -> None:
+        c = self.canvas
+        c.mousePressed.connect(self._on_press)
+        c.mouseDragged.connect(self._on_drag)
+        c.mouseReleased.connect(self._on_release)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self.window and event.type() == QEvent.Type.Close:
+            self._finish_stroke()
+            self.flush()
+        return False
+
+    # ------------------------------------------------------------------ project access
+    @property
+    def project(self) -> Any:
+        return getattr(self.window, "project", None)
+
+    @property
+    def current(self) -> str | None:
+        return getattr(self.window, "current_name", None)
+
+    def _mask_mode(self) -> str:
+        mode = getattr(self.project, "mask_mode", None)
+        return mode if mode in ("binary", "classes", "instances") else "auto"
+
+    def _boundary_width(self) -> int:
+        return int(getattr(self.project, "boundary_width", 2) or 2)
+
+    def _mask_path(self, name: str) -> Path | None:
+        """The mask file of ``name``, or None when the image has none yet."""
+        p = self.project
+        if p is None:
+            return None
+        fn = getattr(p, "mask_path", None)
+        if callable(fn):
+            path = fn(name)
+            return Path(path) if path else None
+        for attr in ("pairs", "images"):
+            items = getattr(p, attr, None)
+            if isinstance(items, dict):
+                item = items.get(name)
+            else:
+                item = next((i for i in items or () if getattr(i, "name", None) == name), None)
+            if item is not None and getattr(item, "mask_path", None):
+                return Path(item.mask_path)
+        return None
+
+    def _new_mask_path(self, name: str) -> Path:
+        """Where a new mask goes: beside the project's other masks, named and typed like them
+        (``masks/NAME.tif``, or ``NAME_mask.png`` in a flat folder), else ``masks/NAME.tif``."""
+        p = self.project
+        for pair in (getattr(p, "pairs", None) or {}).values():
+            mp = getattr(pair, "mask_path", None)
+            if mp is None:
+                continue
+            mp = Path(mp)
+            suffix = mp.suffix.lower() if mp.suffix.lower() in (".tif", ".tiff", ".png") else ".tif"
+            tail = mp.stem[len(pair.name) :] if mp.stem.startswith(pair.name) else ""
+            return mp.parent / f"{name}{tail}{suffix}"
+        return Path(p.folder) / "masks" / f"{name}.tif"
+
+    def _register_mask(self, name: str, path: Path) -> None:
+        """Tell the project that ``name`` has a mask now, so training and the list see it."""
+        pair = (getattr(self.project, "pairs", None) or {}).get(name)
+        if pair is not None and getattr(pair, "mask_path", None) is None:
+            pair.mask_path = path
+
+    def _image_shape(self, name: str) -> tuple[int, int] | None:
+        """Height and width of ``name``: from the image shown, else the file's header."""
+        if name == self.current:
+            for attr in ("image", "raw", "raw_image"):
+                img = getattr(self.canvas, attr, None)
+                if isinstance(img, np.ndarray):
+                    return img.shape[:2]
+        path = self._image_path(name)
+        if path is not None:
+            from cellseg_gui.core.imageio import image_info
+
+            shape = image_info(path)["shape"]
+            return tuple(shape[:2])  # type: ignore[return-value]
+        return None
+
+    def _image_path(self, name: str) -> Path | None:
+        p = self.project
+        fn = getattr(p, "image_path", None)
+        if callable(fn):
+            return Path(fn(name))
+        for attr in ("pairs", "images"):
+            items = getattr(p, attr, None)
+            item = (
+                items.get(name)
+                if isinstance(items, dict)
+                else next((i for i in items or () if getattr(i, "name", None) == name), None)
+            )
+            if item is not None and getattr(item, "image_path", None):
+                return Path(item.image_path)
+        folder = getattr(p, "folder", None) or getattr(p, "path", None)
+        if folder is not None:
+            from cellseg_gui.core.imageio import IMAGE_EXTS
+
+            for ext in IMAGE_EXTS:
+                cand = Path(folder) / "images" / f"{name}{ext}"
+                if cand.exists():
+                    return cand
+        return None
+
+    def _prediction(self, name: str) -> np.ndarray | None:
+        w = self.window
+        fn = getattr(w, "prediction", None)
+        if callable(fn):
+            pred = fn(name)
+            return getattr(pred, "labels", pred)
+        for attr in ("predictions",):
+            d = getattr(w, attr, None)
+            if isinstance(d, dict) and name in d:
+                pred = d[name]
+                pred = pred[0] if isinstance(pred, tuple) else pred
+                return getattr(pred, "labels", pred)
+        if name == self.current:
+            for attr in ("prediction_labels", "pred_labels", "prediction"):
+                arr = getattr(self.canvas, attr, None)
+                if isinstance(arr, np.ndarray):
+                    return arr
+        return None
+
+    def _classes(self) -> list[tuple[str, tuple[int, ...]]]:
+        p = self.project
+        classes = getattr(p, "classes", None)
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for i, c in enumerate(classes or ()):
+            if isinstance(c, dict):
+                out.append((str(c.get("name", i)), tuple(c.get("color", DEFAULT_PALETTE[i % 9]))))
+            else:
+                name = getattr(c, "name", str(i))
+                out.append((name, tuple(getattr(c, "color", DEFAULT_PALETTE[i % 9]))))
+        if not out:
+            if self._mask_mode() == "instances":
+                out = [("background", DEFAULT_PALETTE[0]), ("cell", DEFAULT_PALETTE[1])]
+            else:
+                out = [
+                    (("background" if i == 0 else f"class {i}"), DEFAULT_PALETTE[i])
+                    for i in range(3)
+                ]
+        return out
+
+    # ------------------------------------------------------------------ documents
+    def document(self, name: str | None = None, *, create: bool = False) -> MaskDocument | None:
+        """The edit document of ``name`` (default: the shown image), loading it on first use.
+
+        The canvas is handed the document's class map so that later strokes change the
+        displayed array in place and only the touched rectangle needs recolouring.
+        """
+        name = name or self.current
+        if name is None:
+            return None
+        doc = self.docs.get(name)
+        if doc is not None:
+            return doc
+        path = self._mask_path(name)
+        if path is not None and path.exists():
+            doc = MaskDocument.load(path, self._mask_mode(), self._boundary_width())
+        elif create:
+            shape = self._image_shape(name)
+            if shape is None or self.project is None:
+                return None
+            mode = self._mask_mode()
+            doc = MaskDocument.empty(
+                path or self._new_mask_path(name),
+                shape,
+                "classes" if mode in ("auto", "binary") else mode,
+                self._boundary_width(),
+            )
+        else:
+            return None
+        self.docs[name] = doc
+        self._register_mask(name, doc.path)
+        self.stack(name)
+        self._show_doc(name)
+        return doc
+
+    def stack(self, name: str) -> QUndoStack:
+        st = self.stacks.get(name)
+        if st is None:
+            st = QUndoStack(self.group)
+            st.setUndoLimit(UNDO_LIMIT)
+            st.cleanChanged.connect(lambda clean, n=name: self._set_image_modified(n, not clean))
+            self.stacks[name] = st
+            if name == self.current:
+                self.group.setActiveStack(st)
+        return st
+
+    def _show_doc(self, name: str) -> None:
+        doc = self.docs.get(name)
+        if doc is None or name != self.current:
+            return
+        self.window.set_ground_truth(name, doc.display)
+
+    def mask_changed(self, name: str, bbox: tuple[int, int, int, int]) -> None:
+        """After ``data`` changed in ``bbox``: update the overlay rectangle, schedule a save."""
+        doc = self.docs[name]
+        y0, x0, y1, x1 = doc.refresh_display(*bbox)
+        if name == self.current:
+            self.canvas.refresh_region("gt", y0, x0, y1, x1)
+        self._timer.start()
+
+    def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
+        """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""
+        if patch is None:
+            return False
+        self.stack(name).push(PatchCommand(self, name, patch, text, applied))
+        if applied:
+            self.mask_changed(name, patch.bbox)
+        return True
+
+    # ------------------------------------------------------------------ tools
+    def set_tool(self, tool: str) -> None:
+        self._finish_stroke()
+        self.tool = tool
+        self.canvas.set_tool_active(tool != "pan")
+        self._update_cursor()
+        if self.toolbar.tool != tool:
+            self.toolbar.set_tool(tool)
+
+    def _update_cursor(self) -> None:
+        show = self.tool in BRUSH_TOOLS and not (
+            self.tool in ("smooth", "accept") and self.toolbar.region_shape == "lasso"
+        )
+        self.canvas.set_brush_cursor(self.toolbar.brush_size / 2.0 if show else 0)
+
+    def _paint_value(self, doc: MaskDocument, x: float, y: float) -> int:
+        """What the brush paints: the class chosen, or for instance masks the cell the stroke
+        starts in (extend it) or a new cell when it starts on background."""
+        if self.tool == "eraser":
+            return 0
+        if not doc.is_instances:
+            return self.toolbar.current_class
+        under = E.pick(doc.data, x, y)
+        if under:
+            return under
+        return doc.next_instance_id()
+
+    def _on_press(self, x: float, y: float, obj: Any = None) -> None:
+        if self.tool == "pan" or not _is_left(obj):
+            return
+        name = self.current
+        doc = self.document(name, create=self.tool in ("brush", "lasso", "fill"))
+        if doc is None:
+            return
+        self._pressed = True
+        self._points = [(x, y)]
+        tool = self.tool
+        if tool in ("brush", "eraser"):
+            value = self._paint_value(doc, x, y)
+            if doc.is_instances and value:
+                self.current_instance = value
+            only_bg = self.toolbar.only_background.isChecked() and tool == "brush"
+            self._stroke = E.Stroke(
+                doc.data, self.toolbar.brush_size, value, only_background=only_bg
+            )
+            self._stroke_name = name
+            self._stroke_move(x, y)
+        elif tool == "fill":
+            self._pressed = False
+            self.push(name, self._fill_patch(doc, x, y), "Fill")
+        elif tool == "picker":
+            self._pressed = False
+            self.pick(x, y)
+
+    def _on_drag(self, x: float, y: float, obj: Any = None) -> None:
+        if not self._pressed:
+            return
+        self._points.append((x, y))
+        if self._stroke is not None:
+            self._stroke_move(x, y)
+
+    def _on_release(self, x: float, y: float, obj: Any = None) -> None:
+        if not self._pressed:
+            return
+        self._pressed = False
+        if self._stroke is not None:
+            self._stroke_move(x, y)
+            self._finish_stroke()
+            return
+        self._points.append((x, y))
+        name, doc = self.current, self.document()
+        if doc is None:
+            return
+        region = self._region(doc)
+        if self.tool == "lasso":
+            value = doc.next_instance_id() if doc.is_instances else self.toolbar.current_class
+            only_bg = self.toolbar.only_background.isChecked()
+            self.push(
+                name, E.fill_region(doc.data, region, value, only_background=only_bg), "Lasso"
+            )
+        elif self.tool == "smooth":
+            self.push(name, E.smooth(doc.data, self.toolbar.strength.value(), region), "Smooth")
+        elif self.tool == "accept":
+            self.accept_prediction(region)
+        self._points = []
+
+    def _region(self, doc: MaskDocument) -> E.Region | None:
+        if self.tool == "lasso" or (
+            self.tool in ("smooth", "accept") and self.toolbar.region_shape == "lasso"
+        ):
+            xs, ys = zip(*self._points, strict=True)
+            return E.polygon_region(xs, ys, doc.shape)
+        return E.brush_region(self._points, self.toolbar.brush_size, doc.shape)
+
+    def _stroke_move(self, x: float, y: float) -> None:
+        patch = self._stroke.move_to(x, y)
+        if patch is not None:
+            y0, x0, y1, x1 = self.docs[self._stroke_name].refresh_display(*patch.bbox)
+            if self._stroke_name == self.current:
+                self.canvas.refresh_region("gt", y0, x0, y1, x1)
+
+    def _finish_stroke(self) -> None:
+        stroke, name = self._stroke, self._stroke_name
+        self._stroke = self._stroke_name = None
+        if stroke is None:
+            return
+        text = "Erase" if stroke.value == 0 else "Brush"
+        self.push(name, stroke.finish(), text, applied=True)
+
+    def _fill_patch(self, doc: MaskDocument, x: float, y: float) -> E.Patch | None:
+        if not doc.is_instances:
+            return E.flood_fill(doc.data, x, y, self.toolbar.current_class)
+        under = E.pick(doc.data, x, y)
+        if under is None:
+            return None
+        if under == 0:  # a hole or gap: give it to the cell around it, else a new cell
+            comp = E.component_at(doc.data, x, y)
+            value = E.touching_value(doc.data, comp) or doc.next_instance_id()
+            return E.fill_region(doc.data, comp, value)
+        if self.current_instance and self.current_instance != under:
+            return E.flood_fill(doc.data, x, y, self.current_instance)  # merge into picked cell
+        return None
+
+    def pick(self, x: float, y: float) -> None:
+        doc = self.document()
+        value = E.pick(doc.data, x, y) if doc is not None else None
+        if value is None:
+            return
+        if doc.is_instances:
+            self.current_instance = value or None
+            self.toolbar.set_class(1 if value else 0)
+        else:
+            self.toolbar.set_class(value)
+
+    # ------------------------------------------------------------------ one-shot actions
+    def _run(self, text: str, fn) -> bool:  # noqa: ANN001
+        name, doc = self.current, self.document()
+        if doc is None:
+            return False
+        return self.push(name, fn(doc), text)
+
+    def smooth_all(self) -> bool:
+        return self._run("Smooth all", lambda d: E.smooth(d.data, self.toolbar.strength.value()))
+
+    def fill_holes(self) -> bool:
+        return self._run("Fill holes", lambda d: E.fill_holes(d.data))
+
+    def remove_specks(self) -> bool:
+        n = self.toolbar.speck_size.value()
+        return self._run("Remove specks", lambda d: E.remove_specks(d.data, n))
+
+    def clear(self) -> bool:
+        return self._run("Clear mask", lambda d: E.clear(d.data))
+
+    def accept_prediction(self, region: E.Region | None = None) -> bool:
+        name = self.current
+        pred = self._prediction(name) if name else None
+        if pred is None:
+            self._message("There is no prediction for this image yet.")
+            return False
+        doc = self.document(name, create=True)
+        if doc is None:
+            return False
+        values = self._prediction_values(doc, np.asarray(pred), region)
+        text = "Accept prediction" + (" (region)" if region is not None else "")
+        return self.push(name, E.accept_prediction(doc.data, values, region), text)
+
+    def _prediction_values(
+        self, doc: MaskDocument, pred: np.ndarray, region: E.Region | None
+    ) -> np.ndarray:
+        """The prediction in the document's values: class ids, or for instance masks new
+        cells (numbered after the existing ones) split from the predicted class map."""
+        if doc.mode == "binary":
+            return (pred != 0).astype(doc.data.dtype)
+        if not doc.is_instances:
+            return pred.astype(doc.data.dtype)
+        from cellseg_gui.core.masks import classes_to_instances
+
+        inst = classes_to_instances(pred).astype(np.int32)
+        if region is not None:  # cells cut by the region edge keep only their inside part
+            y0, x0, y1, x1 = region.bbox
+            keep = np.zeros(inst.shape, bool)
+            keep[y0:y1, x0:x1] = region.inside
+            inst[~keep] = 0
+        fg = inst != 0
+        inst[fg] += doc.next_instance_id() - 1
+        return inst
+
+    def new_mask(self) -> bool:
+        """Start an empty mask (an image without one), or clear the existing one."""
+        name = self.current
+        if name is None or self.project is None:
+            return False
+        if name in self.docs or (self._mask_path(name) and self._mask_path(name).exists()):
+            return self.clear()
+        doc = self.document(name, create=True)
+        if doc is None:
+            return False
+        self.save(name)
+        return True
+
+    def restore_original(self) -> bool:
+        name, doc = self.current, self.document()
+        if doc is None or not has_original(doc.path):
+            self._message("This mask has not been changed since it was opened (no original kept).")
+            return False
+        from cellseg_gui.core.imageio import read_mask
+
+        original = doc.values_from_stored(read_mask(original_path(doc.path)))
+        ok = self.push(name, E.accept_prediction(doc.data, original), "Restore original")
+        self.save(name)
+        return ok
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, *, wait: bool = True) -> None:
+        """Write ``name``'s mask now; mark its stack clean when the file holds its state."""
+        doc = self.docs.get(name)
+        if doc is None:
+            return
+        index = self.stack(name).index()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
+        fut = self._executor.submit(save_mask, doc.path, doc.stored())
+        self._pending[name] = (fut, index)
+        if wait:
+            self._pending.pop(name, None)
+            self._on_save_done(name, index, fut.exception())
+        else:
+            self._poll.start()
+
+    def _collect_saves(self) -> None:
+        """Report finished background saves (polled on the GUI thread: no cross-thread
+        signal can reach an editor that is already gone)."""
+        for name, (fut, index) in list(self._pending.items()):
+            if fut.done():
+                del self._pending[name]
+                self._on_save_done(name, index, fut.exception())
+        if not self._pending:
+            self._poll.stop()
+
+    def save_current(self) -> None:
+        if self.current:
+            self.save(self.current)
+
+    def autosave(self) -> None:
+        """Save every mask whose stack is not clean, on the saving thread."""
+        for name, st in self.stacks.items():
+            if not st.isClean() and name in self.docs:
+                self.save(name, wait=False)
+
+    def _on_save_done(self, name: str, index: int, error: object) -> None:
+        if error is not None:
+            log.error("saving %s failed: %s", name, error)
+            self._message(f"Could not save the mask of {name}: {error}")
+            return
+        st = self.stacks.get(name)
+        if st is not None and st.index() == index and not st.isClean():
+            st.setClean()
+        self.saved.emit(name)
+
+    def flush(self) -> None:
+        """Save everything unsaved and wait for the writes (closing, tests)."""
+        self._timer.stop()
+        self.autosave()
+        pending, self._pending = self._pending, {}
+        for name, (fut, index) in pending.items():
+            error = fut.exception()  # waits for the write
+            self._on_save_done(name, index, error)
+
+    def shutdown(self) -> None:
+        self._finish_stroke()
+        self.flush()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # ------------------------------------------------------------------ window state
+    def _on_project_opened(self, project: Any) -> None:
+        self.shutdown_docs()
+        if project is not None:
+            self.toolbar.set_classes(self._classes())
+
+    def shutdown_docs(self) -> None:
+        """A new project: save what is unsaved, forget the old documents and stacks."""
+        if self.docs:
+            self.flush()
+        for st in self.stacks.values():
+            self.group.removeStack(st)
+            st.deleteLater()
+        self.docs.clear()
+        self.stacks.clear()
+
+    def _on_image_changed(self, name: str) -> None:
+        self._finish_stroke()
+        self._pressed = False
+        self.current_instance = None
+        if name in self.stacks:
+            self.group.setActiveStack(self.stacks[name])
+        else:
+            self.group.setActiveStack(None)
+        if name in self.docs:
+            self._show_doc(name)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        doc = self.docs.get(self.current) if self.current else None
+        path = (
+            doc.path
+            if doc is not None
+            else (self._mask_path(self.current) if self.current else None)
+        )
+        self.toolbar.restore.setEnabled(bool(path) and has_original(path))
+
+    def _set_image_modified(self, name: str, modified: bool) -> None:
+        lst = getattr(self.window, "image_list", None)
+        for meth in ("set_modified", "set_unsaved", "mark_modified"):
+            fn = getattr(lst, meth, None)
+            if callable(fn):
+                fn(name, modified)
+                break
+        self._update_modified()
+
+    def _update_modified(self) -> None:
+        self.window.setWindowModified(any(not s.isClean() for s in self.stacks.values()))
+        self._update_actions()
+
+    def _message(self, text: str) -> None:
+        bar = getattr(self.window, "statusBar", None)
+        if callable(bar):
+            bar().showMessage(text, 5000)
+
+
+def install_editing(window: QMainWindow) -> Editor:
+    """Add mask editing to the main window (toolbar, Edit menu, undo, autosave)."""
+    editor = Editor(window)
+    window.editor = editor
+    return editor
+
+
+__all__ = ["Editor", "PatchCommand", "install_editing"]

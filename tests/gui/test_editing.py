@@ -1,0 +1,309 @@
+"""Mask editing in the real main window: real mouse events on the canvas's viewport."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+pg = pytest.importorskip("pyqtgraph")
+
+from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtWidgets import QGraphicsView  # noqa: E402
+
+from cellseg_gui.core import edits as E  # noqa: E402
+from cellseg_gui.core.imageio import read_mask, write_mask  # noqa: E402
+
+main_window = pytest.importorskip(
+    "cellseg_gui.app.main_window", reason="the main window is not written yet"
+)
+
+H, W = 120, 160
+LEFT = Qt.MouseButton.LeftButton
+
+
+def _project(folder: Path, masks: dict[str, np.ndarray | None]) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for name, mask in masks.items():
+        img = (rng.random((H, W)) * 200).astype(np.uint8)
+        write_mask(folder / "images" / f"{name}.tif", img)
+        if mask is not None:
+            write_mask(folder / "masks" / f"{name}.tif", mask)
+    return folder
+
+
+@pytest.fixture
+def class_mask() -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    m[20:50, 20:60] = 1
+    m[30:40, 30:40] = 0  # a hole
+    m[70:100, 90:140] = 2
+    return m
+
+
+def _open(qtbot, monkeypatch, folder: Path, name: str):
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")  # no torch-loading thread in these tests
+    win = main_window.MainWindow()
+    qtbot.addWidget(win)
+    win.resize(900, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    win.open_project(folder)
+    win.show_image(name)
+    qtbot.waitUntil(lambda: win.current_name == name)
+    return win
+
+
+def _close(win) -> None:
+    win.editor.shutdown()
+    training = getattr(win, "training", None)
+    if training is not None:
+        training.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch, tmp_path: Path, class_mask: np.ndarray):
+    folder = _project(tmp_path / "proj", {"a": class_mask, "b": None})
+    win = _open(qtbot, monkeypatch, folder, "a")
+    win.editor.document("a")
+    yield win
+    _close(win)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _view(canvas) -> QGraphicsView:
+    if isinstance(canvas, QGraphicsView):
+        return canvas
+    views = canvas.findChildren(QGraphicsView)
+    assert views, "the canvas has no graphics view"
+    return views[0]
+
+
+def _image_item(canvas):
+    view = _view(canvas)
+    items = [i for i in view.scene().items() if isinstance(i, pg.ImageItem)]
+    assert items, "no ImageItem on the canvas"
+    return items[-1]
+
+
+def _pos(canvas, x: float, y: float) -> QPoint:
+    """Viewport position of image coordinate (x=column, y=row)."""
+    view = _view(canvas)
+    scene_pt = _image_item(canvas).mapToScene(QPointF(x, y))
+    return view.mapFromScene(scene_pt)
+
+
+def _drag(qtbot, canvas, points: list[tuple[float, float]]) -> None:
+    vp = _view(canvas).viewport()
+    qtbot.mousePress(vp, LEFT, pos=_pos(canvas, *points[0]))
+    for p in points[1:]:
+        qtbot.mouseMove(vp, _pos(canvas, *p))
+    qtbot.mouseRelease(vp, LEFT, pos=_pos(canvas, *points[-1]))
+
+
+def _click(qtbot, canvas, x: float, y: float) -> None:
+    qtbot.mouseClick(_view(canvas).viewport(), LEFT, pos=_pos(canvas, x, y))
+
+
+def _data(win) -> np.ndarray:
+    return win.editor.docs[win.current_name].data
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_drag_paints_the_pixels_under_it_and_nothing_else(qtbot, window, class_mask) -> None:
+    ed = window.editor
+    ed.toolbar.set_tool("brush")
+    ed.toolbar.size_slider.setValue(5)
+    ed.toolbar.set_class(2)
+    _drag(qtbot, window.canvas, [(70.5, 60.5), (100.5, 60.5), (130.5, 60.5)])
+    m = _data(window)
+    expected = class_mask.copy()
+    yy, xx = np.mgrid[:H, :W]
+    d2 = np.where(xx < 70, (xx - 70) ** 2, np.where(xx > 130, (xx - 130) ** 2, 0))
+    expected[d2 + (yy - 60) ** 2 <= 2.5**2] = 2
+    np.testing.assert_array_equal(m, expected)
+    assert ed.group.canUndo()
+
+
+def test_undo_redo_restore_bit_for_bit(qtbot, window, class_mask) -> None:
+    ed = window.editor
+    ed.toolbar.set_tool("brush")
+    ed.toolbar.size_slider.setValue(9)
+    states = [class_mask.copy()]
+    for y in (15.5, 55.5, 105.5):
+        _drag(qtbot, window.canvas, [(10.5, y), (80.5, y + 5), (150.5, y)])
+        states.append(_data(window).copy())
+    assert ed.stacks["a"].count() == 3  # one step per stroke
+    for want in reversed(states[:-1]):
+        ed.undo_action.trigger()
+        np.testing.assert_array_equal(_data(window), want)
+    for want in states[1:]:
+        ed.redo_action.trigger()
+        np.testing.assert_array_equal(_data(window), want)
+
+
+def test_fill_lasso_smooth_and_accept_prediction(qtbot, window, class_mask) -> None:
+    ed = window.editor
+    ed.toolbar.set_tool("fill")
+    ed.toolbar.set_class(1)
+    _click(qtbot, window.canvas, 35.5, 35.5)  # inside the hole
+    assert (_data(window)[20:50, 20:60] == 1).all()
+    assert _data(window)[0, 0] == 0
+
+    ed.toolbar.set_tool("lasso")
+    ed.toolbar.set_class(2)
+    _drag(qtbot, window.canvas, [(100, 10), (150, 10), (150, 40), (100, 40)])
+    m = _data(window)
+    assert (m[12:38, 102:148] == 2).all() and m[5, 120] == 0 and m[45, 120] == 0
+
+    noisy = _data(window).copy()
+    noisy[20, 60:63] = 1  # a spike on an edge
+    ed.push("a", E.accept_prediction(_data(window), noisy), "spike")
+    ed.toolbar.strength.setValue(1.5)
+    ed.toolbar.smooth_all.trigger()
+    assert (_data(window)[20, 60:63] == 0).all()
+    assert abs(int((_data(window) == 1).sum()) - 30 * 40) < 40
+
+    pred = np.zeros((H, W), np.uint8)
+    pred[60:110, 10:50] = 1
+    window.set_prediction("a", pred, None)
+    ed.toolbar.set_tool("accept")
+    ed.toolbar.size_slider.setValue(11)
+    before = _data(window).copy()
+    _drag(qtbot, window.canvas, [(15.5, 85.5), (45.5, 85.5)])
+    after = _data(window)
+    assert (after[85, 12:48] == 1).all()
+    assert (after[60:75] == before[60:75]).all()  # outside the brushed band: unchanged
+    ed.toolbar.accept_all.trigger()
+    np.testing.assert_array_equal(_data(window), pred)
+
+
+def test_saved_file_equals_mask_in_memory_and_clean_marker(qtbot, window, tmp_path) -> None:
+    ed = window.editor
+    ed.toolbar.set_tool("eraser")
+    _drag(qtbot, window.canvas, [(25.5, 25.5), (55.5, 45.5)])
+    assert window.isWindowModified()
+    qtbot.waitUntil(lambda: not window.isWindowModified(), timeout=5000)  # autosave
+    path = tmp_path / "proj" / "masks" / "a.tif"
+    np.testing.assert_array_equal(read_mask(path), _data(window))
+    assert (tmp_path / "proj" / "masks" / ".cellseg-originals" / "a.tif").exists()
+    ed.toolbar.restore.trigger()
+    qtbot.waitUntil(lambda: not window.isWindowModified(), timeout=5000)
+    np.testing.assert_array_equal(read_mask(path), _data(window))
+
+
+def test_zoomed_and_panned_view_paints_under_the_cursor(qtbot, window, class_mask) -> None:
+    view = _view(window.canvas)
+    vb = next(i for i in view.scene().items() if isinstance(i, pg.ViewBox))
+    vb.setRange(xRange=(100, 140), yRange=(5, 35), padding=0)  # zoomed in on a corner
+    qtbot.wait(50)
+    ed = window.editor
+    ed.toolbar.set_tool("brush")
+    ed.toolbar.size_slider.setValue(1)
+    ed.toolbar.set_class(2)
+    _drag(qtbot, window.canvas, [(110.5, 20.5), (130.5, 20.5)])
+    changed = np.argwhere(_data(window) != class_mask)
+    assert changed[:, 0].tolist() == [20] * 21
+    assert changed[:, 1].tolist() == list(range(110, 131))
+
+
+def test_new_mask_for_an_image_without_one(qtbot, window, tmp_path) -> None:
+    window.show_image("b")
+    qtbot.waitUntil(lambda: window.current_name == "b")
+    ed = window.editor
+    ed.toolbar.new_mask.trigger()
+    path = tmp_path / "proj" / "masks" / "b.tif"
+    assert path.exists() and not read_mask(path).any()
+    ed.toolbar.set_tool("brush")
+    _drag(qtbot, window.canvas, [(50.5, 50.5), (60.5, 50.5)])
+    ed.save_current()
+    np.testing.assert_array_equal(read_mask(path), _data(window))
+    # Undo stacks are per image.
+    window.show_image("a")
+    qtbot.waitUntil(lambda: window.current_name == "a")
+    assert not ed.group.canUndo()
+
+
+def test_instance_masks_paint_cells(qtbot, monkeypatch, tmp_path: Path) -> None:
+    inst = np.zeros((H, W), np.int32)
+    inst[20:50, 20:50] = 50
+    inst[20:50, 50:80] = 70
+    folder = _project(tmp_path / "inst", {"c": inst})
+    win = _open(qtbot, monkeypatch, folder, "c")
+    ed = win.editor
+    ed.toolbar.set_tool("brush")
+    ed.toolbar.size_slider.setValue(5)
+    doc = ed.document("c")
+    assert doc.is_instances
+    # The overlay shows the derived classes: cell 50's rim is boundary (2), its inside cell (1).
+    assert win.canvas.gt is doc.display and doc.display[35, 35] == 1 and doc.display[20, 35] == 2
+    _drag(qtbot, win.canvas, [(30.5, 45.5), (30.5, 60.5)])  # from inside cell 50: extends it
+    assert doc.data[58, 30] == 50
+    _drag(qtbot, win.canvas, [(120.5, 100.5), (130.5, 100.5)])  # on background: a new cell
+    assert doc.data[100, 125] == 71
+    ed.save_current()
+    np.testing.assert_array_equal(read_mask(folder / "masks" / "c.tif"), doc.data)
+    _close(win)
+
+
+_SESSION = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    os.environ["CELLSEG_NO_WARMUP"] = "1"
+    import numpy as np
+    from PySide6.QtWidgets import QApplication
+    from cellseg_gui.app.main_window import MainWindow
+    from cellseg_gui.core import edits as E
+    app = QApplication([])
+    win = MainWindow()
+    win.open_project(sys.argv[1])
+    names = ["a", "b"]
+    ed = win.editor
+    ed._timer.setInterval(1)
+    print("ready", flush=True)
+    k = 0
+    while True:
+        for name in names:
+            k += 1
+            win.show_image(name)
+            app.processEvents()
+            doc = ed.document(name, create=True)
+            full = np.full(doc.data.shape, k % 4, doc.data.dtype)
+            ed.push(name, E.accept_prediction(doc.data, full), "fill")
+            app.processEvents()
+    """
+)
+
+
+@pytest.mark.slow
+def test_killing_the_app_mid_session_leaves_masks_readable(tmp_path: Path) -> None:
+    folder = _project(tmp_path / "kill", {"a": np.zeros((H, W), np.uint8), "b": None})
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SESSION, str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(float(rng.uniform(0.3, 1.5)))
+        finally:
+            proc.kill()
+            proc.wait()
+        for name in ("a", "b"):
+            path = folder / "masks" / f"{name}.tif"
+            if path.exists():
+                m = read_mask(path)
+                assert m.shape == (H, W) and len(np.unique(m)) == 1
