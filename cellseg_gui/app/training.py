@@ -1,0 +1,449 @@
+"""Training in the main window: docks, Train menu, and the jobs behind the buttons.
+
+``install_training(window)`` is called by the main window. It only uses the window's
+contract API (``add_dock``, ``menu``, ``project``, ``current_name``, ``show_image``,
+``set_prediction``, ``projectOpened``...). Jobs run through ``workers.JobWorker``; this
+module turns their signals into widget updates, on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QMessageBox
+
+from cellseg_gui.app import training_jobs as J
+from cellseg_gui.app.training_results import TrainingResults
+from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.events import Finished
+from cellseg_gui.widgets.advice import AdvicePanel
+from cellseg_gui.widgets.export_dialog import ExportDialog
+from cellseg_gui.widgets.gallery import Gallery
+from cellseg_gui.widgets.lr_plot import LRPlot
+from cellseg_gui.widgets.models_list import ModelsList
+from cellseg_gui.widgets.noisy_labels import NoisyLabels
+from cellseg_gui.widgets.training_panel import TrainingPanel
+from cellseg_gui.widgets.training_plots import TrainingPlots
+from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, protect_bool_refcounts
+
+log = logging.getLogger(__name__)
+
+
+class TrainingController(TrainingResults, QObject):
+    """``jobFinished(kind, Finished)`` fires on the GUI thread after a job's own handlers."""
+
+    jobFinished = Signal(str, object)
+
+    def __init__(self, window: QMainWindow) -> None:
+        super().__init__(window)
+        protect_bool_refcounts()
+        self.window = window
+        self.panel = TrainingPanel("cpu")
+        self.plots = TrainingPlots()
+        self.lr_plot = LRPlot()
+        self.gallery = Gallery()
+        self.noisy = NoisyLabels()
+        self.advice = AdvicePanel()
+        self.models = ModelsList()
+        self.worker: JobWorker | None = None
+        self.bg_worker: JobWorker | None = None  # background prediction after a run
+        self.active_model: str | None = None
+        self.last_result: Finished | None = None
+        self.val_jaccard: dict[str, float] = {}
+        self.ask_to_stop = self._ask_to_stop  # replaced in tests
+        self._finetune_from: str | None = None
+        self._run_cfg: TrainConfig | None = None
+        self.device_type = "cpu"
+        self._has_saved_config = False
+        self.probe_worker: JobWorker | None = None
+        self._regions: dict[str, Any] = {}
+        self._save_timer = QTimer(self, singleShot=True, interval=500)
+        self._save_timer.timeout.connect(self.save_settings)
+        self._build_docks()
+        self._connect()
+        window.installEventFilter(self)
+        if getattr(window, "project", None) is not None:
+            self._on_project_opened(window.project)
+        else:
+            self._set_enabled(False)
+        if os.environ.get("CELLSEG_NO_WARMUP", "0") != "1":
+            self._probe_device()
+
+    def _probe_device(self) -> None:
+        """Find the device in the background; GPU defaults replace the CPU ones unless the
+        project has saved settings."""
+        worker = JobWorker(J.device_probe_job(), name="device_probe")
+        self.probe_worker = worker
+
+        def done(ev: Finished) -> None:
+            info = ev.result or {}
+            if not info:
+                return
+            self.device_type = info["device_type"]
+            if not self.running:
+                self.panel.device_label.setText(f"Device: {info['device']} (auto)")
+            if self.device_type != "cpu" and not self._has_saved_config:
+                self.panel.form.set_config(TrainConfig.for_device(self.device_type))
+
+        worker.finished.connect(done)
+        worker.start()
+
+    # --- layout -----------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        w = self.window
+        self.docks: dict[str, QDockWidget] = {}
+        for title, widget, area in (
+            ("Training", self.panel, "right"),
+            ("Models", self.models, "right"),
+            ("Advice", self.advice, "right"),
+            ("Noisy labels", self.noisy, "right"),
+            ("Plots", self.plots, "bottom"),
+            ("LR finder", self.lr_plot, "bottom"),
+            ("Gallery", self.gallery, "bottom"),
+        ):
+            try:
+                self.docks[title] = w.add_dock(title, widget, area)
+            except (ValueError, KeyError, TypeError):  # a window that knows only "right"
+                self.docks[title] = w.add_dock(title, widget)
+        if hasattr(w, "tabifyDockWidget"):
+            d = self.docks
+            for a, b in (("Training", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
+                w.tabifyDockWidget(d[a], d[b])
+            for a, b in (("Plots", "LR finder"), ("LR finder", "Gallery")):
+                w.tabifyDockWidget(d[a], d[b])
+            d["Training"].raise_()
+            d["Plots"].raise_()
+        menu = w.menu("Train")
+        for i, action in enumerate(self.panel.actions_list):
+            if i in (3, 6):
+                menu.addSeparator()
+            menu.addAction(action)
+
+    def _connect(self) -> None:
+        p = self.panel
+        p.trainRequested.connect(self.train)
+        p.stopRequested.connect(self.stop)
+        p.findLrRequested.connect(self.find_lr)
+        p.checkRequested.connect(self.check)
+        p.predictCurrentRequested.connect(self.predict_current)
+        p.predictAllRequested.connect(self.predict_all)
+        p.exportRequested.connect(self.export)
+        p.form.changed.connect(self._save_timer.start)
+        self.lr_plot.useLearningRate.connect(self._use_lr)
+        self.advice.applyRequested.connect(self._apply_advice)
+        self.gallery.imageClicked.connect(self._show)
+        self.noisy.regionClicked.connect(self._show_region)
+        self.models.activateRequested.connect(self.set_active_model)
+        self.models.loadRequested.connect(self.load_model)
+        self.models.fineTuneRequested.connect(self.fine_tune)
+        for sig, slot in (("projectOpened", self._on_project_opened),):
+            s = getattr(self.window, sig, None)
+            if s is not None:
+                s.connect(slot)
+
+    # --- project ----------------------------------------------------------------------
+    @property
+    def project(self) -> Any:
+        return getattr(self.window, "project", None)
+
+    def _on_project_opened(self, project: Any) -> None:
+        self.stop(wait=True)
+        self._set_enabled(project is not None)
+        if project is None:
+            return
+        saved = J.load_settings(project)
+        self._has_saved_config = bool(saved.get("config"))
+        if saved.get("config"):
+            self.panel.form.set_config(TrainConfig.from_dict(saved["config"]))
+        else:
+            self.panel.form.set_config(TrainConfig.for_device(self.device_type))
+        self.active_model = saved.get("active_model")
+        if self.active_model and not Path(self.active_model).exists():
+            self.active_model = None
+        self.refresh_models()
+
+    def save_settings(self) -> None:
+        if self.project is None:
+            return
+        self._has_saved_config = True
+        data = J.load_settings(self.project)
+        data.update(config=self.panel.form.get_config().to_dict(), active_model=self.active_model)
+        try:
+            J.save_settings(self.project, data)
+        except OSError as exc:
+            self.panel.show_message(f"Could not save the training settings: {exc}", "warning")
+
+    def refresh_models(self) -> None:
+        records = J.model_records(self.project) if self.project is not None else []
+        if self.active_model is None and records:
+            self.active_model = records[0]["path"]
+        if self.active_model and not any(r["path"] == self.active_model for r in records):
+            try:
+                meta = J.read_meta(self.active_model)
+                records.insert(0, {"name": meta.get("name", Path(self.active_model).stem), "path": self.active_model,
+                                   "created": meta.get("created", ""), "training": meta.get("training") or {},
+                                   "best_val": (meta.get("metrics") or {}).get("best_val_fg_jaccard")})  # fmt: skip
+            except Exception:  # noqa: BLE001 - a vanished or broken file: forget it
+                self.active_model = None
+        self.models.set_models(records, self.active_model)
+        self.panel.set_models_available(self.active_model is not None)
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for a in self.panel.actions_list:
+            a.setEnabled(enabled and a is not self.panel.stop_action)
+        if enabled:
+            self.panel.set_models_available(self.active_model is not None)
+
+    # --- running jobs -----------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """A job is running (one that has sent its Finished is only leaving its thread)."""
+        w = self.worker
+        return w is not None and w.is_running() and w.result is None
+
+    def _start(self, kind: str, factory: Any, *, on_oom: Any = None) -> JobWorker | None:
+        if self.running:
+            self.panel.show_message("A job is already running; stop it first.", "warning")
+            return None
+        if self.worker is not None:
+            self.worker.wait(5000)  # the last job has finished; let its thread end
+        self.stop_background()
+        worker = JobWorker(factory, token=getattr(factory, "token", None), name=kind,
+                           on_oom=on_oom, torch_threads=default_torch_threads())  # fmt: skip
+        self.worker = worker
+        self.panel.clear_message()
+        self.panel.set_running(kind)
+        worker.started.connect(self.panel.on_started)
+        worker.message.connect(self.panel.show_message)
+        worker.finished.connect(self.panel.on_finished)
+        worker.done.connect(lambda: self.panel.set_models_available(self.active_model is not None))
+        worker.done.connect(lambda: self.jobFinished.emit(kind, worker.result))
+        app = QApplication.instance()
+        app.installEventFilter(self)  # Esc stops the run, whatever has the focus
+        worker.done.connect(lambda: app.removeEventFilter(self))
+        return worker
+
+    def stop(self, wait: bool = False) -> None:
+        """Stop button: set the cancel token directly (not through a queued signal)."""
+        for worker in (self.worker, self.bg_worker):
+            if worker is not None and worker.is_running():
+                worker.cancel()
+                if wait:
+                    worker.wait(10000)
+
+    def stop_background(self) -> None:
+        if self.bg_worker is not None and self.bg_worker.is_running():
+            self.bg_worker.stop(10000)
+
+    def _config(self) -> TrainConfig:
+        cfg = self.panel.form.get_config()
+        mode = getattr(self.project, "mask_mode", None)
+        if cfg.mask_mode == "auto" and mode in ("binary", "classes", "instances"):
+            cfg.mask_mode = mode
+        return cfg
+
+    def _snapshot(self) -> list[Any]:
+        """Save pending mask edits, then list the images and masks a run will read."""
+        editor = getattr(self.window, "editor", None)
+        if editor is not None and hasattr(editor, "flush"):
+            editor.flush()
+        return J.project_pairs(self.project)
+
+    def train(self, init_bundle: str | None = None) -> JobWorker | None:
+        if self.project is None or self.running:
+            return None
+        from cellseg_gui.core.jobs import CancelToken
+
+        cfg = self._config()
+        pairs = [p for p in self._snapshot() if p.mask_path]
+        names = [p.name for p in pairs]
+        _, val = J.get_split(self.project, names, cfg.val_fraction, cfg.seed)
+        out = J.new_model_path(self.project, "finetune" if init_bundle else "run")
+        token = CancelToken()
+        kw = dict(val_names=val, init_bundle=init_bundle, out_path=out,
+                  checkpoint_path=out.with_suffix(".ckpt"), mask_mode=cfg.mask_mode)  # fmt: skip
+        classes = getattr(self.project, "classes", None)
+        if classes:
+            kw["classes"] = [
+                c if isinstance(c, dict) else {"name": c.name, "color": list(c.color)}
+                for c in classes
+            ]
+
+        def on_oom(cfg: TrainConfig = cfg) -> tuple[Any, str] | None:
+            if cfg.batch_size <= 1:
+                return None
+            cfg.batch_size //= 2
+            return J.fit_job(
+                pairs, cfg, token, **kw
+            ), f"GPU out of memory: retrying once with batch size {cfg.batch_size}."
+
+        factory = J.fit_job(pairs, cfg, token, **kw)
+        factory.token = token
+        worker = self._start("fit", factory, on_oom=on_oom)
+        if worker is None:
+            return None
+        self._finetune_from = init_bundle
+        self._run_cfg = cfg
+        self.plots.new_run()
+        worker.step.connect(self.panel.on_steps)
+        worker.step.connect(self.plots.add_steps)
+        worker.epoch.connect(self.plots.add_epoch)
+        worker.sampleLosses.connect(self._on_sample_losses)
+        worker.finished.connect(self._on_fit_finished)
+        worker.start()
+        self.docks["Plots"].raise_()
+        return worker
+
+    def fine_tune(self, path: str) -> JobWorker | None:
+        return self.train(init_bundle=path)
+
+    def find_lr(self) -> JobWorker | None:
+        if self.project is None:
+            return None
+        from cellseg_gui.core.jobs import CancelToken
+
+        token = CancelToken()
+        factory = J.lr_job(self._snapshot(), self._config(), token)
+        factory.token = token
+        worker = self._start("lr_find", factory)
+        if worker is None:
+            return None
+        self.lr_plot.reset()
+        worker.lrProbe.connect(self.lr_plot.add_probe)
+        worker.lrProbe.connect(
+            lambda ev: self.panel.on_progress(
+                ev.step + 1, 100, f"LR sweep: lr {ev.lr:.2g}, loss {ev.loss:.3g}"
+            )
+        )
+        worker.finished.connect(self._on_lr_finished)
+        worker.start()
+        self.docks["LR finder"].raise_()
+        return worker
+
+    def check(self) -> JobWorker | None:
+        name = getattr(self.window, "current_name", None)
+        pair = (
+            next((p for p in self._snapshot() if p.name == name and p.mask_path), None)
+            if self.project
+            else None
+        )
+        if pair is None:
+            self.panel.show_message("Check needs an image with a mask: open one first.", "warning")
+            return None
+        from cellseg_gui.core.jobs import CancelToken
+
+        token = CancelToken()
+        factory = J.overfit_job(pair, self._config(), token)
+        factory.token = token
+        worker = self._start("overfit", factory)
+        if worker is not None:
+            worker.step.connect(self.panel.on_steps)
+            worker.finished.connect(self._on_check_finished)
+            worker.start()
+        return worker
+
+    def predict_current(self) -> JobWorker | None:
+        name = getattr(self.window, "current_name", None)
+        return self.predict([name] if name else [])
+
+    def predict_all(self) -> JobWorker | None:
+        return self.predict(None)
+
+    def predict(self, names: list[str] | None, background: bool = False) -> JobWorker | None:
+        """Predict some images (None: all) with the active model."""
+        if self.project is None or not self.active_model:
+            self.panel.show_message("No model yet: train one or load one in Models.", "warning")
+            return None
+        from cellseg_gui.core.jobs import CancelToken
+
+        pairs = J.project_pairs(self.project)
+        if names is not None:
+            pairs = [p for p in pairs if p.name in names]
+        token = CancelToken()
+        cfg = self.panel.form.get_config()
+        factory = J.predict_job(self.active_model, pairs, token, tile=cfg.tile)
+        factory.token = token
+        if background:
+            worker = JobWorker(
+                factory, token=token, name="predict_bg", torch_threads=default_torch_threads()
+            )
+            self.bg_worker = worker
+            worker.finished.connect(
+                lambda ev: self._status("Predictions updated" if ev.ok else ev.message)
+            )
+        else:
+            worker = self._start("predict", factory)
+            if worker is None:
+                return None
+        worker.predicted.connect(self._on_predicted)
+        worker.start()
+        return worker
+
+    def export(self, request: Any = None) -> JobWorker | None:
+        if not self.active_model:
+            self.panel.show_message("No model to export yet.", "warning")
+            return None
+        if request is None:
+            dialog = ExportDialog(
+                Path(self.active_model).stem, J.project_folder(self.project) / "export", self.window
+            )
+            if not dialog.exec():
+                return None
+            request = dialog.request()
+        from cellseg_gui.core.jobs import CancelToken
+
+        factory = J.export_job(self.active_model, request.paths())
+        factory.token = CancelToken()
+        worker = self._start("export", factory)
+        if worker is not None:
+            worker.start()
+        return worker
+
+    # --- closing ----------------------------------------------------------------------
+    def _ask_to_stop(self) -> bool:
+        answer = QMessageBox.question(
+            self.window, "Training is running",
+            "A job is still running. Stop it and close? The best model so far is kept.",
+        )  # fmt: skip
+        return answer == QMessageBox.StandardButton.Yes
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and event.key() == Qt.Key.Key_Escape
+            and self.running
+            and self.window.isActiveWindow()
+        ):
+            # During a run Esc means Stop, ahead of the editor's Esc (pan tool) shortcut.
+            event.accept()
+            self.stop()
+            return True
+        if obj is self.window and event.type() == QEvent.Type.Close:
+            if self.running and not self.ask_to_stop():
+                event.ignore()
+                return True
+            self.shutdown()
+        return False
+
+    def shutdown(self) -> None:
+        """Stop every job and wait, so no thread outlives the window."""
+        self._save_timer.stop()
+        if self.project is not None:
+            self.save_settings()
+        self.stop(wait=True)
+        if self.probe_worker is not None:
+            self.probe_worker.wait(15000)
+
+
+def install_training(window: QMainWindow) -> TrainingController:
+    """Add the training docks and the Train menu to the main window."""
+    controller = TrainingController(window)
+    window.training = controller
+    return controller
+
+
+__all__ = ["TrainingController", "install_training"]

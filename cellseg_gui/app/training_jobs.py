@@ -1,0 +1,454 @@
+"""The jobs the Training panel runs, as zero-argument generator factories, plus the small
+project bookkeeping they need (split, settings, models folder, model cards).
+
+No Qt here: every factory is called inside the worker thread, so the engine (and torch)
+load there, never on the GUI thread. Project access is defensive (``getattr`` with
+fallbacks to the folder layout) so the training helper works with the project model as
+it evolves.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, Message, Predicted, Started
+from cellseg_gui.core.jobs import CancelToken
+
+SETTINGS_FILE = "cellseg-training.json"  # used only when the project has no settings store
+
+
+# --- project access ------------------------------------------------------------------------
+def project_folder(project: Any) -> Path:
+    for attr in ("folder", "root", "path"):
+        value = getattr(project, attr, None)
+        if value:
+            p = Path(value)
+            return p.parent if p.suffix == ".json" else p
+    raise ValueError("the project has no folder")
+
+
+def models_dir(project: Any) -> Path:
+    d = getattr(project, "models_dir", None)
+    folder = Path(d() if callable(d) else d) if d else project_folder(project) / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def project_pairs(project: Any) -> list[Any]:
+    """The project's ImagePairs (name, image_path, mask_path), excluded images left out."""
+    pairs = None
+    for attr in ("pairs", "image_pairs"):
+        value = getattr(project, attr, None)
+        value = value() if callable(value) else value
+        if value:
+            pairs = list(value.values()) if isinstance(value, dict) else list(value)
+            break
+    if pairs is None:
+        from cellseg_gui.core.dataset import find_pairs
+
+        pairs = find_pairs(project_folder(project))
+    excluded = set(_call_or_attr(project, "excluded") or ())
+    return [p for p in pairs if p.name not in excluded]
+
+
+def _call_or_attr(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, None)
+    return value() if callable(value) else value
+
+
+def _save_project(project: Any) -> None:
+    save = getattr(project, "save", None)
+    if callable(save):
+        save()
+
+
+def get_split(
+    project: Any, names: list[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Train/validation names. The split lives in the project so validation images stay
+    the same from run to run; new images go to training, a missing split is made once."""
+    split = _call_or_attr(project, "split")
+    val: list[str] | None = None
+    if isinstance(split, dict):
+        if split.get("val") is not None:
+            val = list(split["val"])
+        elif split:  # {name: "train" | "val" | "excluded"}
+            val = [n for n, role in split.items() if role == "val"]
+    if not val:
+        rng = random.Random(seed)
+        shuffled = sorted(names)
+        rng.shuffle(shuffled)
+        n_val = (
+            max(1, round(len(names) * val_fraction)) if len(names) > 1 and val_fraction > 0 else 0
+        )
+        val = sorted(shuffled[:n_val])
+        _store_split(project, names, val)
+    val = [n for n in val if n in names]
+    return [n for n in names if n not in val], val
+
+
+def _store_split(project: Any, names: list[str], val: list[str]) -> None:
+    setter = getattr(project, "set_split", None)
+    if callable(setter):
+        try:
+            setter({n: ("val" if n in val else "train") for n in names})
+        except TypeError:
+            setter([n for n in names if n not in val], val)
+    else:
+        split = getattr(project, "split", None)
+        if isinstance(split, dict) and not callable(split):
+            split.clear()
+            split.update({n: ("val" if n in val else "train") for n in names})
+        else:
+            try:
+                project.split = {n: ("val" if n in val else "train") for n in names}
+            except AttributeError:
+                return
+    _save_project(project)
+
+
+def load_settings(project: Any) -> dict[str, Any]:
+    """Saved training settings and state ({"config": ..., "active_model": ...})."""
+    settings = getattr(project, "settings", None)
+    if isinstance(settings, dict) and isinstance(settings.get("training"), dict):
+        return dict(settings["training"])
+    path = project_folder(project) / SETTINGS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_settings(project: Any, data: dict[str, Any]) -> None:
+    settings = getattr(project, "settings", None)
+    if isinstance(settings, dict):
+        settings["training"] = data
+        _save_project(project)
+        return
+    from cellseg_gui.core.imageio import atomic_write_text
+
+    atomic_write_text(project_folder(project) / SETTINGS_FILE, json.dumps(data, indent=1))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A bundle's cellseg.json without loading torch."""
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("cellseg.json"))
+
+
+def model_records(project: Any) -> list[dict[str, Any]]:
+    """One record per bundle in the project's models folder, newest first."""
+    out = []
+    paths = sorted(models_dir(project).glob("*.cellseg"))
+    paths += [p for p in _listed_models(project) if p.resolve() not in {q.resolve() for q in paths}]
+    for path in paths:
+        try:
+            meta = read_meta(path)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            continue
+        metrics = meta.get("metrics") or {}
+        out.append(
+            {
+                "name": meta.get("name") or path.stem,
+                "path": str(path),
+                "created": meta.get("created", ""),
+                "training": meta.get("training") or {},
+                "best_val": metrics.get("best_val_fg_jaccard"),
+            }
+        )
+    out.sort(key=lambda r: r["created"], reverse=True)
+    return out
+
+
+def register_model(project: Any, path: str | Path) -> None:
+    """Add a model to the project's models list (project file), once."""
+    models = getattr(project, "models", None)
+    if not isinstance(models, list):
+        return
+    path = Path(path)
+    try:
+        rel = str(path.resolve().relative_to(project_folder(project).resolve()))
+    except ValueError:
+        rel = str(path.resolve())
+    if any(m.get("path") in (rel, str(path)) for m in models if isinstance(m, dict)):
+        return
+    try:
+        meta = read_meta(path)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        meta = {}
+    models.append(
+        {
+            "name": meta.get("name") or path.stem,
+            "path": rel,
+            "created": meta.get("created", now_iso()),
+            "best_val_fg_jaccard": (meta.get("metrics") or {}).get("best_val_fg_jaccard"),
+        }
+    )
+    _save_project(project)
+
+
+def _listed_models(project: Any) -> list[Path]:
+    """Models the project lists that live outside its models folder (loaded from disk)."""
+    out = []
+    for m in getattr(project, "models", None) or []:
+        p = Path(m.get("path", "")) if isinstance(m, dict) else None
+        if p is not None and str(p):
+            p = p if p.is_absolute() else project_folder(project) / p
+            if p.suffix == ".cellseg" and p.is_file():
+                out.append(p)
+    return out
+
+
+def new_model_path(project: Any, prefix: str = "run") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = models_dir(project) / f"{prefix}-{stamp}.cellseg"
+    i = 2
+    while path.exists():
+        path = models_dir(project) / f"{prefix}-{stamp}-{i}.cellseg"
+        i += 1
+    return path
+
+
+# --- jobs ------------------------------------------------------------------------------
+def device_probe_job() -> Callable[[], Iterator[Any]]:
+    """Load torch in the worker and name the device "auto" would pick, so the form's
+    defaults fit it (and torch is warm before the first Train click)."""
+
+    def run() -> Iterator[Any]:
+        from cellseg_gui.core.predict import select_device
+
+        dev = select_device("auto")
+        yield Finished(DONE, result={"device_type": dev.type, "device": str(dev)})
+
+    return run
+
+
+def _load(pairs: list[Any], cfg: TrainConfig) -> Iterator[Any]:
+    """Load the snapshot of images and masks; bad files become warnings, not failures."""
+    from cellseg_gui.core.dataset import load_samples
+
+    samples, errors = load_samples(
+        [p for p in pairs if p.mask_path],
+        mask_mode=cfg.mask_mode,
+        boundary_width=cfg.boundary_width,
+        norm=cfg.norm,
+        channels=cfg.channels,
+    )
+    for err in errors[:5]:
+        yield Message(f"skipped {err}", "warning")
+    if len(errors) > 5:
+        yield Message(f"skipped {len(errors) - 5} more unreadable files", "warning")
+    if samples:
+        cfg.model.in_channels = int(samples[0].image.shape[0])
+        cfg.model.n_classes = int(max(s.n_classes for s in samples))
+        resolved = getattr(samples[0], "mask_mode", "")
+        if cfg.mask_mode == "auto" and resolved:
+            cfg.mask_mode = resolved  # so the bundle records what the masks really were
+    return samples
+
+
+def fit_job(
+    pairs: list[Any], cfg: TrainConfig, token: CancelToken, **kw: Any
+) -> Callable[[], Iterator[Any]]:
+    def run() -> Iterator[Any]:
+        samples = yield from _load(pairs, cfg)
+        if not samples:
+            yield Finished(
+                FAILED,
+                "No image with a mask to train on.",
+                "Add masks, or check that mask files match image names.",
+            )
+            return
+        from cellseg_gui.core.train import fit
+
+        if kw.get("mask_mode", "auto") == "auto":
+            kw["mask_mode"] = cfg.mask_mode
+        if kw.get("classes") and len(kw["classes"]) != cfg.model.n_classes:
+            kw.pop("classes")  # the project's class list does not fit these masks: defaults
+        yield from fit(samples, cfg, cancel=token, **kw)
+
+    return run
+
+
+def lr_job(pairs: list[Any], cfg: TrainConfig, token: CancelToken) -> Callable[[], Iterator[Any]]:
+    def run() -> Iterator[Any]:
+        samples = yield from _load(pairs, cfg)
+        if not samples:
+            yield Finished(FAILED, "No image with a mask for the learning-rate sweep.")
+            return
+        from cellseg_gui.core.lrfind import lr_find
+
+        yield from lr_find(samples, cfg, cancel=token)
+
+    return run
+
+
+def overfit_job(
+    pair: Any, cfg: TrainConfig, token: CancelToken, max_steps: int = 300
+) -> Callable[[], Iterator[Any]]:
+    def run() -> Iterator[Any]:
+        samples = yield from _load([pair], cfg)
+        if not samples:
+            yield Finished(FAILED, f"{pair.name} has no readable mask to overfit.")
+            return
+        from cellseg_gui.core.overfit import overfit_check
+
+        yield from overfit_check(samples[0], cfg, cancel=token, max_steps=max_steps)
+
+    return run
+
+
+def predict_job(
+    bundle_path: str | Path, pairs: list[Any], token: CancelToken, tile: int = 512
+) -> Callable[[], Iterator[Any]]:
+    """Predict images one by one with a bundle; per-image foreground Jaccard where a mask
+    exists. Errors on one image are reported in its event; the rest go on."""
+
+    def run() -> Iterator[Any]:
+        import numpy as np
+
+        from cellseg_gui.core.bundle import load_bundle
+        from cellseg_gui.core.imageio import read_image, read_mask
+        from cellseg_gui.core.masks import mask_to_classes
+        from cellseg_gui.core.metrics import foreground_jaccard
+
+        bundle = load_bundle(bundle_path)
+        meta = bundle.meta
+        yield Started(
+            job="predict", device=str(bundle.device), precision="fp32", total_steps=len(pairs)
+        )
+        for i, pair in enumerate(pairs):
+            if token.cancelled:
+                yield Finished(CANCELLED, "prediction stopped")
+                return
+            try:
+                raw = read_image(pair.image_path, channels=meta.get("channels", "grey"))
+                pred = bundle.predict(raw, tile=tile, return_probs=True)
+                prob = None if pred.probs is None else pred.probs.max(axis=0).astype(np.float16)
+                jac = None
+                if pair.mask_path:
+                    target, _, _ = mask_to_classes(
+                        read_mask(pair.mask_path),
+                        mode=meta.get("mask_mode", "auto"),
+                        boundary_width=int(meta.get("boundary_width", 2)),
+                    )
+                    if target.shape == pred.labels.shape:
+                        jac = float(foreground_jaccard(pred.labels, target))
+                yield Predicted(i, len(pairs), pair.name, pred.labels, prob, jac)
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                yield Predicted(i, len(pairs), pair.name, None, None, None, error=str(exc))
+        yield Finished(DONE, f"predicted {len(pairs)} image(s)")
+
+    return run
+
+
+def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> Callable[[], Iterator[Any]]:
+    """Write the chosen formats (each checked against the torch model by core.bundle) and
+    the model card beside them."""
+
+    def run() -> Iterator[Any]:
+        import shutil
+
+        from cellseg_gui.core import bundle as B
+
+        b = B.load_bundle(bundle_path, device="cpu")
+        yield Started(job="export", device="cpu", precision="fp32", total_steps=len(paths))
+        written = []
+        for fmt, path in paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "bundle":
+                if Path(path).resolve() != Path(bundle_path).resolve():
+                    shutil.copyfile(bundle_path, path)
+            elif fmt == "torchscript":
+                B.export_torchscript(b, path)
+            elif fmt == "onnx":
+                B.export_onnx(b, path)
+            elif fmt == "card":
+                Path(path).write_text(
+                    model_card(b.meta, {k: v for k, v in paths.items() if k != "card"})
+                )
+            written.append(str(path))
+            yield Message(f"wrote {path}")
+        yield Finished(
+            DONE, "Exported: " + ", ".join(Path(p).name for p in written), result={"paths": written}
+        )
+
+    return run
+
+
+def model_card(meta: dict[str, Any], files: dict[str, Path] | None = None) -> str:
+    """A short markdown model card: what the model is, what it learned from, how well."""
+    tr = meta.get("training") or {}
+    settings = tr.get("settings") or {}
+    split = tr.get("split") or {}
+    metrics = meta.get("metrics") or {}
+    arch = meta.get("architecture") or {}
+    lines = [
+        f"# Model card: {meta.get('name', 'cellseg model')}",
+        "",
+        f"Created {meta.get('created', '?')} with cellseg_gui {meta.get('versions', {}).get('cellseg_gui', '?')}.",
+        "",
+        "## Model",
+        f"- U-Net, hidden {arch.get('hidden')}, depth {arch.get('depth')}, dropout {arch.get('dropout')}, "
+        f"{arch.get('in_channels')} input channel(s), {arch.get('n_classes')} classes",
+        f"- Classes: {', '.join(c.get('name', '?') for c in meta.get('classes', []))}",
+        f"- Masks: {meta.get('mask_mode')} (boundary width {meta.get('boundary_width')}); channels: {meta.get('channels')}",
+        f"- Normalisation: {json.dumps(meta.get('normalization'))}",
+        "",
+        "## Data",
+        f"- Training images: {len(split.get('train', []))}; validation images: {len(split.get('val', []))}",
+    ]
+    if split.get("val"):
+        lines.append(f"- Validation: {', '.join(split['val'][:20])}")
+    lines += ["", "## Settings"]
+    for key in (
+        "crop",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "epochs",
+        "patience",
+    ):
+        if key in settings:
+            lines.append(f"- {key}: {settings[key]}")
+    aug = [k for k, v in (settings.get("augment") or {}).items() if v]
+    lines.append(f"- augmentation: {', '.join(aug) or 'none'}")
+    lines += ["", "## Metrics"]
+    for key, value in metrics.items():
+        lines.append(f"- {key}: {value:.4f}" if isinstance(value, float) else f"- {key}: {value}")
+    if files:
+        lines += ["", "## Files", *[f"- {k}: `{Path(p).name}`" for k, p in files.items()]]
+        lines += ["", "Use: `cellseg predict MODEL IMAGES... --out FOLDER`"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def rank_losses(losses: dict[str, float]) -> list[tuple[str, float, bool]]:
+    """Images by loss, worst first, outliers flagged: diagnostics.noisy_labels, or a
+    median + 3 MAD rule while that module is unavailable."""
+    try:
+        from cellseg_gui.core.diagnostics import noisy_labels
+    except ImportError:
+        import numpy as np
+
+        vals = np.array(list(losses.values()), float)
+        med = float(np.median(vals)) if vals.size else 0.0
+        mad = float(np.median(np.abs(vals - med))) if vals.size else 0.0
+        cut = med + 3 * 1.4826 * max(mad, 1e-12)
+        ranked = sorted(losses.items(), key=lambda kv: -kv[1])
+        return [(n, float(v), bool(len(vals) >= 3 and v > cut)) for n, v in ranked]
+    return [(str(n), float(v), bool(o)) for n, v, o in noisy_labels(losses)]
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -1,0 +1,158 @@
+"""What the Training docks do with a job's results: plots and lists on the GUI thread,
+the new model registered and predicted, advice, guard-rail verdicts, and the small
+actions of the result docks (use a learning rate, apply advice, open an image).
+
+A mixin of ``TrainingController`` (app/training.py), split out to keep each file small;
+it uses the controller's widgets (``panel``, ``gallery``, ``noisy``...) and ``window``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cellseg_gui.app import training_jobs as J
+from cellseg_gui.core.events import Finished
+from cellseg_gui.widgets.gallery import GalleryItem
+
+log = logging.getLogger(__name__)
+
+
+class TrainingResults:
+    """Result handlers of the training controller (see the module docstring)."""
+
+    # --- results ----------------------------------------------------------------------
+    def _on_sample_losses(self, ev: Any) -> None:
+        self._regions = dict(ev.regions)
+        self.noisy.set_ranking(J.rank_losses(dict(ev.losses)), ev.regions, ev.epoch)
+
+    def _on_fit_finished(self, ev: Finished) -> None:
+        self.last_result = ev
+        res = ev.result or {}
+        guard = res.get("guard_rail")
+        if self._finetune_from and guard:
+            worse = bool(guard.get("new_is_worse"))
+            verdict = guard.get("text") or (
+                f"new {guard.get('new_val_fg_jaccard')} vs old {guard.get('init_val_fg_jaccard')}"
+            )
+            self.panel.show_message(
+                f"Fine-tune guard-rail: {verdict}", "warning" if worse else "info"
+            )
+        self.val_jaccard = dict(res.get("per_image_val_jaccard") or {})
+        for name, j in self.val_jaccard.items():
+            self._set_list_jaccard(name, j)
+        history = res.get("history")
+        if history:
+            try:
+                from cellseg_gui.core.diagnostics import advise
+
+                self.advice.set_advice(advise(history, self._run_cfg))
+            except Exception as exc:  # noqa: BLE001 - advice is optional, the run is not
+                log.warning("advice failed: %s", exc)
+        if ev.bundle_path and Path(ev.bundle_path).exists():
+            J.register_model(self.project, ev.bundle_path)
+            self.active_model = str(ev.bundle_path)
+            self.save_settings()
+            self.refresh_models()
+            self.predict(None, background=True)
+
+    def _on_lr_finished(self, ev: Finished) -> None:
+        if ev.result:
+            self.lr_plot.set_result(ev.result)
+        elif not ev.ok:
+            self.lr_plot.set_failed(ev.message)
+
+    def _on_check_finished(self, ev: Finished) -> None:
+        r = ev.result or {}
+        if "passed" in r:
+            verdict = "passed" if r["passed"] else "did not pass"
+            text = f"Overfit check {verdict}: Jaccard {r.get('jaccard', 0):.3f} after {r.get('steps')} steps."
+            if r.get("advice"):
+                text += f"\n{r['advice']}"
+            self.panel.show_message(text, "info" if r["passed"] else "warning")
+
+    def _on_predicted(self, ev: Any) -> None:
+        if ev.error or ev.labels is None:
+            self._status(f"{ev.name}: {ev.error}")
+            return
+        self.window.set_prediction(ev.name, ev.labels, ev.probability)
+        self.panel.on_progress(
+            ev.index + 1, ev.total, f"Predicted {ev.index + 1}/{ev.total}: {ev.name}"
+        )
+        if ev.jaccard is not None:
+            self.val_jaccard[ev.name] = ev.jaccard
+            self._set_list_jaccard(ev.name, ev.jaccard)
+            self._gallery_add(ev)
+
+    def _set_list_jaccard(self, name: str, jaccard: float) -> None:
+        fn = getattr(self.window, "set_val_jaccard", None)
+        if callable(fn):
+            fn(name, jaccard)
+            return
+        lst = getattr(self.window, "image_list", None)
+        for meth in ("set_jaccard", "set_val_jaccard", "set_score"):
+            fn = getattr(lst, meth, None)
+            if callable(fn):
+                fn(name, jaccard)
+                return
+
+    def _gallery_add(self, ev: Any) -> None:
+        pair = next((p for p in J.project_pairs(self.project) if p.name == ev.name), None)
+        if pair is None or not pair.mask_path:
+            return
+        try:
+            from cellseg_gui.core.imageio import read_image, read_mask
+            from cellseg_gui.core.masks import mask_to_classes
+
+            gt, _, _ = mask_to_classes(read_mask(pair.mask_path), mode=self._config().mask_mode)
+            img = read_image(pair.image_path)
+            self.gallery.update_item(GalleryItem(ev.name, ev.jaccard, img, gt, ev.labels))
+        except Exception as exc:  # noqa: BLE001 - a thumbnail is not worth an error dialog
+            log.debug("gallery: %s", exc)
+
+    # --- small actions ----------------------------------------------------------------
+    def _use_lr(self, lr: float) -> None:
+        self.panel.form.set_field("lr", float(f"{lr:.2g}"))
+        self.panel.show_message(f"Learning rate set to {lr:.2g}.")
+
+    def _apply_advice(self, changes: dict) -> None:
+        self.panel.form.apply_changes(changes)
+        self.docks["Training"].raise_()
+
+    def set_active_model(self, path: str) -> None:
+        self.active_model = path
+        self.save_settings()
+        self.refresh_models()
+
+    def load_model(self, path: str) -> None:
+        try:
+            J.read_meta(path)
+        except Exception as exc:  # noqa: BLE001
+            self.panel.show_message(f"{path}: not a cellseg bundle ({exc})", "error")
+            return
+        if self.project is not None:
+            J.register_model(self.project, path)
+        self.set_active_model(str(path))
+
+    def _show(self, name: str) -> None:
+        self.window.show_image(name)
+
+    def _show_region(self, name: str, region: Any) -> None:
+        self.window.show_image(name)
+        canvas = getattr(self.window, "canvas", None)
+        if region is not None and canvas is not None:
+            y, x, h, w = region
+            for meth in ("zoom_to", "show_region"):
+                fn = getattr(canvas, meth, None)
+                if callable(fn):
+                    fn(y, x, y + h, x + w)
+                    return
+            vb = getattr(canvas, "view", None) or getattr(canvas, "viewbox", None)
+            if vb is not None and hasattr(vb, "setRange"):
+                vb.setRange(xRange=(x, x + w), yRange=(y, y + h), padding=0.1)
+
+    def _status(self, text: str) -> None:
+        bar = getattr(self.window, "statusBar", None)
+        if callable(bar) and text:
+            bar().showMessage(text, 5000)

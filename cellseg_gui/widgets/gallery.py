@@ -1,0 +1,146 @@
+"""Successes and failures: images sorted by Jaccard, worst first, each drawn as a
+difference view (agreement green, extra prediction magenta, missed ground truth cyan)
+so one glance says how each image fails. A click opens the image on the canvas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QLabel, QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+TP = np.array([46, 204, 113], np.float32)  # both say foreground
+FP = np.array([231, 76, 200], np.float32)  # predicted, not in ground truth
+FN = np.array([26, 188, 235], np.float32)  # in ground truth, missed
+ALPHA = 0.55
+
+
+@dataclass
+class GalleryItem:
+    name: str
+    jaccard: float | None
+    image: Any  # np.ndarray (H, W) or (C, H, W) float, for the background
+    gt: Any | None  # uint8 (H, W) class map
+    pred: Any | None  # uint8 (H, W) class map
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, np.float32)
+    if img.ndim == 3:
+        img = img.mean(axis=0) if img.shape[0] <= 4 else img.mean(axis=-1)
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return np.zeros(img.shape, np.float32)
+    lo, hi = np.percentile(finite, (0.5, 99.5))
+    return np.clip((np.nan_to_num(img) - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def difference_rgb(
+    image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, size: int = 160
+) -> np.ndarray:
+    """uint8 (h, w, 3) thumbnail: grey image with the difference of foreground masks."""
+    g = _grey(image)
+    step = max(1, int(np.ceil(max(g.shape) / size)))
+    g = g[::step, ::step]
+    rgb = np.repeat(g[..., None] * 255.0, 3, axis=-1)
+    if gt is not None and pred is not None:
+        t = np.asarray(gt)[::step, ::step] > 0
+        p = np.asarray(pred)[::step, ::step] > 0
+        for mask, colour in ((t & p, TP), (p & ~t, FP), (t & ~p, FN)):
+            rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * colour
+    elif pred is not None:
+        p = np.asarray(pred)[::step, ::step] > 0
+        rgb[p] = (1 - ALPHA) * rgb[p] + ALPHA * TP
+    return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def to_pixmap(rgb: np.ndarray) -> QPixmap:
+    h, w, _ = rgb.shape
+    qimg = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy())  # copy: the numpy buffer goes away
+
+
+class Gallery(QWidget):
+    """``imageClicked(name)`` asks the window to show that image."""
+
+    imageClicked = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, thumb: int = 128) -> None:
+        super().__init__(parent)
+        self.thumb = thumb
+        self.list = QListWidget()
+        self.list.setViewMode(QListView.ViewMode.IconMode)
+        self.list.setIconSize(QSize(thumb, thumb))
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self.list.setMovement(QListView.Movement.Static)
+        self.list.setSpacing(4)
+        self.list.setWordWrap(True)
+        self.list.itemClicked.connect(self._clicked)
+        self.list.itemActivated.connect(self._clicked)
+        self.legend = QLabel(
+            "Worst first. <span style='color:#2ecc71'>■</span> agree "
+            "<span style='color:#e74cc8'>■</span> extra prediction "
+            "<span style='color:#1abceb'>■</span> missed"
+        )
+        self.legend.setWordWrap(True)
+        self.empty = QLabel("Train a model to see where it succeeds and fails.")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.empty)
+        layout.addWidget(self.list, 1)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        """Thumbnails fit the dock's height (the bottom dock is short), up to ``thumb``."""
+        super().resizeEvent(event)
+        text = 2 * self.fontMetrics().height() + 24
+        side = max(48, min(self.thumb, self.list.height() - text))
+        if side != self.list.iconSize().width():
+            self.list.setIconSize(QSize(side, side))
+            self.list.setGridSize(QSize(max(side + 16, 96), side + text - 16))
+
+    def set_items(self, items: list[GalleryItem]) -> None:
+        """Replace the gallery. Items without a Jaccard (no ground truth) go last."""
+        self.list.clear()
+        ranked = sorted(
+            items,
+            key=lambda it: (it.jaccard is None, it.jaccard if it.jaccard is not None else 0.0),
+        )
+        for it in ranked:
+            self._add(it)
+        self.empty.setVisible(not ranked)
+
+    def update_item(self, item: GalleryItem) -> None:
+        """Add or replace one image, keeping the worst-first order."""
+        for row in range(self.list.count()):
+            if self.list.item(row).data(Qt.ItemDataRole.UserRole) == item.name:
+                self.list.takeItem(row)
+                break
+        self._add(item)
+        self.empty.setVisible(False)
+
+    def _add(self, it: GalleryItem) -> None:
+        text = it.name if it.jaccard is None else f"{it.name}\nJ {it.jaccard:.3f}"
+        entry = QListWidgetItem(
+            QIcon(to_pixmap(difference_rgb(it.image, it.gt, it.pred, self.thumb))), text
+        )
+        entry.setData(Qt.ItemDataRole.UserRole, it.name)
+        entry.setData(Qt.ItemDataRole.UserRole + 1, it.jaccard)
+        entry.setToolTip(text.replace("\n", " · "))
+        row = self.list.count()
+        for r in range(self.list.count()):
+            j = self.list.item(r).data(Qt.ItemDataRole.UserRole + 1)
+            if it.jaccard is not None and (j is None or j > it.jaccard):
+                row = r
+                break
+        self.list.insertItem(row, entry)
+
+    def names(self) -> list[str]:
+        """Names in display order (worst first)."""
+        return [self.list.item(r).data(Qt.ItemDataRole.UserRole) for r in range(self.list.count())]
+
+    def _clicked(self, item: QListWidgetItem) -> None:
+        self.imageClicked.emit(item.data(Qt.ItemDataRole.UserRole))

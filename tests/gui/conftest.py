@@ -1,0 +1,22 @@
+"""GUI test set-up: offscreen Qt (tests/conftest.py), and no job thread may outlive a test."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellseg_gui.workers.job_worker import live_workers, protect_bool_refcounts
+
+# PySide6 6.12 drops a reference to True on every Signal.emit() from Python (see
+# protect_bool_refcounts); long GUI test sessions would otherwise abort at exit.
+protect_bool_refcounts()
+
+
+@pytest.fixture(autouse=True)
+def _no_job_thread_left():
+    """Fail any test that leaves a job thread running (after stopping it)."""
+    yield
+    # A job that has finished may still be leaving its thread: give it a moment.
+    left = [w for w in live_workers() if not (w.result is not None and w.wait(3000))]
+    for worker in left:
+        worker.stop(10000)
+    assert not left, f"job threads left running: {[w.name for w in left]}"

@@ -1,0 +1,122 @@
+"""The training helper's own jobs against the real core: batch prediction with per-image
+Jaccard, export with a model card, split kept in the project, settings persisted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellseg_gui.app import training_jobs as J
+from cellseg_gui.core.jobs import CancelToken
+
+
+@dataclass
+class Pair:
+    name: str
+    image_path: Path
+    mask_path: Path | None
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    torch = pytest.importorskip("torch")
+    from cellseg_gui.core.bundle import make_meta, save_bundle
+    from cellseg_gui.core.config import ModelConfig, NormConfig
+    from cellseg_gui.core.unet import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=4, depth=2, n_classes=3)
+    meta = make_meta(cfg, mask_mode="instances", boundary_width=2, channels="grey", norm=NormConfig(),
+                     training={"settings": {"crop": 64, "lr": 0.003, "augment": {"flips": True}},
+                               "split": {"train": ["a"], "val": ["b"]}},
+                     metrics={"best_val_fg_jaccard": 0.42}, name="tiny")  # fmt: skip
+    path = tmp_path / "models" / "tiny.cellseg"
+    path.parent.mkdir()
+    save_bundle(path, build_model(cfg).eval(), meta)
+    return path
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    from cellseg_gui.core.imageio import write_mask
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(3):
+        img = (rng.random((48, 40)) * 255).astype(np.uint8)
+        inst = np.zeros((48, 40), np.int32)
+        inst[5:20, 5:20] = 1
+        inst[25:40, 20:35] = 2
+        ip, mp = tmp_path / f"im{i}.tif", tmp_path / f"im{i}_mask.tif"
+        write_mask(ip, img)  # any integer image writes fine as a TIFF
+        write_mask(mp, inst)
+        out.append(Pair(f"im{i}", ip, mp if i < 2 else None))
+    return out
+
+
+def test_predict_job_yields_labels_and_jaccard(tiny_bundle, pairs):
+    events = list(J.predict_job(tiny_bundle, pairs, CancelToken(), tile=64)())
+    preds = [e for e in events if type(e).__name__ == "Predicted"]
+    assert [p.name for p in preds] == ["im0", "im1", "im2"]
+    assert all(p.error is None and p.labels.shape == (48, 40) for p in preds)
+    assert preds[0].jaccard is not None and 0 <= preds[0].jaccard <= 1
+    assert preds[2].jaccard is None  # no mask
+    assert events[-1].reason == "done"
+
+
+def test_predict_job_reports_a_bad_image_and_goes_on(tiny_bundle, pairs, tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    events = list(J.predict_job(tiny_bundle, [Pair("bad", bad, None), pairs[0]], CancelToken())())
+    preds = [e for e in events if type(e).__name__ == "Predicted"]
+    assert preds[0].error and preds[1].error is None
+
+
+def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tmp_path):
+    pytest.importorskip("onnxruntime")
+    paths = {"bundle": tmp_path / "e" / "m.cellseg", "torchscript": tmp_path / "e" / "m.pt",
+             "onnx": tmp_path / "e" / "m.onnx", "card": tmp_path / "e" / "m.md"}  # fmt: skip
+    events = list(J.export_job(tiny_bundle, paths)())
+    assert events[-1].reason == "done", events[-1]
+    assert all(p.is_file() for p in paths.values())
+    card = paths["card"].read_text()
+    assert (
+        "# Model card: tiny" in card and "best_val_fg_jaccard: 0.4200" in card and "m.onnx" in card
+    )
+    from cellseg_gui.core.bundle import load_predictor
+
+    for key in ("bundle", "torchscript", "onnx"):
+        assert load_predictor(paths[key]).predict(np.zeros((32, 32), np.float32)).labels.shape == (
+            32,
+            32,
+        )
+
+
+class Proj:
+    def __init__(self, folder):
+        self.folder = folder
+        self.saved = 0
+
+    def save(self):
+        self.saved += 1
+
+
+def test_split_is_made_once_and_kept(tmp_path):
+    p = Proj(tmp_path)
+    names = [f"n{i}" for i in range(10)]
+    train, val = J.get_split(p, names, 0.2, seed=0)
+    assert len(val) == 2 and set(train) | set(val) == set(names)
+    again = J.get_split(p, names + ["new"], 0.5, seed=1)
+    assert again[1] == val and "new" in again[0]  # same validation images, new one trains
+
+
+def test_settings_and_models_records(tmp_path, tiny_bundle):
+    p = Proj(tmp_path)
+    J.save_settings(p, {"config": {"lr": 0.01}, "active_model": str(tiny_bundle)})
+    assert J.load_settings(p)["config"]["lr"] == 0.01
+    recs = J.model_records(p)
+    assert recs[0]["name"] == "tiny" and recs[0]["best_val"] == pytest.approx(0.42)
+    assert J.rank_losses({"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0})[0] == ("d", 9.0, True)

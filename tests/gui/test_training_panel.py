@@ -1,0 +1,161 @@
+"""Training in the real main window with the real engine, on the sample project with
+tiny settings (hidden 4, depth 2, crop 64): what a user sees after clicking the buttons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+main_window = pytest.importorskip("cellseg_gui.app.main_window")
+pytest.importorskip("cellseg_gui.core.train")
+pytest.importorskip("cellseg_gui.core.sample")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from cellseg_gui.core.events import CANCELLED  # noqa: E402
+from cellseg_gui.widgets.export_dialog import ExportRequest  # noqa: E402
+
+TINY = {
+    "model.hidden": 4,
+    "model.depth": 2,
+    "crop": 64,
+    "batch_size": 2,
+    "steps_per_epoch": 4,
+    "epochs": 2,
+    "patience": 0,
+    "device": "cpu",
+    "tile": 256,
+}
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEG_DATA_HOME", str(tmp_path / "data-home"))
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    from cellseg_gui.core.sample import make_sample
+
+    folder = make_sample(tmp_path / "sample")
+    w = main_window.MainWindow()
+    qtbot.addWidget(w)
+    w.open_project(folder)
+    t = w.training
+    t.panel.form.apply_changes(TINY)
+    calls: list[str] = []
+    real = w.set_prediction
+
+    def spy(name, labels, prob=None):
+        calls.append(name)
+        return real(name, labels, prob)
+
+    w.set_prediction = spy
+    w.prediction_calls = calls
+    yield w
+    t.shutdown()
+
+
+def _train(qtbot, w, timeout=120000):
+    t = w.training
+    with qtbot.waitSignal(
+        t.jobFinished, timeout=timeout, check_params_cb=lambda k, ev: k == "fit"
+    ) as sig:
+        qtbot.mouseClick(t.panel.train_button, Qt.MouseButton.LeftButton)
+    return sig.args[1]
+
+
+def test_train_adds_points_and_ends_with_a_model(window, qtbot):
+    t = window.training
+    ev = _train(qtbot, window)
+    assert ev.ok, ev.message
+    qtbot.waitUntil(
+        lambda: t.plots.point_count("step_loss") >= 8 and t.plots.point_count("train_loss") == 2,
+        timeout=3000,
+    )
+    assert t.active_model and Path(t.active_model).is_file()
+    assert Path(t.active_model).parent.name == "models"
+    assert t.models.table.rowCount() >= 1
+    # after the run every image is predicted in the background, overlays updated
+    qtbot.waitUntil(
+        lambda: t.bg_worker is not None and not t.bg_worker.is_running(), timeout=120000
+    )
+    assert len(set(window.prediction_calls)) >= 2
+    assert t.gallery.names()
+
+
+def test_stop_ends_a_run_within_two_seconds(window, qtbot):
+    t = window.training
+    t.panel.form.apply_changes({"epochs": 1000, "steps_per_epoch": 1000})
+    qtbot.mouseClick(t.panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: t.plots.point_count("step_loss") > 2, timeout=60000)
+    t0 = time.monotonic()
+    with qtbot.waitSignal(t.jobFinished, timeout=5000) as sig:
+        qtbot.keyClick(window, Qt.Key.Key_Escape)
+        if t.running:  # Esc may be taken by a focused editor; the button does the same
+            qtbot.mouseClick(t.panel.stop_button, Qt.MouseButton.LeftButton)
+    assert time.monotonic() - t0 < 2.0
+    assert sig.args[1].reason == CANCELLED
+    assert not t.running
+
+
+def test_find_lr_draws_its_curve_and_sets_the_learning_rate(window, qtbot):
+    t = window.training
+    with qtbot.waitSignal(t.jobFinished, timeout=120000) as sig:
+        t.panel.lr_action.trigger()
+    assert sig.args[0] == "lr_find" and sig.args[1].ok, sig.args[1].message
+    qtbot.waitUntil(lambda: t.lr_plot.point_count() > 10, timeout=3000)
+    assert t.lr_plot.use_button.isEnabled()
+    qtbot.mouseClick(t.lr_plot.use_button, Qt.MouseButton.LeftButton)
+    assert t.panel.form.get_config().lr == pytest.approx(t.lr_plot.suggested, rel=0.05)
+
+
+@pytest.mark.slow
+def test_check_reports_a_result(window, qtbot):
+    t = window.training
+    names = [
+        p.name
+        for p in __import__("cellseg_gui.app.training_jobs", fromlist=["x"]).project_pairs(
+            window.project
+        )
+    ]
+    window.show_image(names[0])
+    with qtbot.waitSignal(t.jobFinished, timeout=300000) as sig:
+        t.panel.check_action.trigger()
+    assert sig.args[0] == "overfit"
+    assert "Overfit check" in t.panel.message_label.text()
+
+
+def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot, tmp_path):
+    t = window.training
+    assert _train(qtbot, window).ok
+    qtbot.waitUntil(
+        lambda: t.bg_worker is not None and not t.bg_worker.is_running(), timeout=120000
+    )
+    window.prediction_calls.clear()
+    name = window.current_name or t.gallery.names()[0]
+    window.show_image(name)
+    with qtbot.waitSignal(t.jobFinished, timeout=60000):
+        t.panel.predict_action.trigger()
+    assert window.prediction_calls == [window.current_name]
+
+    out = tmp_path / "export"
+    req = ExportRequest(
+        folder=out, stem="tiny", formats=["bundle", "torchscript", "onnx"], model_card=True
+    )
+    with qtbot.waitSignal(t.jobFinished, timeout=120000) as sig:
+        t.export(req)
+    assert sig.args[1].ok, sig.args[1].message
+    for suffix in (".cellseg", ".pt", ".onnx", ".md"):
+        assert (out / f"tiny{suffix}").is_file()
+    assert "## Metrics" in (out / "tiny.md").read_text()
+    cli = pytest.importorskip("cellseg_gui.cli")
+    from cellseg_gui.app.training_jobs import project_pairs
+
+    image = project_pairs(window.project)[0].image_path
+    for suffix in (".cellseg", ".pt", ".onnx"):
+        dest = tmp_path / f"pred{suffix.strip('.')}"
+        assert (
+            cli.main(["predict", str(out / f"tiny{suffix}"), str(image), "--out", str(dest)]) == 0
+        )
+        assert any(dest.iterdir())
