@@ -1,0 +1,87 @@
+"""bioimage.io export: the package is valid for bioimageio.spec and its own test tensors
+reproduce with both weight formats (what ilastik / deepImageJ users depend on)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="ONNX export needs onnx (cellseg-gui[onnx])")
+pytest.importorskip("onnxruntime", reason="ONNX weights need onnxruntime (cellseg-gui[onnx])")
+yaml = pytest.importorskip("yaml", reason="reading rdf.yaml needs PyYAML")
+
+from cellseg_gui.core import bundle as B  # noqa: E402
+from cellseg_gui.core.bioimageio import (  # noqa: E402
+    export_bioimageio,
+    reproduce_test_tensors,
+    synthetic_cells,
+    validate_package,
+)
+from cellseg_gui.core.config import ModelConfig, NormConfig  # noqa: E402
+from cellseg_gui.core.unet import build_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2)
+    model = build_model(cfg)
+    model.train()
+    with torch.no_grad():  # non-default BN statistics must reach the exported weights
+        model(torch.randn(2, 1, 32, 32) * 2 + 1)
+    model.eval()
+    meta = B.make_meta(
+        cfg,
+        mask_mode="instances",
+        boundary_width=2,
+        channels="grey",
+        norm=NormConfig(low=2.0, high=99.0),
+        metrics={"val_fg_jaccard": 0.71},
+        name="tiny cells",
+    )
+    d = tmp_path_factory.mktemp("bio")
+    B.save_bundle(d / "tiny.cellseg", model, meta)
+    sample = synthetic_cells(150, seed=1)
+    return export_bioimageio(d / "tiny.cellseg", d / "tiny-bioimageio", sample_image=sample)
+
+
+def test_package_contents(package: Path) -> None:
+    assert package.suffix == ".zip" and package.exists()
+    with zipfile.ZipFile(package) as zf:
+        names = set(zf.namelist())
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        x = np.load(io.BytesIO(zf.read("test_input.npy")))
+        y = np.load(io.BytesIO(zf.read("test_output.npy")))
+    assert {"rdf.yaml", "README.md", "cover.png", "weights.onnx"} <= names
+    assert rdf["format_version"].startswith("0.5")
+    assert set(rdf["weights"]) == {"torchscript", "onnx"}
+    axes = rdf["inputs"][0]["axes"]
+    assert [a.get("id", a["type"]) for a in axes] == ["batch", "channel", "y", "x"]
+    assert axes[2]["size"] == {"min": 16, "step": 4}
+    pre = rdf["inputs"][0]["preprocessing"][0]
+    assert pre["id"] == "scale_range"
+    assert (pre["kwargs"]["min_percentile"], pre["kwargs"]["max_percentile"]) == (2.0, 99.0)
+    # 150 px cropped to a multiple of 2**depth; outputs are probabilities over 3 classes
+    assert x.shape == (1, 1, 148, 148) and y.shape == (1, 3, 148, 148)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["background", "cell", "boundary"]
+
+
+def test_test_tensors_reproduce(package: Path) -> None:
+    diffs = reproduce_test_tensors(package)
+    assert set(diffs) == {"torchscript", "onnx"}
+    assert all(d < 1e-4 for d in diffs.values()), diffs
+
+
+def test_validates_with_bioimageio_spec(package: Path) -> None:
+    pytest.importorskip(
+        "bioimageio.spec",
+        reason="bioimageio.spec is not installed (pip install cellseg-gui[bioimageio])",
+    )
+    summary = validate_package(package)
+    assert summary.status in ("passed", "valid-format"), summary.format()
