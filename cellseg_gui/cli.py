@@ -383,6 +383,10 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     try:
         if args.format == "torchscript":
             export_torchscript(bundle, target)
+        elif args.format == "bioimageio":
+            from cellseg_gui.core.bioimageio import export_bioimageio
+
+            target = export_bioimageio(bundle, target, sample_image=args.sample)
         else:
             export_onnx(bundle, target)
     except ExportError as exc:
@@ -1120,10 +1124,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="export to TorchScript or ONNX (checked after writing)", **kw)
+    p = sub.add_parser(
+        "export",
+        help="export to TorchScript, ONNX or a bioimage.io package (checked after writing)",
+        **kw,
+    )
     p.add_argument("model")
-    p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "bioimageio"))
     p.add_argument("--out", required=True, help="output file")
+    p.add_argument(
+        "--sample",
+        metavar="IMAGE",
+        help="bioimageio: image for the test tensors and cover (default: a generated one)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="show what a model file records", **kw)

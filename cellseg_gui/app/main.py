@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cellseg-gui")
     app.setOrganizationName("cellseg_gui")
+    app.setDesktopFileName("cellseg-gui")
+    from PySide6.QtGui import QIcon
+
+    from cellseg_gui import resource_path
+
+    icon = resource_path("cellseg-gui.svg")
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
     from cellseg_gui.app.main_window import MainWindow
 
     win = MainWindow()

@@ -71,7 +71,10 @@ class TrainingController(TrainingResults, QObject):
         else:
             self._set_enabled(False)
         if os.environ.get("CELLSEG_NO_WARMUP", "0") != "1":
-            self._probe_device()
+            # After the window is on screen: the probe imports torch (about 1.5 s), which
+            # must not delay the first paint. The context object cancels it if the window
+            # goes first.
+            QTimer.singleShot(1500, self, self._probe_device)
 
     def _probe_device(self) -> None:
         """Find the device in the background; GPU defaults replace the CPU ones unless the

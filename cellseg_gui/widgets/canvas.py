@@ -63,7 +63,9 @@ class ImageCanvas(QWidget):
         self.layers: dict[str, pg.ImageItem] = {}
         self.vb.addItem(self.image_item)
         for z, key in enumerate(("gt", "pred", "diff"), start=1):
-            item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+            # No autoDownsample on label layers: it crashes pyqtgraph on masks of 2048^2
+            # and up, and nearest-neighbour display of labels needs none.
+            item = pg.ImageItem(axisOrder="row-major", autoDownsample=False)
             item.setZValue(z)
             self.vb.addItem(item)
             self.layers[key] = item

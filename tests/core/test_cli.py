@@ -452,3 +452,17 @@ def test_train_reports_divergence_advice_and_noisy_labels(tmp_path, capsys, monk
     assert "error: loss became NaN" in err and "hint: The loss became NaN" in err
     assert "possibly noisy labels" in out and "im1 (3)" in out
     assert "advice: the training loss became NaN" in out and "[lr=0.05]" in out
+
+
+def test_export_bioimageio_package(model_path, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="bioimage.io export checks ONNX weights")
+    import zipfile
+
+    code, out, err = _run(
+        capsys, "export", model_path, "--format", "bioimageio", "--out", tmp_path / "pkg"
+    )
+    assert code == 0, err
+    written = tmp_path / "pkg.zip"
+    assert written.exists() and str(written) in out
+    names = zipfile.ZipFile(written).namelist()
+    assert "rdf.yaml" in names and any(n.endswith(".onnx") for n in names)

@@ -251,11 +251,6 @@ def test_window_code_does_not_import_torch_before_showing(tmp_path):
     assert info["torch_imported"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/training.py starts its device probe (imports torch in a thread) inside "
-    "install_training, before the window shows; it should start after the first show",
-)
 def test_torch_is_not_imported_when_the_window_first_shows(tmp_path):
     out = _run_gui([], {"CELLSEG_STARTUP_PROBE": "1", "CELLSEG_NO_WARMUP": "0"}, tmp_path)
     assert out.returncode == 0, out.stderr
