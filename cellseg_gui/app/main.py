@@ -78,7 +78,17 @@ def main(argv: list[str] | None = None) -> int:
 
     QTimer.singleShot(0, load)
     app.exec()
+    _join_background_jobs()
     return status["rc"]
+
+
+def _join_background_jobs() -> None:
+    """A QThread still running when Python tears down aborts the process, so wait for
+    every job (the device probe may still be importing torch when a quick --screenshot
+    run quits)."""
+    worker_mod = sys.modules.get("cellseg_gui.workers.job_worker")
+    if worker_mod is not None:
+        worker_mod.stop_all(30000)
 
 
 if __name__ == "__main__":
