@@ -1180,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="inspect the data and run the overfit-one-image check", **kw)
     p.add_argument("data")
     p.add_argument("--image", help="image to overfit (default: the first usable one)")
-    p.add_argument("--max-steps", type=_positive_int, default=300, dest="max_steps")
+    p.add_argument("--max-steps", type=_positive_int, default=600, dest="max_steps")
     _add_model_options(p)
     p.set_defaults(func=cmd_check)
 

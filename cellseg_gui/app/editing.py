@@ -36,23 +36,13 @@ from cellseg_gui.core.maskdoc import (
     original_path,
     save_mask,
 )
+from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
 
 log = logging.getLogger(__name__)
 
 UNDO_LIMIT = 200
 AUTOSAVE_MS = 1000
-DEFAULT_PALETTE = (
-    (0, 0, 0),
-    (46, 204, 113),
-    (241, 196, 15),
-    (52, 152, 219),
-    (231, 76, 60),
-    (155, 89, 182),
-    (230, 126, 34),
-    (26, 188, 156),
-    (236, 240, 241),
-)
 
 
 class PatchCommand(QUndoCommand):

@@ -292,7 +292,7 @@ def lr_job(pairs: list[Any], cfg: TrainConfig, token: CancelToken) -> Callable[[
 
 
 def overfit_job(
-    pair: Any, cfg: TrainConfig, token: CancelToken, max_steps: int = 300
+    pair: Any, cfg: TrainConfig, token: CancelToken, max_steps: int = 600
 ) -> Callable[[], Iterator[Any]]:
     def run() -> Iterator[Any]:
         samples = yield from _load([pair], cfg)

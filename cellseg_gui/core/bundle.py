@@ -32,6 +32,7 @@ from cellseg_gui import __version__
 from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.imageio import atomic_write_bytes, to_grey
 from cellseg_gui.core.normalize import normalize
+from cellseg_gui.core.palette import class_color
 from cellseg_gui.core.predict import Prediction, predict_tiled, select_device
 from cellseg_gui.core.unet import UNet, build_model
 
@@ -57,18 +58,6 @@ META_NAME = "cellseg.json"
 WEIGHTS_NAME = "weights.pt"
 ONNX_META_KEY = "cellseg"
 EXPORT_TOLERANCE = 1e-4
-
-PALETTE: list[tuple[int, int, int]] = [
-    (0, 0, 0),
-    (46, 204, 113),
-    (241, 196, 15),
-    (52, 152, 219),
-    (231, 76, 60),
-    (155, 89, 182),
-    (230, 126, 34),
-    (26, 188, 156),
-    (236, 240, 241),
-]
 
 
 class BundleError(ValueError):
@@ -96,7 +85,7 @@ def default_classes(mask_mode: str, n_classes: int) -> list[dict[str, Any]]:
     out = []
     for k in range(int(n_classes)):
         name = names[k] if k < len(names) else f"class {k}"
-        color = PALETTE[k] if k < len(PALETTE) else PALETTE[1 + (k - 1) % (len(PALETTE) - 1)]
+        color = class_color(k)
         out.append({"name": name, "color": list(color)})
     return out
 

@@ -3,23 +3,26 @@
 A healthy pipeline fits one image almost perfectly in a few hundred steps; when it
 cannot, something upstream is wrong (masks not matching images, normalisation, labels
 shifted, learning rate) and more training will not help. To keep the check quick on a
-CPU it trains on a region of the image (the window with the most even mix of foreground
-and background), sampling random sub-crops with flips and 90-degree rotations. The
-sub-crops matter: a network can memorise a fixed picture's labels pixel by pixel, but it
-can only score well on the whole region when the labels follow from what the image
-shows, so a scrambled mask fails as it should.
+CPU it trains a small U-Net on a 256-pixel region of the image (the window with the most
+even mix of foreground and background), the whole region each step under a random flip
+or transpose, with the learning rate decayed over the last 60% of the steps.
+
+Measured on usiigaci-phc (2-core CPU, alone): set01 passes after 160 steps (18 s), set10
+200, set35 250, set48 540 (55 s); set01 with set20's mask stays at 0.86 after 600 steps
+(63 s) and fails, as it should: such a small model cannot memorise labels that do not
+follow from the image in so few steps.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from cellseg_gui.core.augment import Augmenter
-from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig
+from cellseg_gui.core.config import ModelConfig, TrainConfig
 from cellseg_gui.core.events import (
     CANCELLED,
     DIVERGED,
@@ -32,7 +35,6 @@ from cellseg_gui.core.events import (
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.predict import select_device
 from cellseg_gui.core.train import (
-    CropSampler,
     autocast_context,
     resolve_precision,
     segmentation_loss,
@@ -43,13 +45,23 @@ __all__ = ["overfit_check", "OVERFIT_DEFAULTS", "pick_region"]
 # Chosen to pass on a usiigaci-phc image in well under 3 minutes on 2 CPU cores.
 OVERFIT_DEFAULTS = {
     "region": 256,  # side of the image window trained on and scored
-    "crop": 128,  # random sub-crops of the region
-    "batch_size": 4,
     "hidden": 8,
     "depth": 3,
     "lr": 1e-2,
     "eval_every": 10,
 }
+
+
+def _dihedral(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 flips / transposes of an (N, C, H, W) image and (N, H, W) labels
+    (k >= 4 transposes, so only for square regions)."""
+    if k & 1:
+        x, y = x.flip(-1), y.flip(-1)
+    if k & 2:
+        x, y = x.flip(-2), y.flip(-2)
+    if k & 4:
+        x, y = x.transpose(-1, -2), y.transpose(-1, -2)
+    return x.contiguous(), y.contiguous()
 
 
 def pick_region(target: np.ndarray, size: int, stride: int = 32) -> tuple[int, int, int, int]:
@@ -81,7 +93,7 @@ def overfit_check(
     cfg: TrainConfig,
     *,
     cancel: CancelToken | None = None,
-    max_steps: int = 300,
+    max_steps: int = 600,
     target: float = 0.9,
 ) -> Iterator:
     """Train a small fresh model on one image; pass when the foreground Jaccard on the
@@ -107,13 +119,14 @@ def overfit_check(
     )  # fmt: skip
     model = build_model(mcfg).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=d["lr"])
-    crop = min(d["crop"], h, w)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    sampler = CropSampler([image], [tgt], crop, device, 0.0, gen)
-    aug = Augmenter(AugmentConfig(flips=True, rot90=h == w and crop == crop, intensity=False),
-                    seed=cfg.seed)  # fmt: skip
+    # Every step sees the whole region (under a random flip / transpose): memorising one
+    # image is what is asked, and random sub-crops made it several times slower. A mask
+    # that belongs to another image still cannot be fitted by so small a model in so few
+    # steps, which is what makes a failure meaningful.
     x_full = torch.from_numpy(image)[None].to(device)
-    y_full = torch.from_numpy(tgt.astype(np.int64)).to(device)
+    y_full = torch.from_numpy(tgt.astype(np.int64))[None].to(device)
+    square = h == w
+    gen = torch.Generator().manual_seed(int(cfg.seed))
     yield Started(
         job="overfit", device=str(device), precision=precision, total_steps=max_steps,
         message=f"{sample.name}: region y={y0} x={x0} {h}x{w}, hidden {d['hidden']}",
@@ -124,8 +137,14 @@ def overfit_check(
         if cancel is not None and cancel.cancelled:
             reason = CANCELLED
             break
-        x, y, _ = sampler.batch([0] * d["batch_size"])
-        x, y = aug(x, y)
+        x, y = _dihedral(
+            x_full, y_full, int(torch.randint(0, 8 if square else 4, (1,), generator=gen))
+        )
+        # cosine decay over the last 60% of the budget sharpens the fit at the end
+        frac = max(0.0, (step - 0.4 * max_steps) / (0.6 * max_steps))
+        lr_now = d["lr"] * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        for g in opt.param_groups:
+            g["lr"] = lr_now
         with autocast_context(device, precision):
             logits = model(x)
         loss, _ = segmentation_loss(logits, y, dice=cfg.dice)
@@ -136,7 +155,7 @@ def overfit_check(
         steps = step + 1
         now = time.perf_counter() - t0
         yield StepEnded(
-            epoch=0, step=step, global_step=step, loss=lv, lr=d["lr"], seconds=now,
+            epoch=0, step=step, global_step=step, loss=lv, lr=lr_now, seconds=now,
             eta_seconds=now / steps * (max_steps - steps),
         )  # fmt: skip
         if not np.isfinite(lv):
@@ -147,7 +166,7 @@ def overfit_check(
             # running averages lag far behind in a run this short
             with torch.no_grad(), autocast_context(device, precision):
                 pred = model(x_full).argmax(1)[0]
-            best = max(best, _fg_jaccard(pred, y_full))
+            best = max(best, _fg_jaccard(pred, y_full[0]))
             if best >= target:
                 break
     passed = best >= target

@@ -16,6 +16,7 @@ from typing import Any
 
 from cellseg_gui.core.dataset import DatasetError, ImagePair, find_pairs
 from cellseg_gui.core.imageio import IMAGE_EXTS, atomic_write_text
+from cellseg_gui.core.palette import PALETTE
 
 PROJECT_FILE = "cellseg-project.json"
 SPLITS = ("train", "val", "excluded")
@@ -23,17 +24,6 @@ DEFAULT_CLASSES = [
     {"name": "background", "color": [0, 0, 0]},
     {"name": "cell", "color": [46, 204, 113]},
     {"name": "boundary", "color": [241, 196, 15]},
-]
-PALETTE = [
-    (0, 0, 0),
-    (46, 204, 113),
-    (241, 196, 15),
-    (52, 152, 219),
-    (231, 76, 60),
-    (155, 89, 182),
-    (230, 126, 34),
-    (26, 188, 156),
-    (236, 240, 241),
 ]
 
 

@@ -14,9 +14,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from cellseg_gui.core.normalize import display_levels
+from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 
-DEFAULT_PALETTE = [(0, 0, 0), (46, 204, 113), (241, 196, 15), (52, 152, 219), (231, 76, 60),
-                   (155, 89, 182), (230, 126, 34), (26, 188, 156), (236, 240, 241)]  # fmt: skip
 FP_COLOR = (255, 0, 255)  # predicted foreground where GT is background
 FN_COLOR = (0, 200, 255)  # GT foreground the prediction missed
 DIFF_LUT = np.zeros((256, 4), np.uint8)
