@@ -371,6 +371,10 @@ def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> Callable[[], 
                 B.export_torchscript(b, path)
             elif fmt == "onnx":
                 B.export_onnx(b, path)
+            elif fmt == "bioimageio":
+                from cellseg_gui.core.bioimageio import export_bioimageio
+
+                path = export_bioimageio(b, path)
             elif fmt == "card":
                 Path(path).write_text(
                     model_card(b.meta, {k: v for k, v in paths.items() if k != "card"})

@@ -20,7 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-SUFFIXES = {"bundle": ".cellseg", "torchscript": ".pt", "onnx": ".onnx"}
+SUFFIXES = {
+    "bundle": ".cellseg",
+    "torchscript": ".pt",
+    "onnx": ".onnx",
+    "bioimageio": ".bioimageio.zip",
+}
 
 
 @dataclass
@@ -59,6 +64,10 @@ class ExportDialog(QDialog):
         )
         self.ts_box = QCheckBox("TorchScript (.pt): for Python/C++ without this package")
         self.onnx_box = QCheckBox("ONNX (.onnx): for onnxruntime, Fiji/DeepImageJ, other tools")
+        self.bioimageio_box = QCheckBox(
+            "bioimage.io package (.bioimageio.zip): for ilastik, deepImageJ and QuPath"
+        )
+        self.bioimageio_box.setEnabled(onnx_available)
         self.card_box = QCheckBox("Model card (.md) beside the files: data, settings, metrics")
         for box in (self.bundle_box, self.ts_box, self.card_box):
             box.setChecked(True)
@@ -68,7 +77,7 @@ class ExportDialog(QDialog):
             self.onnx_box.setToolTip("Install onnx and onnxruntime to export ONNX")
         self.paths_label = QLabel()
         self.paths_label.setWordWrap(True)
-        for w in (self.bundle_box, self.ts_box, self.onnx_box, self.card_box):
+        for w in (self.bundle_box, self.ts_box, self.onnx_box, self.bioimageio_box, self.card_box):
             w.toggled.connect(self._update)
         self.folder_edit.textChanged.connect(self._update)
         self.stem_edit.textChanged.connect(self._update)
@@ -85,7 +94,7 @@ class ExportDialog(QDialog):
         self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for w in (self.bundle_box, self.ts_box, self.onnx_box, self.card_box):
+        for w in (self.bundle_box, self.ts_box, self.onnx_box, self.bioimageio_box, self.card_box):
             layout.addWidget(w)
         layout.addWidget(QLabel("Files written (each export is checked against the model):"))
         layout.addWidget(self.paths_label)
@@ -99,6 +108,7 @@ class ExportDialog(QDialog):
                 ("bundle", self.bundle_box),
                 ("torchscript", self.ts_box),
                 ("onnx", self.onnx_box),
+                ("bioimageio", self.bioimageio_box),
             )
             if box.isChecked()
         ]

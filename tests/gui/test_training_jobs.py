@@ -120,3 +120,15 @@ def test_settings_and_models_records(tmp_path, tiny_bundle):
     recs = J.model_records(p)
     assert recs[0]["name"] == "tiny" and recs[0]["best_val"] == pytest.approx(0.42)
     assert J.rank_losses({"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0})[0] == ("d", 9.0, True)
+
+
+def test_export_job_writes_a_bioimageio_package(tiny_bundle, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import zipfile
+
+    from cellseg_gui.widgets.export_dialog import SUFFIXES
+
+    target = tmp_path / f"m{SUFFIXES['bioimageio']}"
+    events = list(J.export_job(tiny_bundle, {"bioimageio": target})())
+    assert events[-1].reason == "done", events[-1]
+    assert "rdf.yaml" in zipfile.ZipFile(target).namelist()

@@ -275,3 +275,12 @@ def test_training_ui_imports_load_no_torch():
         [sys.executable, "-c", widgets_code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_export_dialog_offers_bioimageio(qtbot, tmp_path):
+    d = ExportDialog("run1", tmp_path)
+    qtbot.addWidget(d)
+    d.bioimageio_box.setChecked(True)
+    req = d.request()
+    assert "bioimageio" in req.formats
+    assert req.paths()["bioimageio"] == tmp_path / "run1.bioimageio.zip"
