@@ -111,7 +111,7 @@ def test_find_lr_draws_its_curve_and_sets_the_learning_rate(window, qtbot):
 
 
 @pytest.mark.slow
-def test_check_reports_a_result(window, qtbot):
+def test_check_passes_on_a_sample_image_and_says_so(window, qtbot):
     t = window.training
     names = [
         p.name
@@ -123,7 +123,8 @@ def test_check_reports_a_result(window, qtbot):
     with qtbot.waitSignal(t.jobFinished, timeout=300000) as sig:
         t.panel.check_action.trigger()
     assert sig.args[0] == "overfit"
-    assert "Overfit check" in t.panel.message_label.text()
+    assert sig.args[1].result["passed"], sig.args[1].result
+    assert "Overfit check passed" in t.panel.message_label.text()
 
 
 def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot, tmp_path):
