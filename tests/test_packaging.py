@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -84,6 +85,12 @@ def test_installed_app_takes_screenshot(wheel: Path, tmp_path: Path) -> None:
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     py = bindir / "python"
+    # The app's dependencies (torch, Qt...) come from the environment running the tests,
+    # which may itself be a venv that --system-site-packages would not reach: point the new
+    # venv at it with a .pth file (plain paths, so its editable-install hooks stay out).
+    inner = _run([str(py), "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    outer = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(inner) / "outer-env.pth").write_text("\n".join(outer) + "\n")
     _run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["QT_QPA_PLATFORM"] = "offscreen"
