@@ -20,7 +20,6 @@ import io
 import json
 import os
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from cellseg_gui import __version__
-from cellseg_gui.core.bundle import Bundle, ExportError, load_bundle
+from cellseg_gui.core.bundle import Bundle, ExportError, load_bundle, onnx_bytes
 from cellseg_gui.core.config import ModelConfig, NormConfig
 
 FORMAT_VERSION = "0.5.4"
@@ -196,22 +195,10 @@ def _torchscript_bytes(model: nn.Module) -> bytes:
 
 
 def _onnx_bytes(model: nn.Module, in_channels: int, opset: int) -> bytes:
-    example = torch.rand(1, in_channels, 67, 131)
-    axes = {0: "batch", 2: "y", 3: "x"}
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            buf,
-            input_names=[INPUT_ID],
-            output_names=[OUTPUT_ID],
-            dynamic_axes={INPUT_ID: axes, OUTPUT_ID: axes},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return buf.getvalue()
+    return onnx_bytes(
+        model, in_channels, opset=opset, input_name=INPUT_ID, output_name=OUTPUT_ID,
+        axis_names=("y", "x"),
+    )  # fmt: skip
 
 
 def run_torchscript(data: bytes, x: np.ndarray) -> np.ndarray:

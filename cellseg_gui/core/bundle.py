@@ -524,6 +524,38 @@ def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.P
     return diff
 
 
+def onnx_bytes(
+    model: torch.nn.Module,
+    in_channels: int,
+    *,
+    opset: int,
+    input_name: str = "image",
+    output_name: str = "logits",
+    axis_names: tuple[str, str] = ("height", "width"),
+) -> bytes:
+    """ONNX of ``model`` with dynamic batch, height and width, traced at a size that is
+    not a multiple of 2**depth so the padding path is the one recorded. Shared by the
+    plain ONNX export and the bioimage.io package."""
+    import warnings
+
+    example = torch.rand(1, in_channels, 67, 131)
+    axes = {0: "batch", 2: axis_names[0], 3: axis_names[1]}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: axes, output_name: axes},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
 def export_onnx(
     bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str], opset: int = 17
 ):
@@ -539,26 +571,9 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = _cpu_model(b)
-    # Trace with a non-multiple size so the padding path is the one recorded.
-    example = torch.rand(1, model.cfg.in_channels, 67, 131)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    buf = io.BytesIO()
     try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                buf,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": axes, "logits": axes},
-                opset_version=opset,
-                dynamo=False,
-            )
-        proto = onnx.load_from_string(buf.getvalue())
+        data = onnx_bytes(model, model.cfg.in_channels, opset=opset)
+        proto = onnx.load_from_string(data)
     except Exception as exc:
         raise ExportError(path, f"ONNX export failed: {str(exc).splitlines()[0]}") from None
     del proto.metadata_props[:]

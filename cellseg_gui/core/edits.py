@@ -361,6 +361,11 @@ def brush_region(
     rows, cols = np.concatenate(rr), np.concatenate(cc)
     if rows.size == 0:
         return None
+    return _region_from_pixels(rows, cols)
+
+
+def _region_from_pixels(rows: np.ndarray, cols: np.ndarray) -> Region:
+    """The bounding-box Region of a set of (row, col) pixels."""
     y0, x0 = int(rows.min()), int(cols.min())
     inside = np.zeros((int(rows.max()) + 1 - y0, int(cols.max()) + 1 - x0), dtype=bool)
     inside[rows - y0, cols - x0] = True
@@ -473,10 +478,7 @@ def polygon_region(
     rows, cols = polygon(np.asarray(ys) - 0.5, np.asarray(xs) - 0.5, shape=shape)
     if rows.size == 0:
         return None
-    y0, x0 = int(rows.min()), int(cols.min())
-    inside = np.zeros((int(rows.max()) + 1 - y0, int(cols.max()) + 1 - x0), dtype=bool)
-    inside[rows - y0, cols - x0] = True
-    return Region(y0, x0, inside)
+    return _region_from_pixels(rows, cols)
 
 
 def polygon_fill(
