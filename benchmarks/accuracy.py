@@ -3,6 +3,7 @@ training split (set01..set45), then foreground Jaccard on set46..set50 (whole im
 Prints one JSON line. Runs the engine directly (not the CLI) so it works on its own.
 
     python benchmarks/accuracy.py [--minutes 10] [--data ../shared/data/usiigaci-phc]
+        [--set lr=1e-2 --set augment.affine=true ...]   # to compare choices against defaults
 """
 
 from __future__ import annotations
@@ -30,18 +31,37 @@ DEFAULT_DATA = Path(os.environ.get("CELLSEG_TEST_DATA", ROOT.parent / "shared" /
 VAL = ["set46", "set47", "set48", "set49", "set50"]
 
 
+def _apply(cfg: TrainConfig, assignment: str) -> None:
+    """``key=value`` or ``section.key=value``; the value is parsed as JSON where it can be."""
+    key, _, raw = assignment.partition("=")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    *parents, leaf = key.split(".")
+    obj = cfg
+    for name in parents:
+        obj = getattr(obj, name)
+    if not hasattr(obj, leaf):
+        raise SystemExit(f"error: --set {assignment}: no setting {key!r}")
+    setattr(obj, leaf, value)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "usiigaci-phc")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     cfg = TrainConfig.for_device("cpu")
     cfg.minutes, cfg.epochs, cfg.seed = a.minutes, 0, a.seed
-    cfg.mask_mode = "instances"
+    cfg.mask_mode = "instances"  # the data's instance ids become background / cell / boundary
+    for assignment in a.set:
+        _apply(cfg, assignment)
     pairs = find_pairs(a.data)
     samples, errors = load_samples(
-        pairs, mask_mode="instances", boundary_width=cfg.boundary_width, norm=cfg.norm
+        pairs, mask_mode=cfg.mask_mode, boundary_width=cfg.boundary_width, norm=cfg.norm
     )
     if errors:
         print("\n".join(str(e) for e in errors), file=sys.stderr)
@@ -49,7 +69,7 @@ def main() -> int:
     fin = None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "acc.cellseg"
-        for ev in fit(samples, cfg, val_names=VAL, out_path=out, mask_mode="instances"):
+        for ev in fit(samples, cfg, val_names=VAL, out_path=out, mask_mode=cfg.mask_mode):
             if isinstance(ev, EpochEnded):
                 print(
                     f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.3f} "
@@ -79,6 +99,7 @@ def main() -> int:
                 "epochs": len(fin.result["history"]["epoch"]),
                 "steps": fin.result["steps"],
                 "finished": fin.reason,
+                "overrides": a.set,
                 "settings": {
                     k: cfg.to_dict()[k]
                     for k in ("crop", "batch_size", "lr", "optimizer", "schedule", "dice")

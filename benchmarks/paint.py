@@ -81,10 +81,6 @@ def _canvas_view(labels: np.ndarray):  # noqa: ANN202
     from cellseg_gui.widgets.canvas import ImageCanvas
 
     canvas = ImageCanvas()
-    # pyqtgraph's autoDownsample on the RGBA overlay layers crashes (SIGSEGV) from about
-    # 2048^2 (reported to the canvas owner); off here so the redraw can be measured at all.
-    for item in getattr(canvas, "layers", {}).values():
-        item.setAutoDownsample(False)
     canvas.resize(1200, 900)
     canvas.set_image(np.zeros(labels.shape, np.uint8))
     canvas.set_gt(labels)

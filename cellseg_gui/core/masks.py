@@ -15,7 +15,19 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage as ndi
+
+
+class _LazyNdimage:
+    """scipy.ndimage, imported on first use: it costs about half a second, and the window
+    imports this module (through the project) before it shows."""
+
+    def __getattr__(self, name: str):
+        from scipy import ndimage
+
+        return getattr(ndimage, name)
+
+
+ndi = _LazyNdimage()
 
 MASK_MODES = ("binary", "classes", "instances")
 INSTANCE_CLASSES = ("background", "cell", "boundary")

@@ -1,8 +1,9 @@
 """Image canvas: raw image, GT / prediction / difference overlays as RGBA colour lookups.
 
-Why pyqtgraph ImageItems: levels are applied on the GPU-free fast path with autoDownsample,
-so an 8192x8192 16-bit image pans smoothly; overlays are uint8 RGBA images recoloured only
-in changed rectangles (``refresh_region``) after a brush stroke.
+Why a pyqtgraph ImageItem for the image: levels are applied on the fast path with
+autoDownsample, so an 8192x8192 16-bit image pans smoothly. Overlays are ``LabelLayer``
+items: uint8 index images drawn through a colour table, redrawn only in the changed
+rectangle (``refresh_region``) after a brush move and only at screen resolution.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from cellseg_gui.core.normalize import display_levels
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
+from cellseg_gui.widgets.label_layer import LabelLayer
 
 FP_COLOR = (255, 0, 255)  # predicted foreground where GT is background
 FN_COLOR = (0, 200, 255)  # GT foreground the prediction missed
@@ -59,12 +61,10 @@ class ImageCanvas(QWidget):
         self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.view.setCentralItem(self.vb)
         self.image_item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
-        self.layers: dict[str, pg.ImageItem] = {}
+        self.layers: dict[str, LabelLayer] = {}
         self.vb.addItem(self.image_item)
         for z, key in enumerate(("gt", "pred", "diff"), start=1):
-            # No autoDownsample on label layers: it crashes pyqtgraph on masks of 2048^2
-            # and up, and nearest-neighbour display of labels needs none.
-            item = pg.ImageItem(axisOrder="row-major", autoDownsample=False)
+            item = LabelLayer()
             item.setZValue(z)
             self.vb.addItem(item)
             self.layers[key] = item
@@ -152,9 +152,8 @@ class ImageCanvas(QWidget):
                          yRange=(c.y() - h / 2, c.y() + h / 2), padding=0)  # fmt: skip
 
     # ---------------------------------------------------------------- colouring
-    # Each overlay is a uint8 index image drawn through a 256-entry RGBA lookup by
-    # pyqtgraph, which applies it only to the (downsampled) part on screen: no full-size
-    # RGBA copy of an 8192x8192 mask. A filled overlay shows the label array itself, so an
+    # Each overlay is a uint8 index image drawn through a 256-entry RGBA lookup, only for
+    # the part on screen and at screen resolution: no full-size RGBA copy of a big mask. A filled overlay shows the label array itself, so an
     # in-place edit needs only a redraw.
     def _index(self, layer: str, y0: int, x0: int, y1: int, x1: int) -> np.ndarray | None:
         """Index image of ``layer`` in the rectangle (None when there is nothing to show)."""
@@ -186,7 +185,7 @@ class ImageCanvas(QWidget):
             return
         self._shown[layer] = idx
         lut = DIFF_LUT if layer == "diff" else self.lut
-        item.setImage(idx, autoLevels=False, levels=(0, 255), lut=lut)
+        item.set_data(idx, lut)
 
     def _recolor_all(self, layers=("gt", "pred", "diff")) -> None:
         for layer in layers:
@@ -206,7 +205,7 @@ class ImageCanvas(QWidget):
                 idx = self._index(name, y0c, x0c, y1c, x1c)
                 if idx is not None:
                     buf[y0c:y1c, x0c:x1c] = idx
-            self.layers[name].updateImage()
+            self.layers[name].update_rect(y0c, x0c, y1c, x1c)
 
     # ---------------------------------------------------------------- mouse
     def set_tool_active(self, active: bool) -> None:
