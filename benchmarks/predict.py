@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         if any(c.get("size") == 8192 for c in cases)
         else None,
     }
+    if result["peak_under_2gb_8192"] is not None:
+        result["targets"] = {"peak_under_2gb_8192": "== true"}
     print(json.dumps(result))
     return 0 if all("error" not in c for c in cases) else 1
 

@@ -140,6 +140,8 @@ def main() -> None:
                 "bf16_over_fp32_bare": round(med(bf16) / med(bare), 3),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
+                "targets": {"ratio_no_aug": ">= 0.97", "ratio_all_aug": ">= 0.9"},
+                "report": ["bare_crops_per_s", "fit_crops_per_s", "bf16_over_fp32_bare"],
             }
         )
     )

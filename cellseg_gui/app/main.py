@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         # benchmarks/gui_startup.py: report when the window is on screen, then quit.
         def probe() -> None:
             shown = time.time()
-            torch = "torch" in sys.modules
-            print(json.dumps({"shown": shown, "t0": _T0, "torch_imported": torch}), flush=True)
+            info = {"shown": shown, "t0": _T0, "torch_imported": "torch" in sys.modules,
+                    "scipy_imported": "scipy" in sys.modules}  # fmt: skip
+            print(json.dumps(info), flush=True)
             app.quit()
 
         QTimer.singleShot(0, probe)

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from cellseg_gui.core.lazy import ndimage  # scipy.ndimage, imported on first use
 
 __all__ = [
     "Patch",

@@ -16,18 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-
-class _LazyNdimage:
-    """scipy.ndimage, imported on first use: it costs about half a second, and the window
-    imports this module (through the project) before it shows."""
-
-    def __getattr__(self, name: str):
-        from scipy import ndimage
-
-        return getattr(ndimage, name)
-
-
-ndi = _LazyNdimage()
+from cellseg_gui.core.lazy import ndimage as ndi  # imported on first use
 
 MASK_MODES = ("binary", "classes", "instances")
 INSTANCE_CLASSES = ("background", "cell", "boundary")

@@ -244,11 +244,12 @@ def _run_gui(
     )  # fmt: skip
 
 
-def test_window_code_does_not_import_torch_before_showing(tmp_path):
+def test_window_code_does_not_import_torch_or_scipy_before_showing(tmp_path):
     out = _run_gui([], {"CELLSEG_STARTUP_PROBE": "1", "CELLSEG_NO_WARMUP": "1"}, tmp_path)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["torch_imported"] is False
+    assert info["scipy_imported"] is False  # about 0.6 s of the one-second start-up
 
 
 def test_torch_is_not_imported_when_the_window_first_shows(tmp_path):
