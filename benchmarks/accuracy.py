@@ -55,7 +55,9 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     cfg = TrainConfig.for_device("cpu")
-    cfg.minutes, cfg.epochs, cfg.seed = a.minutes, 0, a.seed
+    # --minutes 0 with --set epochs=N: a fixed number of steps, to compare choices on a
+    # busy machine (the figure is the time-limited run)
+    cfg.minutes, cfg.epochs, cfg.seed = (a.minutes or None), 0, a.seed
     cfg.mask_mode = "instances"  # the data's instance ids become background / cell / boundary
     for assignment in a.set:
         _apply(cfg, assignment)

@@ -1,7 +1,9 @@
 """GUI start-up and image-switch figures, printed as one JSON line.
 
-startup_median_s: from just before the process is spawned to the window shown (first event
-loop turn after show()), median of --runs. switch_*_s: median time of show_image() plus the
+startup_median_s: from just before the process is spawned to the window on screen (its
+shell painted at the first event-loop turn after show()), median of --runs.
+ready_median_s: to the complete window (canvas, docks and saved layout built, painted).
+switch_*_s: median time of show_image() plus the
 repaint for a 1024^2 and an 8192^2 16-bit image (read from disk, contrast, overlays).
 Run: python benchmarks/gui_startup.py [--runs 5] [--no-large]
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 def startup(runs: int, settings_dir: str) -> tuple[list[float], bool]:
     env = dict(os.environ, CELLSEG_STARTUP_PROBE="1", CELLSEG_SETTINGS_DIR=settings_dir)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
-    times, torch_seen = [], False
+    times, ready, torch_seen = [], [], False
     for _ in range(runs):
         t0 = time.time()
         out = subprocess.run(
@@ -34,8 +36,9 @@ def startup(runs: int, settings_dir: str) -> tuple[list[float], bool]:
         )  # fmt: skip
         info = json.loads(out.stdout.strip().splitlines()[-1])
         times.append(info["shown"] - t0)
+        ready.append(info["ready"] - t0)
         torch_seen |= bool(info["torch_imported"])
-    return times, torch_seen
+    return times, ready, torch_seen
 
 
 def switch_times(sizes: list[int], repeats: int = 3) -> dict[str, float]:
@@ -87,18 +90,19 @@ def main() -> None:
     ap.add_argument("--no-large", action="store_true", help="skip the 8192^2 image")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as settings_dir:
-        times, torch_seen = startup(args.runs, settings_dir)
+        times, ready, torch_seen = startup(args.runs, settings_dir)
     result = {
         "benchmark": "gui_startup",
         "startup_median_s": round(statistics.median(times), 3),
         "startup_runs_s": [round(t, 3) for t in times],
+        "ready_median_s": round(statistics.median(ready), 3),
         "torch_imported_at_show": torch_seen,
         "cpu_count": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     result.update(switch_times([1024] if args.no_large else [1024, 8192]))
     result["targets"] = {"startup_median_s": "< 1", "torch_imported_at_show": "== false"}
-    result["report"] = [k for k in result if k.startswith("switch_")]
+    result["report"] = ["ready_median_s"] + [k for k in result if k.startswith("switch_")]
     print(json.dumps(result))
 
 

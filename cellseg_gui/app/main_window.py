@@ -3,6 +3,12 @@
 It holds no numerics: images come from core.imageio, masks become class maps through
 core.masks, colours are applied by the canvas. Editing and training are installed by
 their own modules (``install_editing`` / ``install_training``) through this contract API.
+
+Two phases, so the window is on screen within a second: ``MainWindow(deferred=True)``
+builds only the shell (menu bar, image list, display panel, status bar) without importing
+pyqtgraph; ``finish_setup()``, called by the entry point once the shell has painted, adds
+the canvas, actions, editing and training docks and restores the saved layout. Without
+``deferred`` (tests, scripts) both phases run in the constructor.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
+    QLabel,
     QMainWindow,
     QMenu,
     QMessageBox,
@@ -25,8 +32,8 @@ from PySide6.QtWidgets import (
 from cellseg_gui.app import settings as S
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
+from cellseg_gui.core.palette import FN_COLOR, FP_COLOR
 from cellseg_gui.core.project import Project, ProjectError, open_project
-from cellseg_gui.widgets.canvas import FN_COLOR, FP_COLOR, ImageCanvas
 from cellseg_gui.widgets.image_list import Entry, ImageList
 from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
@@ -40,7 +47,7 @@ class MainWindow(WindowActions, QMainWindow):
     currentImageChanged = Signal(str)
     projectOpened = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, deferred: bool = False) -> None:
         super().__init__(parent)
         self.setWindowTitle("cellseg-gui[*]")
         self.setAcceptDrops(True)
@@ -53,12 +60,16 @@ class MainWindow(WindowActions, QMainWindow):
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
 
-        self.canvas = ImageCanvas(self)
+        self.canvas = None  # ImageCanvas, made by finish_setup (it imports pyqtgraph)
+        self.ready = False
         self.image_list = ImageList(self)
         self.image_list.model_.loader = self._read_raw
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(self.image_list)
-        self.splitter.addWidget(self.canvas)
+        self._placeholder = QLabel("Loading the image viewer…")
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._placeholder.setStyleSheet("background: rgb(24, 24, 28); color: rgb(150, 150, 160);")
+        self.splitter.addWidget(self._placeholder)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([250, 1150])
         self.setCentralWidget(self.splitter)
@@ -73,12 +84,33 @@ class MainWindow(WindowActions, QMainWindow):
         for name in MENUS:
             self._menus[name] = self.menuBar().addMenu("&" + name)
         self.add_dock("Display", panel, "right")
+        self._update_legend()
+        self.statusBar().showMessage("Starting…")
+        geo = S.settings().value("geometry")
+        if isinstance(geo, QByteArray):
+            self.restoreGeometry(geo)  # the shell shows where the window was
+        if not deferred:
+            self.finish_setup()
+
+    def finish_setup(self) -> None:
+        """Second phase: canvas, actions, editing, training, saved dock layout."""
+        if self.ready:
+            return
+        from cellseg_gui.widgets.canvas import ImageCanvas
+
+        self.canvas = ImageCanvas(self)
+        self.splitter.replaceWidget(1, self.canvas)
+        self._placeholder.deleteLater()
+        # the stretch factor lives in the widget's size policy: give it to the canvas, so
+        # the docks added below take their room from the image, not from the list
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, max(1, self.splitter.width() - 250)])
         self._build_actions()
         self._wire()
-        self._update_legend()
         self.statusBar().showMessage("Open a folder of images (Ctrl+O) or the sample")
         self._install_hooks()
         self._restore_layout()
+        self.ready = True
 
     # ------------------------------------------------------------------ contract API
     def menu(self, name: str) -> QMenu:
@@ -297,6 +329,8 @@ class MainWindow(WindowActions, QMainWindow):
         self.resize(1400, 900)
 
     def save_layout(self) -> None:
+        if not self.ready:  # closed before the docks existed: keep the saved layout
+            return
         s = S.settings()
         s.setValue("geometry", self.saveGeometry())
         s.setValue("state", self.saveState(LAYOUT_VERSION))

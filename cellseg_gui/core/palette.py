@@ -15,6 +15,9 @@ PALETTE: list[tuple[int, int, int]] = [
     (236, 240, 241),
 ]
 
+FP_COLOR = (255, 0, 255)  # difference view: predicted foreground where GT is background
+FN_COLOR = (0, 200, 255)  # difference view: GT foreground the prediction missed
+
 
 def class_color(k: int) -> tuple[int, int, int]:
     """Colour of class ``k``; past the palette, foreground colours repeat."""

@@ -15,11 +15,10 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from cellseg_gui.core.normalize import display_levels
+from cellseg_gui.core.palette import FN_COLOR, FP_COLOR
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.label_layer import LabelLayer
 
-FP_COLOR = (255, 0, 255)  # predicted foreground where GT is background
-FN_COLOR = (0, 200, 255)  # GT foreground the prediction missed
 DIFF_LUT = np.zeros((256, 4), np.uint8)
 DIFF_LUT[1] = (*FP_COLOR, 255)
 DIFF_LUT[2] = (*FN_COLOR, 255)

@@ -48,7 +48,9 @@ class TrainingPlots(QWidget):
             p.setLabel("bottom", xlabel)
             p.setLabel("left", ylabel)
             p.showGrid(x=True, y=True, alpha=0.2)
-            legend = p.addLegend(offset=(-5, 5), labelTextSize="8pt")
+            # Jaccard curves climb to the top: their legend sits bottom-right, out of the way
+            offset = (-5, -5) if key == "jaccard" else (-5, 5)
+            legend = p.addLegend(offset=offset, labelTextSize="8pt")
             legend.setBrush(pg.mkBrush(255, 255, 255, 210))  # readable over the curves
             self.plots[key] = p
         # Linear, without SI prefixes: schedules read better than on a cramped log axis.

@@ -250,6 +250,29 @@ def test_window_code_does_not_import_torch_or_scipy_before_showing(tmp_path):
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["torch_imported"] is False
     assert info["scipy_imported"] is False  # about 0.6 s of the one-second start-up
+    assert info["pyqtgraph_imported"] is False  # the canvas comes in the second phase
+    assert info["t0"] < info["shown"] < info["ready"]
+
+
+def test_deferred_window_shows_a_shell_then_builds_the_canvas_and_docks(qtbot, sample):
+    from cellseg_gui.app.main_window import MainWindow
+
+    win = MainWindow(deferred=True)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.canvas is None and not win.ready
+    assert "Loading" in win.splitter.widget(1).text()
+    assert set(win.docks) == {"Display"}
+    win.finish_setup()
+    assert win.ready and win.splitter.widget(1) is win.canvas
+    qtbot.wait(50)
+    assert win.image_list.width() >= 240  # the docks took their room from the image
+    assert {"Training", "Plots", "LR finder", "Gallery"} <= set(win.docks)
+    assert win.open_project(sample) and win.canvas.raw is not None
+    win.finish_setup()  # a second call changes nothing
+    assert win.splitter.widget(1) is win.canvas
+    win.close()
 
 
 def test_torch_is_not_imported_when_the_window_first_shows(tmp_path):
