@@ -564,24 +564,22 @@ def _parse_lr(text: str) -> float | str:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _positive(text: str, cast: type, what: str):
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _positive(text, int, "a whole number")
+
+
+def _positive_float(text: str) -> float:
+    return _positive(text, float, "a number")
 
 
 # --------------------------------------------------------------------------- events

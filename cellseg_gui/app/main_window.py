@@ -317,10 +317,7 @@ class MainWindow(WindowActions, QMainWindow):
     def _restore_layout(self) -> None:
         self._default_sizes()
         self._default_state = self.saveState(LAYOUT_VERSION)
-        s = S.settings()
-        geo, state = s.value("geometry"), s.value("state")
-        if isinstance(geo, QByteArray):
-            self.restoreGeometry(geo)
+        state = S.settings().value("state")  # the geometry was restored with the shell
         if isinstance(state, QByteArray):
             self.restoreState(state, LAYOUT_VERSION)
 

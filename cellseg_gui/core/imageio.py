@@ -49,6 +49,18 @@ class ImageReadError(ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
+def _plane_index(path, plane: int | None, n: int) -> int:
+    """The plane to read (the first by default), or ImageReadError naming the range."""
+    index = 0 if plane is None else int(plane)
+    if not 0 <= index < n:
+        raise ImageReadError(
+            path,
+            f"plane {index} is out of range (the file has {n} plane{'s' if n != 1 else ''}: "
+            f"0..{n - 1})",
+        )
+    return index
+
+
 def _short(exc: BaseException) -> str:
     """One line describing a library exception, without its traceback."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -105,14 +117,7 @@ def _tiff_page(tf: Any, path: Path, plane: int | None) -> Any:
     n = len(tf.pages)
     if n == 0:
         raise ImageReadError(path, "truncated or corrupt TIFF (no readable image in it)")
-    index = 0 if plane is None else int(plane)
-    if not 0 <= index < n:
-        raise ImageReadError(
-            path,
-            f"plane {index} is out of range (the file has {n} plane{'s' if n != 1 else ''}: "
-            f"0..{n - 1})",
-        )
-    return tf.pages[index]
+    return tf.pages[_plane_index(path, plane, n)]
 
 
 def _check_tiff_complete(page: Any, path: Path) -> None:
@@ -172,13 +177,7 @@ def _read_pillow(path: Path, plane: int | None, *, as_mask: bool) -> np.ndarray:
     kind = path.suffix.lower().lstrip(".").upper()
     with _open_pillow(path) as im:
         n_frames = int(getattr(im, "n_frames", 1) or 1)
-        index = 0 if plane is None else int(plane)
-        if not 0 <= index < n_frames:
-            raise ImageReadError(
-                path,
-                f"plane {index} is out of range (the file has {n_frames} "
-                f"plane{'s' if n_frames != 1 else ''}: 0..{n_frames - 1})",
-            )
+        index = _plane_index(path, plane, n_frames)
         try:
             if index:
                 im.seek(index)

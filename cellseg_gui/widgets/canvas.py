@@ -152,8 +152,9 @@ class ImageCanvas(QWidget):
 
     # ---------------------------------------------------------------- colouring
     # Each overlay is a uint8 index image drawn through a 256-entry RGBA lookup, only for
-    # the part on screen and at screen resolution: no full-size RGBA copy of a big mask. A filled overlay shows the label array itself, so an
-    # in-place edit needs only a redraw.
+    # the part on screen and at screen resolution: no full-size RGBA copy of a big mask.
+    # A filled overlay shows the label array itself, so an in-place edit needs only a
+    # redraw.
     def _index(self, layer: str, y0: int, x0: int, y1: int, x1: int) -> np.ndarray | None:
         """Index image of ``layer`` in the rectangle (None when there is nothing to show)."""
         if layer == "diff":

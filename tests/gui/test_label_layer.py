@@ -14,8 +14,7 @@ from PySide6.QtCore import QPointF, QRectF  # noqa: E402
 GREEN = (46, 204, 113)
 
 
-@pytest.fixture
-def canvas(qtbot):
+def _make_canvas(qtbot):
     from cellseg_gui.widgets.canvas import ImageCanvas
 
     c = ImageCanvas()
@@ -25,6 +24,11 @@ def canvas(qtbot):
     qtbot.waitExposed(c)
     c.set_opacity("gt", 1.0)
     return c
+
+
+@pytest.fixture
+def canvas(qtbot):
+    return _make_canvas(qtbot)
 
 
 def _grab(c):
@@ -42,7 +46,9 @@ def _near(a, b, tol=12) -> bool:
 
 
 @pytest.mark.parametrize("side", [300, 6000])  # 1:1-ish and a stride of about 12
-def test_partial_redraw_shows_the_edit_and_only_the_edit(canvas, qtbot, side):
+def test_screen_shows_an_in_place_edit_and_nothing_else(canvas, qtbot, side):
+    """What is drawn, at 1:1 and sampled with a stride (a grab redraws everything; the
+    test below checks that a real update redraws only the edit)."""
     c = canvas
     c.set_image(np.zeros((side, side), np.uint16))
     gt = np.zeros((side, side), np.uint8)
@@ -92,13 +98,7 @@ def test_a_brush_edit_repaints_its_rectangle_not_the_layer(qtbot, monkeypatch):
 
     # before the first paint: PySide keeps the method it found for each Qt virtual
     monkeypatch.setattr(LabelLayer, "paint", spy)
-    from cellseg_gui.widgets.canvas import ImageCanvas
-
-    c = ImageCanvas()
-    qtbot.addWidget(c)
-    c.resize(700, 500)
-    c.show()
-    qtbot.waitExposed(c)
+    c = _make_canvas(qtbot)
     side = 4096
     c.set_image(np.zeros((side, side), np.uint8))
     c.set_gt(np.zeros((side, side), np.uint8))

@@ -275,6 +275,25 @@ def test_deferred_window_shows_a_shell_then_builds_the_canvas_and_docks(qtbot, s
     win.close()
 
 
+def test_closing_the_shell_before_it_is_built_keeps_the_saved_layout(qtbot):
+    from cellseg_gui.app import settings as S
+    from cellseg_gui.app.main_window import MainWindow
+
+    full = MainWindow()
+    qtbot.addWidget(full)
+    full.show()
+    qtbot.waitExposed(full)
+    full.close()  # saves geometry and the dock layout
+    saved = bytes(S.settings().value("state"))
+    assert saved
+    shell = MainWindow(deferred=True)
+    qtbot.addWidget(shell)
+    shell.show()
+    qtbot.waitExposed(shell)
+    shell.close()  # quit within the first second: no docks yet, nothing to save
+    assert bytes(S.settings().value("state")) == saved
+
+
 def test_torch_is_not_imported_when_the_window_first_shows(tmp_path):
     out = _run_gui([], {"CELLSEG_STARTUP_PROBE": "1", "CELLSEG_NO_WARMUP": "0"}, tmp_path)
     assert out.returncode == 0, out.stderr
