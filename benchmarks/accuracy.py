@@ -4,6 +4,7 @@ Prints one JSON line. Runs the engine directly (not the CLI) so it works on its 
 
     python benchmarks/accuracy.py [--minutes 10] [--data ../shared/data/usiigaci-phc]
         [--set lr=1e-2 --set augment.affine=true ...]   # to compare choices against defaults
+        [--keep model.cellseg]                          # keep the trained bundle
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,6 +55,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "usiigaci-phc")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--keep", type=Path, help="also copy the trained bundle here")
     a = ap.parse_args()
     cfg = TrainConfig.for_device("cpu")
     # --minutes 0 with --set epochs=N: a fixed number of steps, to compare choices on a
@@ -86,6 +89,8 @@ def main() -> int:
         if fin is None or not fin.bundle_path:
             print(json.dumps({"benchmark": "accuracy", "error": fin and fin.message}))
             return 1
+        if a.keep:
+            shutil.copyfile(out, a.keep)
         b = load_bundle(out, device="cpu")
         val = [s for s in samples if s.name in VAL]
         ev = evaluate(b.model, val, b.model.cfg.n_classes, torch.device("cpu"))
@@ -106,7 +111,11 @@ def main() -> int:
                     k: cfg.to_dict()[k]
                     for k in ("crop", "batch_size", "lr", "optimizer", "schedule", "dice")
                 }
-                | {"hidden": cfg.model.hidden, "depth": cfg.model.depth},
+                | {
+                    "hidden": cfg.model.hidden,
+                    "depth": cfg.model.depth,
+                    "downsample": b.model_config.downsample,  # as resolved by fit
+                },
                 "threads": torch.get_num_threads(),
                 # issue 3: clearly better than a bare hidden-16 loop (0.70), aim 0.80
                 "targets": {"val_fg_jaccard": ">= 0.8"},

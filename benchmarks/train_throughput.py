@@ -2,10 +2,12 @@
 batch and crop size; prints one JSON line.
 
 Ratios, not absolute numbers, are the figures: the machine may be shared. Each
-configuration runs ``--repeats`` times, interleaved with the bare loop, and medians are
-compared. fit's rate is taken from its StepEnded timestamps inside an epoch (validation
-and start-up excluded, as the bare loop has neither). Also fp32 vs bf16 autocast on this
-CPU (bare loops, batch 2 of 128-pixel crops: bf16 can be very slow without AMX).
+configuration runs ``--repeats`` times, interleaved with the bare loop, and the medians
+of the per-step rates are compared (one step slowed by another process moves a median
+little). fit's per-step times come from its StepEnded timestamps inside an epoch
+(validation and start-up excluded, as the bare loop has neither). Both run the U-Net at
+full resolution. Also fp32 vs bf16 autocast on this CPU (bare loops, batch 2 of
+128-pixel crops: bf16 can be very slow without AMX).
 
     python benchmarks/train_throughput.py [--hidden 16 --depth 4 --crop 256 --batch 8]
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
 from cellseg_gui.core.dataset import Sample  # noqa: E402
 from cellseg_gui.core.events import StepEnded  # noqa: E402
+from cellseg_gui.core.predict import tune_cpu_allocator  # noqa: E402
 from cellseg_gui.core.train import fit  # noqa: E402
 from cellseg_gui.core.unet import build_model  # noqa: E402
 
@@ -43,8 +46,9 @@ def synthetic(n: int, size: int, seed: int = 0) -> list[Sample]:
     return out
 
 
-def bare_loop(samples, cfg: TrainConfig, steps: int, precision: str = "fp32") -> float:
-    """The reference: random crops by slicing, forward, CE(+Dice as fit), AdamW step."""
+def bare_loop(samples, cfg: TrainConfig, steps: int, precision: str = "fp32") -> list[float]:
+    """The reference: random crops by slicing, forward, CE(+Dice as fit), AdamW step.
+    Returns each step's crops per second (the first step, allocator warm-up, dropped)."""
     torch.manual_seed(0)
     mc = ModelConfig(**{**cfg.model.to_dict(), "n_classes": 2})
     model = build_model(mc).train()
@@ -81,19 +85,18 @@ def bare_loop(samples, cfg: TrainConfig, steps: int, precision: str = "fp32") ->
         opt.step()
         float(loss.detach())
         times.append(time.perf_counter() - t)
-    times = times[1:]  # first step: allocator warm-up
-    return cfg.batch_size * len(times) / sum(times)
+    return [cfg.batch_size / t for t in times[1:]]
 
 
-def fit_rate(samples, cfg: TrainConfig, steps: int) -> float:
+def fit_rate(samples, cfg: TrainConfig, steps: int) -> list[float]:
     cfg.steps_per_epoch = steps
     cfg.epochs = 1
     events = list(fit(samples, cfg, val_names=["val"]))
     stamps = [e.seconds for e in events if isinstance(e, StepEnded)]
     if len(stamps) < 2:
         raise RuntimeError(f"fit did not run: {events[-1]}")
-    # StepEnded.seconds is taken after each step: rate over steps 2..n (step 1 = warm-up)
-    return cfg.batch_size * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    # StepEnded.seconds is taken after each step: per-step rates over steps 2..n
+    return [cfg.batch_size / (b - a) for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
 def main() -> None:
@@ -105,31 +108,37 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    # fit sets this process-wide on its first CPU run; set it first so every bare loop,
+    # not only those after the first fit, runs with the same allocator
+    tune_cpu_allocator()
     samples = synthetic(4, max(512, a.crop * 2))
     val = synthetic(1, 64, seed=1)
     val[0].name = "val"
 
     def cfg(augment: AugmentConfig) -> TrainConfig:
         return TrainConfig(
-            model=ModelConfig(hidden=a.hidden, depth=a.depth), crop=a.crop,
+            # full resolution in both loops (auto could pick another architecture)
+            model=ModelConfig(hidden=a.hidden, depth=a.depth, downsample=1), crop=a.crop,
             batch_size=a.batch, augment=augment, device="cpu", amp="off", patience=0,
             foreground_bias=0.0, schedule="constant",
         )  # fmt: skip
 
     data = samples + val
     bare, plain, aug, bf16 = [], [], [], []
+    # per-step rates pooled over the interleaved repeats; the median step shrugs off the
+    # occasional step slowed by another process on a shared machine
     for _ in range(a.repeats):
-        bare.append(bare_loop(samples, cfg(AugmentConfig.none()), a.steps + 1))
-        plain.append(fit_rate(data, cfg(AugmentConfig.none()), a.steps + 1))
-        aug.append(fit_rate(data, cfg(AugmentConfig.all()), a.steps + 1))
+        bare += bare_loop(samples, cfg(AugmentConfig.none()), a.steps + 1)
+        plain += fit_rate(data, cfg(AugmentConfig.none()), a.steps + 1)
+        aug += fit_rate(data, cfg(AugmentConfig.all()), a.steps + 1)
     # bf16 vs fp32 on a small batch: without AMX / AVX512-BF16, bf16 convolutions can run
     # 20x slower than fp32 (0.13 against 3 crops/s here), so the full batch would take
     # minutes per step
     small = cfg(AugmentConfig.none())
     small.crop, small.batch_size = 128, 2
-    fp32_small = bare_loop(samples, small, 4)
-    bf16.append(bare_loop(samples, small, 4, "bf16") / fp32_small)
     med = statistics.median
+    fp32_small = med(bare_loop(samples, small, 4))
+    bf16.append(med(bare_loop(samples, small, 4, "bf16")) / fp32_small)
     print(
         json.dumps(
             {

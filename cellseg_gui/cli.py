@@ -520,6 +520,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     for attr, field in (
         ("hidden", "model.hidden"),
         ("depth", "model.depth"),
+        ("downsample", "model.downsample"),
         ("dropout", "model.dropout"),
         ("crop", "crop"),
         ("batch", "batch_size"),
@@ -580,6 +581,13 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     return _positive(text, float, "a number")
+
+
+def _downsample(text: str) -> int:
+    value = _positive_int(text)
+    if value > 8:
+        raise argparse.ArgumentTypeError(f"expected 1 to 8, got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------- events
@@ -1054,6 +1062,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training settings")
     g.add_argument("--hidden", type=_positive_int, help="width of the first U-Net level")
     g.add_argument("--depth", type=_positive_int, help="number of down-sampling levels")
+    g.add_argument(
+        "--downsample",
+        type=_downsample,
+        help="the network runs at 1/N resolution, 1-8 (default: 2 when the masks' objects "
+        "are large, else 1)",
+    )
     g.add_argument("--dropout", type=float, help="dropout in the U-Net blocks (0-1)")
     g.add_argument("--crop", type=_positive_int, help="side of the random training crops")
     g.add_argument("--batch", type=_positive_int, help="crops per batch")

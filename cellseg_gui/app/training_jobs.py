@@ -401,7 +401,7 @@ def model_card(meta: dict[str, Any], files: dict[str, Path] | None = None) -> st
         f"Created {meta.get('created', '?')} with cellseg_gui {meta.get('versions', {}).get('cellseg_gui', '?')}.",
         "",
         "## Model",
-        f"- U-Net, hidden {arch.get('hidden')}, depth {arch.get('depth')}, dropout {arch.get('dropout')}, "
+        f"- U-Net, hidden {arch.get('hidden')}, depth {arch.get('depth')}, downsample {arch.get('downsample', 1)}, dropout {arch.get('dropout')}, "
         f"{arch.get('in_channels')} input channel(s), {arch.get('n_classes')} classes",
         f"- Classes: {', '.join(c.get('name', '?') for c in meta.get('classes', []))}",
         f"- Masks: {meta.get('mask_mode')} (boundary width {meta.get('boundary_width')}); channels: {meta.get('channels')}",

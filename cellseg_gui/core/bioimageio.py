@@ -231,7 +231,7 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
         "",
         "## Input",
         f"- {cfg.in_channels} channel(s), axes batch, channel, y, x; any size that is a "
-        f"multiple of {2**cfg.depth} (larger images: tile them).",
+        f"multiple of {cfg.size_multiple} (larger images: tile them).",
         f"- Preprocessing: per image and channel, the {norm.low:g} and {norm.high:g} "
         "percentiles are mapped to 0 and 1 (`scale_range`)."
         if (norm.method or "percentile").lower() == "percentile"
@@ -254,7 +254,13 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
         "",
         "## Architecture",
         f"U-Net, depth {cfg.depth}, {cfg.hidden} filters at the first level (doubling each "
-        f"level), batch norm {'on' if cfg.batchnorm else 'off'}, dropout {cfg.dropout:g}.",
+        f"level), batch norm {'on' if cfg.batchnorm else 'off'}, dropout {cfg.dropout:g}"
+        + (
+            f", run on the input averaged over {cfg.downsample}x{cfg.downsample} blocks with "
+            "its logits upsampled bilinearly."
+            if cfg.downsample > 1
+            else "."
+        ),
     ]
     if metrics:
         lines += ["", "## Validation metrics (as recorded at training)", ""]
@@ -316,7 +322,7 @@ def build_rdf(
     classes = list(meta.get("classes") or [])
     if len(classes) != cfg.n_classes:
         classes = [{"name": f"class{i}"} for i in range(cfg.n_classes)]
-    step = 2 ** int(cfg.depth)
+    step = cfg.size_multiple
     halo = step  # context the consumers' tiler should discard at tile borders
     min_size = 4 * step  # leaves a valid core after removing the halo on both sides
 
@@ -431,7 +437,7 @@ def export_bioimageio(
     meta = bundle.meta
     cfg = bundle.model_config
     norm = NormConfig.from_dict(meta.get("normalization"))
-    step = 2 ** int(cfg.depth)
+    step = cfg.size_multiple
 
     raw = _crop(_raw_chw(_load_sample(sample_image, bundle), cfg.in_channels), step)
     test_in = raw[None].astype(np.float32)

@@ -245,7 +245,7 @@ class _Predictor:
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.meta.get("architecture"))
+        return architecture(self.meta)
 
     @property
     def n_classes(self) -> int:
@@ -275,7 +275,7 @@ class _Predictor:
         raise NotImplementedError
 
     def _multiple(self) -> int:
-        return 2 ** int(self.model_config.depth)
+        return self.model_config.size_multiple
 
     def predict(
         self,
@@ -303,7 +303,7 @@ class _Predictor:
 
 
 class _Forward:
-    """A plain callable carrying ``cfg`` so the tiler can round tiles to 2**depth."""
+    """A plain callable carrying ``cfg`` so the tiler can round tiles to its size multiple."""
 
     def __init__(self, fn: Any, cfg: ModelConfig) -> None:
         self.fn = fn
@@ -326,13 +326,22 @@ class Bundle(_Predictor):
         return self.model(x.to(self.device))
 
 
+def architecture(meta: dict[str, Any]) -> ModelConfig:
+    """The model's architecture as recorded. Bundles from before ``downsample`` existed
+    ran at full resolution: they read as 1, never as 0 (auto)."""
+    cfg = ModelConfig.from_dict(meta.get("architecture"))
+    if not cfg.downsample:
+        cfg.downsample = 1
+    return cfg
+
+
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Bundle:
     """Load a ``.cellseg`` file; ``device=None`` picks CUDA, then MPS, then the CPU."""
     path = Path(path)
     files = _read_zip(path, (META_NAME, WEIGHTS_NAME))
     meta = _parse_meta(path, files[META_NAME])
     try:
-        cfg = ModelConfig.from_dict(meta["architecture"])
+        cfg = architecture(meta)
         model = build_model(cfg)
     except (TypeError, ValueError) as exc:
         raise BundleError(path, f"bad architecture in {META_NAME}: {exc}") from None
@@ -534,7 +543,7 @@ def onnx_bytes(
     axis_names: tuple[str, str] = ("height", "width"),
 ) -> bytes:
     """ONNX of ``model`` with dynamic batch, height and width, traced at a size that is
-    not a multiple of 2**depth so the padding path is the one recorded. Shared by the
+    not a multiple of the size multiple so the padding path is the one recorded. Shared by the
     plain ONNX export and the bioimage.io package."""
     import warnings
 

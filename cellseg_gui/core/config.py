@@ -38,9 +38,25 @@ class ModelConfig:
     dropout: float = 0.0
     batchnorm: bool = True
     init: str = "kaiming"  # "kaiming" | "xavier"
+    # The network runs on the image averaged over downsample x downsample blocks and its
+    # logits are upsampled back: 4x cheaper per pixel at 2, with twice the context.
+    # 0 = auto: training picks 2 when every class in the masks is thick enough to survive
+    # it, else 1 (``train.choose_downsample``); a bundle records the number used, and an
+    # architecture without one (older bundles) runs at full resolution.
+    downsample: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sizes the network handles without padding: 2**depth * downsample."""
+        return 2 ** int(self.depth) * self.scale
+
+    @property
+    def scale(self) -> int:
+        """The downsampling factor in effect (auto, not yet resolved, counts as 1)."""
+        return max(1, int(self.downsample or 1))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ModelConfig:

@@ -19,11 +19,12 @@ from cellseg_gui.core.augment import Augmenter
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, LRProbe, Started
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.predict import select_device
+from cellseg_gui.core.predict import select_device, tune_cpu_allocator
 from cellseg_gui.core.train import (
     _make_sampler,
     autocast_context,
     build_optimizer,
+    choose_downsample,
     resolve_precision,
     segmentation_loss,
 )
@@ -69,12 +70,16 @@ def lr_find(
         yield Finished(reason=FAILED, message="no images with masks to sweep on")
         return
     device = select_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     precision = resolve_precision(cfg.amp, device)
     torch.manual_seed(cfg.seed)
     if model is None:
         mcfg = copy.deepcopy(cfg.model)
         mcfg.n_classes = max(int(s.n_classes) for s in train)
         mcfg.in_channels = int(train[0].image.shape[0])
+        if not mcfg.downsample:  # the architecture fit would build
+            mcfg.downsample = choose_downsample(train)
         model = build_model(mcfg)
     model.to(device)
     saved_state = copy.deepcopy(model.state_dict())

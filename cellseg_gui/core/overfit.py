@@ -33,7 +33,7 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.predict import select_device
+from cellseg_gui.core.predict import select_device, tune_cpu_allocator
 from cellseg_gui.core.train import (
     autocast_context,
     resolve_precision,
@@ -107,6 +107,8 @@ def overfit_check(
         yield Finished(reason="failed", message=f"{sample.name}: no mask to overfit")
         return
     device = select_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     precision = resolve_precision(cfg.amp, device)
     torch.manual_seed(cfg.seed)
     y0, x0, h, w = pick_region(np.asarray(sample.target), d["region"])

@@ -261,7 +261,7 @@ def predict_tiled(
     if dev.type == "cpu":
         tune_cpu_allocator()
     cfg = getattr(model, "cfg", None)
-    multiple = 2 ** int(getattr(cfg, "depth", 0)) if cfg is not None else 1
+    multiple = int(getattr(cfg, "size_multiple", 1)) if cfg is not None else 1
     ys, th = tile_grid(height, tile, overlap, multiple)
     xs, tw = tile_grid(width, tile, overlap, multiple)
     wy, wx = _profiles(ys, th), _profiles(xs, tw)

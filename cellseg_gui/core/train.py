@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.augment import Augmenter
-from cellseg_gui.core.bundle import load_bundle, make_meta, save_bundle
+from cellseg_gui.core.bundle import architecture, load_bundle, make_meta, save_bundle
 from cellseg_gui.core.config import ModelConfig, TrainConfig
 from cellseg_gui.core.events import (
     CANCELLED,
@@ -46,7 +46,7 @@ from cellseg_gui.core.events import (
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
-from cellseg_gui.core.predict import predict_tiled, select_device
+from cellseg_gui.core.predict import predict_tiled, select_device, tune_cpu_allocator
 
 __all__ = [
     "fit",
@@ -207,6 +207,60 @@ def _make_sampler(samples, crop, device, bias, gen) -> CropSampler:
     return CropSampler(
         [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen
     )
+
+
+# --------------------------------------------------------------------------- resolution
+
+# A class whose pixels lie within 2 px of another class more often than this is too thin
+# to survive a 2x2 average. Measured: EM membranes 0.5-0.6, dsb2018 nuclei 0.29, usiigaci
+# phase-contrast cells 0.13-0.33 per image, about 0.2 over a set.
+THIN_SHARE = 0.25
+
+
+def edge_counts(target: np.ndarray, mask_mode: str = "") -> dict[int, tuple[int, int]]:
+    """Per class: (pixels within 2 px of another class, all its pixels); image borders do
+    not count as edges. Instance masks count as cell vs background: their boundary class
+    is derived and thin by construction."""
+    from cellseg_gui.core.lazy import ndimage as ndi
+
+    t = np.asarray(target)
+    if mask_mode == "instances":
+        t = (t > 0).astype(np.uint8)
+    out: dict[int, tuple[int, int]] = {}
+    for c in np.unique(t):
+        m = t == c
+        core = ndi.binary_erosion(m, iterations=2, border_value=1)
+        total = int(np.count_nonzero(m))
+        out[int(c)] = (total - int(np.count_nonzero(core)), total)
+    return out
+
+
+def choose_downsample(samples: list) -> int:
+    """``downsample`` for ``ModelConfig.downsample = 0`` (auto): 2 when every class,
+    over all training masks together, has at most THIN_SHARE of its pixels near an edge,
+    else 1. On usiigaci phase contrast 2 gave validation Jaccard 0.635 against 0.602 at
+    full resolution in the same 10 minutes on one CPU thread (3.6x the steps)."""
+    near: dict[int, int] = {}
+    total: dict[int, int] = {}
+    with_masks = [s for s in samples if s.target is not None]
+    step = max(1, len(with_masks) // 16)  # 16 images tell; a large set need not be read
+    for s in with_masks[::step]:
+        for c, (n, t) in edge_counts(s.target, str(getattr(s, "mask_mode", "") or "")).items():
+            near[c] = near.get(c, 0) + n
+            total[c] = total.get(c, 0) + t
+    if not total:
+        return 1
+    worst = max(near[c] / total[c] for c in total)
+    return 2 if worst <= THIN_SHARE else 1
+
+
+def _downsample_message(ds: int) -> str:
+    if ds > 1:
+        return (
+            f"downsample {ds}: the objects in the masks are large, so the network works at "
+            f"1/{ds} resolution (about {ds * ds}x faster); set it to 1 for finer edges"
+        )
+    return "downsample 1: some structures in the masks are thin, so full resolution"
 
 
 # --------------------------------------------------------------------------- loss
@@ -485,6 +539,8 @@ def _fit(
     ctx = dist.context()
     world, rank, is_main = ctx.world_size, ctx.rank, ctx.is_main
     device = ctx.device if ctx.device is not None else select_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # activations reuse heap memory instead of fresh mappings
     precision = resolve_precision(cfg.amp, device)
     names = [s.name for s in samples]
     by_name = {s.name: s for s in samples}
@@ -528,22 +584,29 @@ def _fit(
     from cellseg_gui.core.unet import build_model
 
     init_model = None
+    chosen = ""  # what auto-downsample decided, said once the run has started
     if init_bundle is not None and ckpt is None:
         b = load_bundle(init_bundle, device="cpu")
-        arch = ModelConfig.from_dict(b.meta["architecture"])
+        arch = architecture(b.meta)
         if arch.n_classes != n_classes or arch.in_channels != int(train_s[0].image.shape[0]):
             raise ValueError(
                 f"{init_bundle}: its model has {arch.n_classes} classes and "
                 f"{arch.in_channels} channel(s); the data has {n_classes} and "
                 f"{train_s[0].image.shape[0]}"
             )
-        if arch.to_dict() != cfg.model.to_dict() and is_main:
+        wanted = ModelConfig.from_dict(cfg.model.to_dict())
+        wanted.downsample = wanted.downsample or arch.downsample  # auto accepts any
+        wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
+        if arch.to_dict() != wanted.to_dict() and is_main:
             yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
         cfg.model = arch
         init_model = b.model
     else:
         cfg.model.n_classes = n_classes
         cfg.model.in_channels = int(train_s[0].image.shape[0])
+        if not cfg.model.downsample:
+            cfg.model.downsample = choose_downsample(train_s)
+            chosen = _downsample_message(cfg.model.downsample)
     model = build_model(cfg.model)
     if init_model is not None:
         model.load_state_dict(init_model.state_dict())
@@ -630,6 +693,8 @@ def _fit(
             message=f"{len(train_s)} training, {len(val_list)} validation images; "
             f"{world} process(es)" if world > 1 else "",
         )  # fmt: skip
+        if chosen:
+            yield Message(chosen)
     t0 = time.perf_counter()
     accel = device.type != "cpu"
     reason, message, hint = DONE, "", ""

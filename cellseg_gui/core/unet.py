@@ -72,10 +72,13 @@ class UNet(nn.Module):
             raise ValueError(f"bad model sizes: {cfg}")
         if not 0.0 <= cfg.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        if not 0 <= int(cfg.downsample) <= 8:
+            raise ValueError(f"downsample must be 0 (auto) to 8, got {cfg.downsample}")
         if cfg.init not in ("kaiming", "xavier"):
             raise ValueError(f"init must be 'kaiming' or 'xavier', not {cfg.init!r}")
         self.cfg = cfg
-        self.multiple = 2**cfg.depth
+        self.multiple = cfg.size_multiple
+        self.downsample = cfg.scale
         widths = [cfg.hidden * 2**i for i in range(cfg.depth + 1)]
         bn = bool(cfg.batchnorm)
         self.down = nn.ModuleList()
@@ -118,6 +121,8 @@ class UNet(nn.Module):
             x = F.pad(x, pad, mode="reflect")
         else:
             x = F.pad(x, pad, mode="replicate")
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
         skips: list[torch.Tensor] = []
         for block in self.down:
             x = block(x)
@@ -127,6 +132,10 @@ class UNet(nn.Module):
         for i, up in enumerate(self.ups):
             x = up(x, skips[len(skips) - 1 - i])
         x = self.head(x)
+        if self.downsample > 1:
+            x = F.interpolate(
+                x, scale_factor=float(self.downsample), mode="bilinear", align_corners=False
+            )
         return x[:, :, :h, :w]
 
 

@@ -40,6 +40,7 @@ class Field:
     hi: float = 1e6
     step: float = 1
     choices: tuple[str, ...] = ()
+    special: str = ""  # int: what the minimum is shown as (its value stays the number)
 
 
 _AUG = {
@@ -59,6 +60,7 @@ GROUPS: list[tuple[str, list[Field]]] = [
         [
             Field("model.hidden", "Hidden size", "int", "Width of the first U-Net level; each level below doubles it. Larger learns more but is slower (16 on the CPU, 32 on a GPU).", 2, 256),
             Field("model.depth", "Depth", "int", "Number of down-sampling levels. Deeper sees more context (larger cells) but needs crops of at least 2^depth pixels.", 1, 7),
+            Field("model.downsample", "Downsample", "int", "The network works on the image shrunk by this factor and scales its answer back up. 2 trains about 4x faster and sees twice the context; 1 keeps the finest edges and thin structures. 'auto' picks 2 when everything in the masks is thick enough.", 0, 8, special="auto"),
             Field("model.dropout", "Dropout", "float", "Share of features dropped at random while training. 0.1-0.3 helps when the model overfits (validation lags training).", 0, 0.9, 0.05),
             Field("model.batchnorm", "Batch-norm", "bool", "Normalise activations per batch. Trains faster and more stably; turn off only for batch size 1."),
             Field("model.init", "Initialisation", "choice", "How the weights start. Kaiming suits ReLU networks (the default).", choices=("kaiming", "xavier")),
@@ -177,8 +179,8 @@ class TrainingForm(QWidget):
             w = QSpinBox()
             w.setRange(int(f.lo), int(f.hi))
             w.setSingleStep(int(f.step))
-            if f.kind == "opt_int":
-                w.setSpecialValueText("auto")
+            if f.kind == "opt_int" or f.special:
+                w.setSpecialValueText(f.special or "auto")
             w.valueChanged.connect(self._emit_changed)
         elif f.kind in ("float", "opt_float"):
             w = QDoubleSpinBox()

@@ -32,10 +32,13 @@ def _meta(cfg: ModelConfig, **kw) -> dict:
     )
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module, dict]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["full-res", "downsample2"])
+def saved(tmp_path_factory, request) -> tuple[Path, torch.nn.Module, dict]:
+    """Every bundle test runs on a full-resolution model and on a half-resolution one
+    (whose exports must keep the averaging and upsampling, and whose tiles are rounded to
+    8 rather than 4)."""
     torch.manual_seed(1)
-    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, downsample=request.param)
     model = build_model(cfg)
     model.train()
     with torch.no_grad():  # non-default BN running stats must travel too
@@ -165,6 +168,30 @@ def test_broken_bundles_raise_bundle_error(saved, tmp_path, kind, match) -> None
     assert isinstance(info.value, ValueError)
     with pytest.raises(B.BundleError):
         B.load_predictor(p, "cpu")
+
+
+def test_a_bundle_from_before_downsample_runs_at_full_resolution(tmp_path) -> None:
+    """Older bundles have no ``downsample`` in their architecture: that means 1 (how they
+    were trained), never 0 (auto)."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, downsample=1)
+    path = tmp_path / "new.cellseg"
+    B.save_bundle(path, build_model(cfg).eval(), _meta(cfg))
+    old = tmp_path / "old.cellseg"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == B.META_NAME:
+                m = json.loads(data)
+                del m["architecture"]["downsample"]
+                data = json.dumps(m).encode()
+            dst.writestr(item, data)
+    b = B.load_bundle(old, "cpu")
+    assert b.model_config.downsample == 1 and b.model.downsample == 1
+    raw = _raw()
+    np.testing.assert_allclose(
+        b.predict(raw).probs, B.load_bundle(path, "cpu").predict(raw).probs, atol=1e-6
+    )
 
 
 def test_torchscript_export_roundtrip(saved, tmp_path) -> None:

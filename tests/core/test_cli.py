@@ -300,6 +300,7 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
         "--val", "im2", *TINY,
     )  # fmt: skip
     assert code == 0, err
+    run_notes = err
     assert target.exists()
     assert "epoch 1/1" in out
     rows = list(csv.DictReader(open(tmp_path / "m_history.csv")))
@@ -308,8 +309,24 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
 
     meta = read_bundle_meta(target)
     assert meta["architecture"]["hidden"] == 4 and meta["mask_mode"] == "instances"
+    # downsample auto: the run says what it chose and the bundle records that number
+    chosen = meta["architecture"]["downsample"]
+    assert chosen in (1, 2) and f"note: downsample {chosen}:" in run_notes
     code, out, _ = _run(capsys, "info", target)
     assert "1 epochs" in out and "2 train / 1 val" in out
+    forced = tmp_path / "forced.cellseg"
+    code, out, err = _run(
+        capsys, "train", data, "--out", forced, "--epochs", "1", "--steps-per-epoch", "1",
+        "--val", "im2", "--downsample", str(3 - chosen), *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    assert read_bundle_meta(forced)["architecture"]["downsample"] == 3 - chosen
+    assert "downsample" not in err
+    code, _, err = _run_sysexit(
+        capsys, "train", str(data), "--out", str(forced), "--downsample", "9", *TINY
+    )
+    assert code == 2 and "--downsample: expected 1 to 8" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @needs_dataset

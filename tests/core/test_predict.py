@@ -18,10 +18,13 @@ from cellseg_gui.core.predict import (
 from cellseg_gui.core.unet import build_model
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
+@pytest.fixture(scope="module", params=[1, 2], ids=["full-res", "downsample2"])
+def model(request) -> torch.nn.Module:
+    """Every tiling test runs on a full-resolution U-Net and on one that works at half
+    resolution (its tiles must be rounded to 2**depth * 2, not 2**depth)."""
     torch.manual_seed(0)
-    m = build_model(ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2))
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, downsample=request.param)
+    m = build_model(cfg)
     # Non-trivial BN statistics, so eval mode matters.
     m.train()
     with torch.no_grad():

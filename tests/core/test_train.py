@@ -18,12 +18,13 @@ from cellseg_gui.core.events import (
     DONE,
     EpochEnded,
     Finished,
+    Message,
     SampleLosses,
     Started,
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.train import fit, resolve_precision, split_train_val
+from cellseg_gui.core.train import choose_downsample, fit, resolve_precision, split_train_val
 
 
 def make_samples(n: int = 4, size: int = 80, seed: int = 0) -> list[Sample]:
@@ -190,3 +191,65 @@ def test_images_smaller_than_the_crop_are_padded_not_refused() -> None:
     samples = make_samples(3, size=40)
     _, fin = run(samples, tiny_cfg(epochs=1, steps_per_epoch=2))
     assert fin.reason == DONE, fin.message
+
+
+def _big_disc_samples(n: int = 3, size: int = 96) -> list[Sample]:
+    """One disc of radius 30 per image: objects thick enough for half resolution."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:size, :size]
+    out = []
+    for i in range(n):
+        t = (((yy - 48) ** 2 + (xx - 40 - 4 * i) ** 2) < 900).astype(np.uint8)
+        img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
+        out.append(
+            Sample(
+                name=f"big{i}", image=img, target=t, image_path=Path(f"big{i}.tif"),
+                mask_path=Path(f"big{i}_mask.png"), sha256=f"{i + 9:064x}", n_classes=2,
+            )
+        )  # fmt: skip
+    return out
+
+
+def test_choose_downsample_follows_the_thinnest_class() -> None:
+    big = _big_disc_samples()
+    assert choose_downsample(big) == 2
+    # small discs (radius 8): most of their pixels are near an edge
+    assert choose_downsample(make_samples()) == 1
+    # thin background: a membrane grid 3 px wide between large cells, like EM
+    grid = np.ones((96, 96), np.uint8)
+    grid[::24] = 0
+    grid[1::24] = 0
+    grid[2::24] = 0
+    grid[:, ::24] = grid[:, 1::24] = grid[:, 2::24] = 0
+    membranes = [Sample("em", grid[None].astype(np.float32), grid, None, None, "0", 2)]
+    assert choose_downsample(membranes) == 1
+    # instance masks: the derived 2-px boundary class does not count as thin structure
+    inst = big[0].target.copy()
+    inst[48, :] = np.where(inst[48, :] > 0, 2, 0)
+    inst[49, :] = np.where(inst[49, :] > 0, 2, 0)
+    s = Sample("inst", big[0].image, inst, None, None, "1", 3, mask_mode="instances")
+    assert choose_downsample([s]) == 2
+    s.mask_mode = "classes"
+    assert choose_downsample([s]) == 1
+    assert choose_downsample([]) == 1
+
+
+def test_auto_downsample_is_chosen_once_recorded_and_honoured(tmp_path: Path) -> None:
+    """downsample 0 (the default) becomes 2 on large objects; the bundle records 2, says
+    so in a message, and predicts at the image's own size. An explicit 1 stays 1."""
+    samples = _big_disc_samples()
+    cfg = tiny_cfg(epochs=1, crop=64)
+    assert cfg.model.downsample == 0
+    events, fin = run(samples, cfg, out_path=tmp_path / "auto.cellseg")
+    assert fin.reason == DONE
+    texts = [e.text for e in events if isinstance(e, Message)]
+    assert any(t.startswith("downsample 2") for t in texts)
+    b = load_bundle(tmp_path / "auto.cellseg", "cpu")
+    assert b.model_config.downsample == 2 and b.model.downsample == 2
+    raw = (samples[0].image[0] * 1000 + 2000).astype(np.uint16)[:83, :77]
+    assert b.predict(raw).labels.shape == (83, 77)
+    cfg1 = tiny_cfg(epochs=1, crop=64)
+    cfg1.model.downsample = 1
+    events, _ = run(samples, cfg1, out_path=tmp_path / "one.cellseg")
+    assert not any(isinstance(e, Message) and "downsample" in e.text for e in events)
+    assert read_bundle_meta(tmp_path / "one.cellseg")["architecture"]["downsample"] == 1

@@ -19,9 +19,10 @@ def tiny(**kw) -> UNet:
     return build_model(cfg).eval()
 
 
+@pytest.mark.parametrize("downsample", [1, 2, 3])
 @pytest.mark.parametrize("hw", [(64, 64), (67, 131), (1, 1), (5, 3), (33, 8)])
-def test_any_height_and_width(hw: tuple[int, int]) -> None:
-    model = tiny(depth=3)
+def test_any_height_and_width(hw: tuple[int, int], downsample: int) -> None:
+    model = tiny(depth=3, downsample=downsample)
     with torch.inference_mode():
         out = model(torch.randn(2, 1, *hw))
     assert out.shape == (2, 3, *hw)
@@ -40,6 +41,31 @@ def test_padding_is_cropped_back_not_shifted() -> None:
     # A region far (> this tiny net's receptive field, ~45 px) from the padded edges.
     assert torch.allclose(full[..., 10:60, 10:60], part[..., 10:60, 10:60], atol=1e-5)
     assert not torch.allclose(full[..., 110:123, 110:121], part[..., 110:, 110:], atol=1e-5)
+
+
+def test_downsample_runs_the_network_at_lower_resolution() -> None:
+    """downsample=2: the first conv sees the image averaged over 2x2 blocks, the logits
+    come back at full size, and a crop at the origin still matches the whole image (the
+    averaging grid is anchored there like the pooling grid)."""
+    m = tiny(depth=2, downsample=2)
+    seen: list[tuple[int, ...]] = []
+    m.down[0][0].register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+    x = torch.randn(1, 1, 128, 128)
+    with torch.inference_mode():
+        full = m(x)
+        part = m(x[:, :, :123, :121])
+    assert seen[0] == (1, 1, 64, 64)
+    assert full.shape == (1, 3, 128, 128) and part.shape == (1, 3, 123, 121)
+    assert m.cfg.size_multiple == 8
+    assert torch.allclose(full[..., 10:60, 10:60], part[..., 10:60, 10:60], atol=1e-5)
+    # the averaged input is what the network gets: a 2x2 checkerboard is invisible to it
+    board = (torch.arange(64)[:, None] + torch.arange(64)[None]) % 2
+    with torch.inference_mode():
+        flat = m(torch.full((1, 1, 64, 64), 0.5))
+        checker = m(board[None, None].float())
+    assert torch.allclose(flat, checker, atol=1e-5)
+    with pytest.raises(ValueError, match="downsample"):
+        tiny(downsample=9)
 
 
 def test_config_options() -> None:
@@ -80,8 +106,9 @@ def test_xavier_and_kaiming_init_differ() -> None:
         tiny(init="orthogonal")
 
 
-def test_scripted_and_traced_match_eager() -> None:
-    m = tiny(depth=3)
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_scripted_and_traced_match_eager(downsample: int) -> None:
+    m = tiny(depth=3, downsample=downsample)
     scripted = torch.jit.script(m)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,9 +121,10 @@ def test_scripted_and_traced_match_eager() -> None:
             assert torch.allclose(traced(x), ref, atol=1e-5)
 
 
-def test_onnx_dynamic_height_width() -> None:
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_onnx_dynamic_height_width(downsample: int) -> None:
     ort = pytest.importorskip("onnxruntime")
-    m = tiny(depth=3)
+    m = tiny(depth=3, downsample=downsample)
     buf = io.BytesIO()
     axes = {0: "n", 2: "h", 3: "w"}
     with warnings.catch_warnings():

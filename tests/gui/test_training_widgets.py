@@ -62,6 +62,12 @@ def test_form_round_trips_every_field_and_defaults_fit_the_device(qtbot):
     cfg.model.hidden, cfg.model.dropout, cfg.augment.elastic, cfg.schedule = 8, 0.2, True, "cosine"
     form.set_config(cfg)
     assert form.get_config() == cfg
+    # downsample: 0 is shown as "auto" and read back as 0; a number stays that number
+    ds = form.editor("model.downsample")
+    assert cfg.model.downsample == 0 and ds.text() == "auto"
+    cfg.model.downsample = 2
+    form.set_config(cfg)
+    assert ds.text() == "2" and form.get_config().model.downsample == 2
 
 
 def test_form_set_field_and_changed_signal(qtbot):
