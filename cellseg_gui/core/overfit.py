@@ -33,7 +33,7 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.predict import select_device, tune_cpu_allocator
+from cellseg_gui.core.predict import class_argmax, select_device, tune_cpu_allocator
 from cellseg_gui.core.train import (
     autocast_context,
     resolve_precision,
@@ -167,7 +167,7 @@ def overfit_check(
             # scored in train mode: batch statistics of the region itself, because the
             # running averages lag far behind in a run this short
             with torch.no_grad(), autocast_context(device, precision):
-                pred = model(x_full).argmax(1)[0]
+                pred = class_argmax(model(x_full), 1)[0]
             best = max(best, _fg_jaccard(pred, y_full[0]))
             if best >= target:
                 break

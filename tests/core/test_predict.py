@@ -10,6 +10,7 @@ import torch
 from cellseg_gui.core.config import ModelConfig
 from cellseg_gui.core.predict import (
     Prediction,
+    class_argmax,
     predict_tiled,
     predict_whole,
     select_device,
@@ -142,3 +143,13 @@ def test_batch_size_does_not_change_result(model) -> None:
     a = predict_tiled(model, img, tile=48, overlap=16, batch_size=1)
     b = predict_tiled(model, img, tile=48, overlap=16, batch_size=7)
     assert np.abs(a.probs - b.probs).max() < 1e-5
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_class_argmax_equals_torch_argmax_ties_included(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    # values from a small set, so ties are common: the lower class must win, as in argmax
+    x = torch.randint(0, 3, (2, k, 17, 9), generator=g).float()
+    for dim in (0, 1):
+        assert torch.equal(class_argmax(x, dim), x.argmax(dim))
+    assert torch.equal(class_argmax(x[0], 0), x[0].argmax(0))
