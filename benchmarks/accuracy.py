@@ -5,6 +5,9 @@ Prints one JSON line. Runs the engine directly (not the CLI) so it works on its 
     python benchmarks/accuracy.py [--minutes 10] [--data ../shared/data/usiigaci-phc]
         [--set lr=1e-2 --set augment.affine=true ...]   # to compare choices against defaults
         [--keep model.cellseg]                          # keep the trained bundle
+        [--bare]   # instead: issue 3's reference, a bare loop (hidden-16 U-Net at full
+                   # resolution, uniform 256-pixel crops, AdamW 1e-3, cross-entropy on
+                   # cell vs background), scored the same way
 """
 
 from __future__ import annotations
@@ -49,6 +52,50 @@ def _apply(cfg: TrainConfig, assignment: str) -> None:
     setattr(obj, leaf, value)
 
 
+def bare_reference(data: Path, minutes: float, seed: int) -> int:
+    """The loop issue 3 compares against: nothing but crops, forward, loss, step."""
+    from cellseg_gui.core.config import ModelConfig
+    from cellseg_gui.core.unet import build_model
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    samples, _ = load_samples(find_pairs(data), mask_mode="binary")
+    train = [s for s in samples if s.name not in VAL]
+    val = [s for s in samples if s.name in VAL]
+    model = build_model(ModelConfig(n_classes=2, hidden=16, depth=4, downsample=1)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    xs = [torch.from_numpy(s.image) for s in train]
+    ys = [torch.from_numpy(s.target).long() for s in train]
+    t0, steps, c = time.perf_counter(), 0, 256
+    while time.perf_counter() - t0 < minutes * 60:
+        bx, by = [], []
+        for _ in range(4):
+            i = int(torch.randint(len(xs), (1,), generator=gen))
+            y0 = int(torch.randint(ys[i].shape[0] - c + 1, (1,), generator=gen))
+            x0 = int(torch.randint(ys[i].shape[1] - c + 1, (1,), generator=gen))
+            bx.append(xs[i][:, y0 : y0 + c, x0 : x0 + c])
+            by.append(ys[i][y0 : y0 + c, x0 : x0 + c])
+        loss = torch.nn.functional.cross_entropy(model(torch.stack(bx)), torch.stack(by))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    ev = evaluate(model, val, 2, torch.device("cpu"))
+    print(
+        json.dumps(
+            {
+                "benchmark": "accuracy_bare_reference",
+                "minutes": minutes,
+                "val_fg_jaccard": round(ev.fg_jaccard, 4),
+                "val_fg_jaccard_per_image": {k: round(v, 4) for k, v in ev.per_image.items()},
+                "steps": steps,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -56,7 +103,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--keep", type=Path, help="also copy the trained bundle here")
+    ap.add_argument("--bare", action="store_true", help="run the bare reference loop")
     a = ap.parse_args()
+    if a.bare:
+        return bare_reference(a.data, a.minutes or 10.0, a.seed)
     cfg = TrainConfig.for_device("cpu")
     # --minutes 0 with --set epochs=N: a fixed number of steps, to compare choices on a
     # busy machine (the issue's figure is the time-limited run)

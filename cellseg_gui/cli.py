@@ -421,10 +421,11 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
         shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
         lines.append(f"file: {path} ({shown})")
     lines.append(
-        "architecture: U-Net, hidden {h}, depth {d}, {c} input channel(s), {k} classes, "
-        "dropout {p}, batch-norm {bn}".format(
+        "architecture: U-Net, hidden {h}, depth {d}, downsample {s}, {c} input channel(s), "
+        "{k} classes, dropout {p}, batch-norm {bn}".format(
             h=arch.get("hidden"),
             d=arch.get("depth"),
+            s=arch.get("downsample") or 1,
             c=arch.get("in_channels"),
             k=arch.get("n_classes"),
             p=arch.get("dropout"),

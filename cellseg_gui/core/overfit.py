@@ -118,6 +118,7 @@ def overfit_check(
     mcfg = ModelConfig(
         in_channels=int(image.shape[0]), n_classes=n_classes, hidden=d["hidden"],
         depth=d["depth"], dropout=0.0, batchnorm=True,
+        downsample=1,  # full resolution: can the network learn these very pixels?
     )  # fmt: skip
     model = build_model(mcfg).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=d["lr"])

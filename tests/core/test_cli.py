@@ -314,6 +314,7 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     assert chosen in (1, 2) and f"note: downsample {chosen}:" in run_notes
     code, out, _ = _run(capsys, "info", target)
     assert "1 epochs" in out and "2 train / 1 val" in out
+    assert f"hidden 4, depth 2, downsample {chosen}," in out
     forced = tmp_path / "forced.cellseg"
     code, out, err = _run(
         capsys, "train", data, "--out", forced, "--epochs", "1", "--steps-per-epoch", "1",
