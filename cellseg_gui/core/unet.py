@@ -10,10 +10,14 @@ Design choices, and why:
   Halving first means the upsampling and the next conv3x3 move half the data.
 - Any input height and width: the input is reflect-padded (bottom and right, so the
   pooling grid stays anchored at the top-left corner and a crop starting there sees the
-  same features as the whole image) up to a multiple of ``2**depth`` inside ``forward``
-  and the logits are cropped back, so callers never have
-  to think about sizes (tiles, odd crops, whole images). Inputs smaller than the padding
+  same features as the whole image) up to a multiple of ``2**depth`` (times
+  ``downsample``) inside ``forward`` and the logits are cropped back, so callers never
+  have to think about sizes (tiles, odd crops, whole images). Inputs smaller than the padding
   needs fall back to replicate padding (reflect cannot pad more than the size).
+- ``downsample`` N > 1: after the padding, the input is averaged over N x N blocks and
+  the logits are upsampled bilinearly at the end, so the whole network runs at 1/N
+  resolution (N^2 cheaper, N times the context). The padding multiple becomes
+  ``2**depth * N``, which keeps a crop at the origin matching the whole image.
 - Plain tensor ops only, so the model scripts (``torch.jit.script``), traces, and exports
   to ONNX with dynamic height and width.
 - Dropout (spatial, ``Dropout2d``) sits on the bottleneck and decoder features, where the

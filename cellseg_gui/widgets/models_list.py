@@ -33,7 +33,7 @@ def settings_summary(training: dict[str, Any] | None) -> str:
     if model:
         parts.append(f"h{model.get('hidden', '?')} d{model.get('depth', '?')}")
         if int(model.get("downsample", 1) or 1) > 1:
-            parts.append(f"/{model['downsample']}")
+            parts.append(f"1/{model['downsample']} res")
     for key, fmt in (
         ("crop", "crop {}"),
         ("batch_size", "batch {}"),

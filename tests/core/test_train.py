@@ -37,14 +37,17 @@ def make_samples(n: int = 4, size: int = 80, seed: int = 0) -> list[Sample]:
         for _ in range(4):
             cy, cx = rng.integers(8, size - 8, 2)
             t[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 1
-        img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
-        out.append(
-            Sample(
-                name=f"img{i}", image=img, target=t, image_path=Path(f"img{i}.tif"),
-                mask_path=Path(f"img{i}_mask.png"), sha256=f"{i:064x}", n_classes=2,
-            )
-        )  # fmt: skip
+        out.append(_noisy_sample(f"img{i}", t, rng, i))
     return out
+
+
+def _noisy_sample(name: str, t: np.ndarray, rng, uid: int) -> Sample:
+    """The mask's foreground made bright, plus noise: a two-class training sample."""
+    img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
+    return Sample(
+        name=name, image=img, target=t, image_path=Path(f"{name}.tif"),
+        mask_path=Path(f"{name}_mask.png"), sha256=f"{uid:064x}", n_classes=2,
+    )  # fmt: skip
 
 
 def tiny_cfg(**kw) -> TrainConfig:
@@ -200,13 +203,7 @@ def _big_disc_samples(n: int = 3, size: int = 96) -> list[Sample]:
     out = []
     for i in range(n):
         t = (((yy - 48) ** 2 + (xx - 40 - 4 * i) ** 2) < 900).astype(np.uint8)
-        img = (t + rng.normal(0, 0.3, t.shape)).astype(np.float32)[None]
-        out.append(
-            Sample(
-                name=f"big{i}", image=img, target=t, image_path=Path(f"big{i}.tif"),
-                mask_path=Path(f"big{i}_mask.png"), sha256=f"{i + 9:064x}", n_classes=2,
-            )
-        )  # fmt: skip
+        out.append(_noisy_sample(f"big{i}", t, rng, i + 9))
     return out
 
 

@@ -23,7 +23,7 @@ from cellseg_gui.widgets.advice import AdvicePanel  # noqa: E402
 from cellseg_gui.widgets.export_dialog import ExportDialog  # noqa: E402
 from cellseg_gui.widgets.gallery import Gallery, GalleryItem, difference_rgb  # noqa: E402
 from cellseg_gui.widgets.lr_plot import LRPlot  # noqa: E402
-from cellseg_gui.widgets.models_list import ModelsList  # noqa: E402
+from cellseg_gui.widgets.models_list import ModelsList, settings_summary  # noqa: E402
 from cellseg_gui.widgets.noisy_labels import NoisyLabels  # noqa: E402
 from cellseg_gui.widgets.training_form import GROUPS, TrainingForm  # noqa: E402
 from cellseg_gui.widgets.training_panel import TrainingPanel  # noqa: E402
@@ -290,3 +290,13 @@ def test_export_dialog_offers_bioimageio(qtbot, tmp_path):
     req = d.request()
     assert "bioimageio" in req.formats
     assert req.paths()["bioimageio"] == tmp_path / "run1.bioimageio.zip"
+
+
+def test_models_list_summary_names_the_resolution():
+    """A half-resolution model says so in the list; a full-resolution one (or an older
+    bundle without the key) does not clutter its line."""
+    half = settings_summary({"settings": {"model": {"hidden": 16, "depth": 4, "downsample": 2}}})
+    full = settings_summary({"settings": {"model": {"hidden": 16, "depth": 4, "downsample": 1}}})
+    old = settings_summary({"settings": {"model": {"hidden": 16, "depth": 4}}})
+    assert half.startswith("h16 d4") and "1/2 res" in half
+    assert "res" not in full and "res" not in old
