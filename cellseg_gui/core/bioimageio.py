@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cellseg_gui import __version__
-from cellseg_gui.core.bundle import Bundle, ExportError, load_bundle, onnx_bytes
+from cellseg_gui.core.bundle import Bundle, ExportError, architecture, load_bundle, onnx_bytes
 from cellseg_gui.core.config import ModelConfig, NormConfig
 
 FORMAT_VERSION = "0.5.4"
@@ -221,7 +221,7 @@ def run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: NormConfig) -> str:
-    cfg = ModelConfig.from_dict(meta.get("architecture"))
+    cfg = architecture(meta)
     metrics = meta.get("metrics") or {}
     lines = [
         f"# {meta.get('name') or 'cellseg_gui U-Net'}",
@@ -317,7 +317,7 @@ def build_rdf(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The ``rdf.yaml`` content (format 0.5) for the files about to be written."""
-    cfg = ModelConfig.from_dict(meta.get("architecture"))
+    cfg = architecture(meta)
     norm = NormConfig.from_dict(meta.get("normalization"))
     classes = list(meta.get("classes") or [])
     if len(classes) != cfg.n_classes:

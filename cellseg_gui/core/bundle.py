@@ -542,9 +542,9 @@ def onnx_bytes(
     output_name: str = "logits",
     axis_names: tuple[str, str] = ("height", "width"),
 ) -> bytes:
-    """ONNX of ``model`` with dynamic batch, height and width, traced at a size that is
-    not a multiple of the size multiple so the padding path is the one recorded. Shared by the
-    plain ONNX export and the bioimage.io package."""
+    """ONNX of ``model`` with dynamic batch, height and width, traced at an odd size so
+    the padding path is the one recorded. Shared by the plain ONNX export and the
+    bioimage.io package."""
     import warnings
 
     example = torch.rand(1, in_channels, 67, 131)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.augment import Augmenter
 from cellseg_gui.core.bundle import architecture, load_bundle, make_meta, save_bundle
-from cellseg_gui.core.config import ModelConfig, TrainConfig
+from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import (
     CANCELLED,
     DIVERGED,
@@ -599,7 +599,7 @@ def _fit(
                 f"{arch.in_channels} channel(s); the data has {n_classes} and "
                 f"{train_s[0].image.shape[0]}"
             )
-        wanted = ModelConfig.from_dict(cfg.model.to_dict())
+        wanted = copy.deepcopy(cfg.model)
         wanted.downsample = wanted.downsample or arch.downsample  # auto accepts any
         wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
         if arch.to_dict() != wanted.to_dict() and is_main:

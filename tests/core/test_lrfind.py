@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_train import make_samples, tiny_cfg  # noqa: E402
+from test_train import _big_disc_samples, make_samples, tiny_cfg  # noqa: E402
 
 from cellseg_gui.core.events import Finished, LRProbe, Started  # noqa: E402
 from cellseg_gui.core.lrfind import lr_find, suggest  # noqa: E402
@@ -48,3 +48,18 @@ def test_suggest_picks_min_over_ten_and_steepest_descent() -> None:
     i_min = int(np.argmin(smoothed))
     assert sug == lrs[i_min] / 10
     assert 10**-3.6 < steep < 10**-2.4
+
+
+def test_sweep_builds_the_architecture_fit_would(monkeypatch) -> None:
+    """With downsample auto, the finder sweeps the half-resolution network that fit will
+    train on large objects (a suggestion for another network would mislead)."""
+    import cellseg_gui.core.unet as unet
+
+    built = []
+    real = unet.build_model
+    monkeypatch.setattr(unet, "build_model", lambda cfg: built.append(cfg) or real(cfg))
+    cfg = tiny_cfg(crop=64)
+    events = list(lr_find(_big_disc_samples(), cfg, min_lr=1e-4, max_lr=1e-1, steps=3))
+    assert isinstance(events[-1], Finished)
+    assert [c.downsample for c in built] == [2]
+    assert cfg.model.downsample == 0  # the caller's settings are left as they were
