@@ -38,6 +38,7 @@ from cellseg_gui.core.maskdoc import (
 )
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
+from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 
 log = logging.getLogger(__name__)
 
@@ -615,6 +616,7 @@ class Editor(QObject):
             return
         index = self.stack(name).index()
         if self._executor is None:
+            collect_on_gui_thread()  # no Qt object may be collected on the save thread
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
         fut = self._executor.submit(save_mask, doc.path, doc.stored())
         self._pending[name] = (fut, index)

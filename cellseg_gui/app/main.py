@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    from cellseg_gui.workers.gui_gc import collect_on_gui_thread
+
+    collect_on_gui_thread()  # before any job or save thread exists (see gui_gc)
     app.setApplicationName("cellseg-gui")
     app.setOrganizationName("cellseg_gui")
     app.setDesktopFileName("cellseg-gui")
@@ -168,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _join_background_jobs() -> None:
-    """A QThread still running when Python tears down aborts the process, so wait for
-    every job (the device probe may still be importing torch when a quick --screenshot
+    """A job thread still running when Python tears down could be cut off mid-step, so
+    wait for every job (the device probe may still be importing torch when a quick --screenshot
     run quits)."""
     worker_mod = sys.modules.get("cellseg_gui.workers.job_worker")
     if worker_mod is not None:

@@ -433,13 +433,17 @@ class TrainingController(TrainingResults, QObject):
         return False
 
     def shutdown(self) -> None:
-        """Stop every job and wait, so no thread outlives the window."""
+        """Stop every job and wait, so no thread outlives the window, and drop what the
+        jobs had not delivered yet, so no late signal reaches a closed window."""
         self._save_timer.stop()
         if self.project is not None:
             self.save_settings()
         self.stop(wait=True)
         if self.probe_worker is not None:
             self.probe_worker.wait(15000)
+        for worker in (self.worker, self.bg_worker, self.probe_worker):
+            if worker is not None:
+                worker.abandon()
 
 
 def install_training(window: QMainWindow) -> TrainingController:

@@ -1,1 +1,2 @@
-"""QtCore adapters: run a core job in a QThread and turn its events into signals."""
+"""QtCore adapters: run a core job in a thread and turn its events into signals on the
+GUI thread; keep Python's cycle collector on the GUI thread (``gui_gc``)."""

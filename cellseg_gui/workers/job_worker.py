@@ -1,8 +1,9 @@
-"""Run a core job (a generator of events) in a QThread and turn its events into signals.
+"""Run a core job (a generator of events) in a thread and turn its events into signals.
 
-Why a worker and not a plain thread: signals emitted here are queued onto the GUI thread,
-so plots and labels only ever change there (DESIGN.md, "Plots update on the GUI thread
-only"). The job factory is called inside the worker thread so that torch, which takes
+The job's thread only puts events on a queue; a timer on the GUI thread takes them off and
+emits the signals there, so plots and labels only ever change on the GUI thread
+(DESIGN.md, "Plots update on the GUI thread only") and no Qt object is used from two
+threads. The job factory is called inside the job's thread so that torch, which takes
 about 1.5 s to import, never loads on the GUI thread.
 
 Only QtCore is used; the worker knows nothing about widgets.
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from cellseg_gui.core.events import (
     FAILED,
@@ -31,6 +33,7 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +59,21 @@ protect_bool_refcounts()
 
 JobFactory = Callable[[], Iterator[Any]]
 
-# Workers whose thread is still running. Holding them here keeps the Python objects alive
-# until their thread has ended (a collected QThread that is still running aborts the app),
-# and lets the window and the tests stop whatever is left.
+# Workers whose events have not all been delivered. Holding them here keeps the Python
+# objects (and their delivery timers) alive until ``done`` has been emitted, even when the
+# caller dropped its reference, and lets the window and the tests stop whatever is left.
 _LIVE: set[JobWorker] = set()
 
 
 def live_workers() -> list[JobWorker]:
     """Workers whose thread has not finished yet."""
     return [w for w in list(_LIVE) if w.is_running()]
+
+
+def undelivered() -> list[JobWorker]:
+    """Workers that have not emitted ``done`` yet (running, or with signals still queued
+    for the GUI thread's event loop)."""
+    return list(_LIVE)
 
 
 def stop_all(timeout_ms: int = 5000) -> bool:
@@ -99,9 +108,9 @@ def clean_message(exc: BaseException) -> str:
 
 
 class JobWorker(QObject):
-    """Iterates one job generator in its own QThread.
+    """Iterates one job generator in its own thread and re-emits its events as signals.
 
-    Signals (all delivered on the GUI thread when connected from there):
+    Signals (all emitted on the GUI thread, the one that made the worker):
     ``started(Started)``, ``step(list[StepEnded])`` -- steps are coalesced, at most one
     emission per ``step_interval`` seconds, so a fast job cannot flood the event loop --
     ``epoch(EpochEnded)``, ``sampleLosses(SampleLosses)``, ``lrProbe(LRProbe)``,
@@ -109,8 +118,15 @@ class JobWorker(QObject):
     as one clean line), ``finished(Finished)`` (always exactly once, also after a failure)
     and ``done()`` last.
 
-    ``on_oom``: called with the number of the retry (1) when the job runs out of GPU
-    memory; returns a new factory (e.g. with half the batch) and a message, or None.
+    The job's thread never touches Qt, nor holds a reference to this object: it runs a
+    plain ``_Job`` that puts events on a queue, and a timer on the GUI thread empties the
+    queue every ``step_interval`` seconds and emits the signals there. Together with
+    ``gui_gc`` (cycles are collected on the GUI thread only) no Qt object is created,
+    used or destroyed on the job's thread. PySide6 6.12 deadlocks or crashes otherwise:
+    see ``gui_gc`` for the hang that CI met.
+
+    ``on_oom``: called (in the job's thread) when the job runs out of GPU memory; returns
+    a new factory (e.g. with half the batch) and a message, or None.
     """
 
     started = Signal(object)
@@ -135,59 +151,127 @@ class JobWorker(QObject):
         step_interval: float = 0.05,
     ) -> None:
         super().__init__()
-        self._factory = factory
         self.token = token if token is not None else CancelToken()
         self.name = name
-        self._on_oom = on_oom
-        self._torch_threads = torch_threads
-        self._step_interval = step_interval
-        self._pending: list[StepEnded] = []
-        self._last_flush = 0.0
-        self._thread: QThread | None = None
-        self.result: Finished | None = None
+        self._job = _Job(factory, name, on_oom, torch_threads)
+        self._timer = QTimer(self)
+        self._timer.setInterval(max(1, int(step_interval * 1000)))
+        self._timer.timeout.connect(self._deliver)
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    @property
+    def result(self) -> Finished | None:
+        """The job's Finished event, as soon as the job has sent it (it may not have been
+        emitted as ``finished`` yet)."""
+        return self._job.result
 
     # --- GUI-thread API ---------------------------------------------------------------
     def start(self) -> None:
         """Start the thread. Call once, from the GUI thread."""
         if self._thread is not None:
             raise RuntimeError("a JobWorker runs once; make a new one")
-        # The worker stays in the GUI thread; only _run executes in the new thread. Signals
-        # emitted from there are queued to their GUI-thread receivers, and ``finished`` of
-        # the thread reaches _forget on the GUI thread once the thread has really ended.
-        thread = _Thread(self._run)
-        thread.setObjectName(f"cellseg-{self.name}")
-        self._thread = thread
-        thread.finished.connect(self._forget)
+        collect_on_gui_thread()
+        # A daemon thread: a job still running when the interpreter exits must not keep
+        # the process alive (files are written atomically, so nothing is left half-done).
+        self._thread = threading.Thread(
+            target=self._job.run, name=f"cellseg-{self.name}", daemon=True
+        )
         _LIVE.add(self)
-        thread.start(QThread.Priority.LowPriority)
+        self._timer.start()
+        self._thread.start()
 
     def cancel(self) -> None:
         """Ask the job to stop. Safe from any thread: it only sets the token, which the
-        job checks once per batch (a queued signal would wait for the job to end)."""
+        job checks once per batch."""
         self.token.cancel()
 
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.isRunning()
+        """The job's thread has not ended yet (its last events may still be queued)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def is_done(self) -> bool:
+        """``done`` has been emitted: every signal of the job has been delivered."""
+        return self._done
 
     def wait(self, timeout_ms: int = 5000) -> bool:
-        """Block until the thread ended (True) or the timeout passed (False)."""
+        """Block until the thread ended (True) or the timeout passed (False). Signals
+        still queued are emitted the next time the event loop runs."""
         if self._thread is None:
             return True
-        return self._thread.wait(timeout_ms)
+        self._thread.join(max(0, timeout_ms) / 1000)
+        return not self._thread.is_alive()
 
     def stop(self, timeout_ms: int = 5000) -> bool:
         self.cancel()
         return self.wait(timeout_ms)
 
-    def _forget(self) -> None:
+    def abandon(self) -> None:
+        """Cancel, and once the thread has ended drop the signals not yet emitted: their
+        receivers are going away (the window is closing). A thread still running keeps
+        delivering until it ends."""
+        self.cancel()
+        if self.is_running():
+            return
+        self._timer.stop()
+        self._job.drain()
+        self._done = True
         _LIVE.discard(self)
 
-    # --- worker thread ------------------------------------------------------------------
-    def _run(self) -> None:
+    def _deliver(self) -> None:
+        """Emit everything the job has queued, oldest first; steps in one list."""
+        steps: list[StepEnded] = []
+        for kind, args in self._job.drain():
+            if kind == "step":
+                steps.append(args[0])
+                continue
+            if steps:
+                self.step.emit(steps)
+                steps = []
+            if kind == "done":
+                self._timer.stop()
+                self._done = True
+                _LIVE.discard(self)
+                self.done.emit()
+                return
+            getattr(self, kind).emit(*args)
+        if steps:
+            self.step.emit(steps)
+
+
+class _Job:
+    """What runs in the job's thread: no Qt, and no reference to the JobWorker, so the
+    last reference to a Qt object is never dropped there."""
+
+    def __init__(
+        self,
+        factory: JobFactory,
+        name: str,
+        on_oom: Callable[[], tuple[JobFactory, str] | None] | None,
+        torch_threads: int | None,
+    ) -> None:
+        self.factory: JobFactory | None = factory
+        self.name = name
+        self.on_oom = on_oom
+        self.torch_threads = torch_threads
+        self.events: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+        self.result: Finished | None = None
+
+    def drain(self) -> list[tuple[str, tuple[Any, ...]]]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def put(self, kind: str, *args: Any) -> None:
+        self.events.put((kind, args))
+
+    def run(self) -> None:
         try:
             self._set_threads()
-            factory: JobFactory | None = self._factory
-            retried = False
+            factory, retried = self.factory, False
             while factory is not None:
                 try:
                     oom = self._iterate(factory)
@@ -200,95 +284,71 @@ class JobWorker(QObject):
                         break
                 factory = None
                 if oom is not None:
-                    retry = None if retried or self._on_oom is None else self._on_oom()
+                    retry = None if retried or self.on_oom is None else self.on_oom()
                     _free_gpu_memory()
                     if retry is None:
                         self._fail(f"Out of GPU memory: {oom}", hint=_OOM_HINT)
                     else:
                         retried = True
                         factory, text = retry
-                        self.message.emit(text, "warning")
+                        self.put("message", text, "warning")
+        except BaseException as exc:  # noqa: BLE001 - never leave the GUI waiting
+            log.exception("job %s crashed", self.name)
+            if self.result is None:
+                self._fail(clean_message(exc))
         finally:
-            self._flush()
             if self.result is None:
                 self.result = Finished(reason=FAILED, message="the job ended without a result")
-                self.finished.emit(self.result)
-            self.done.emit()
+                self.put("finished", self.result)
+            self.put("done")
 
     def _set_threads(self) -> None:
         _lower_thread_priority()
-        if self._torch_threads and self._torch_threads > 0:
+        if self.torch_threads and self.torch_threads > 0:
             import torch  # noqa: PLC0415 - loads in the worker thread on purpose
 
-            torch.set_num_threads(self._torch_threads)
+            torch.set_num_threads(self.torch_threads)
 
     def _iterate(self, factory: JobFactory) -> str | None:
         """Run one attempt. Returns an out-of-memory message to trigger a retry."""
         for event in factory():
-            if isinstance(event, StepEnded):
-                self._pending.append(event)
-                now = time.monotonic()
-                if now - self._last_flush >= self._step_interval:
-                    self._flush(now)
-                continue
-            self._flush()
             if isinstance(event, Finished):
                 if event.reason == FAILED and is_out_of_memory(event.message):
                     return event.message
                 self.result = event
-                self.finished.emit(event)
+                self.put("finished", event)
                 return None
-            self._emit(event)
+            kind = _SIGNAL_OF.get(type(event))
+            if kind == "message":
+                self.put("message", event.text, event.level)
+            elif kind is not None:
+                self.put(kind, event)
+            else:
+                log.debug("job %s: ignored event %r", self.name, event)
         return None
 
-    def _emit(self, event: Any) -> None:
-        if isinstance(event, Started):
-            self.started.emit(event)
-        elif isinstance(event, EpochEnded):
-            self.epoch.emit(event)
-        elif isinstance(event, SampleLosses):
-            self.sampleLosses.emit(event)
-        elif isinstance(event, LRProbe):
-            self.lrProbe.emit(event)
-        elif isinstance(event, Predicted):
-            self.predicted.emit(event)
-        elif isinstance(event, Message):
-            self.message.emit(event.text, event.level)
-        else:
-            log.debug("job %s: ignored event %r", self.name, event)
-
-    def _flush(self, now: float | None = None) -> None:
-        self._last_flush = time.monotonic() if now is None else now
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self.step.emit(batch)
-
     def _fail(self, text: str, hint: str = "") -> None:
-        self._flush()
-        self.failed.emit(text)
+        self.put("failed", text)
         self.result = Finished(reason=FAILED, message=text, hint=hint)
-        self.finished.emit(self.result)
+        self.put("finished", self.result)
 
 
-class _Thread(QThread):
-    """A thread that runs one callable and ends; no event loop, so nothing has to quit it
-    (a queued quit() would never arrive while the GUI thread is blocked in wait())."""
-
-    def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__()
-        self._target = target
-
-    def run(self) -> None:  # noqa: D102 - QThread API
-        self._target()
+_SIGNAL_OF: dict[type, str] = {
+    StepEnded: "step",
+    Started: "started",
+    EpochEnded: "epoch",
+    SampleLosses: "sampleLosses",
+    LRProbe: "lrProbe",
+    Predicted: "predicted",
+    Message: "message",
+}
 
 
 def _lower_thread_priority(nice: int = 10) -> None:
     """On Linux a thread is a task with its own nice value: make the job's thread yield the
-    CPU to the GUI thread when both want it (QThread's priorities do nothing there for
-    ordinary users). Best effort; other systems rely on QThread.LowPriority."""
+    CPU to the GUI thread when both want it. Best effort; elsewhere the job's thread runs
+    at normal priority and the GUI thread still gets one core (``default_torch_threads``)."""
     if sys.platform.startswith("linux"):
-        import threading
-
         try:
             tid = threading.get_native_id()
             os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))

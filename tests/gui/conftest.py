@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellseg_gui.workers.job_worker import live_workers, protect_bool_refcounts
+from cellseg_gui.workers.job_worker import live_workers, protect_bool_refcounts, undelivered
 
 # PySide6 6.12 drops a reference to True on every Signal.emit() from Python (see
 # protect_bool_refcounts); long GUI test sessions would otherwise abort at exit.
@@ -12,11 +12,15 @@ protect_bool_refcounts()
 
 
 @pytest.fixture(autouse=True)
-def _no_job_thread_left():
-    """Fail any test that leaves a job thread running (after stopping it)."""
+def _no_job_thread_left(qtbot):
+    """Fail any test that leaves a job thread running (after stopping it), and deliver the
+    last signals of every job before qtbot closes the test's widgets (this fixture
+    depends on qtbot, so it is torn down first): a late ``finished`` must not reach a
+    window of the next test's time that no longer exists."""
     yield
     # A job that has finished may still be leaving its thread: give it a moment.
     left = [w for w in live_workers() if not (w.result is not None and w.wait(3000))]
     for worker in left:
         worker.stop(10000)
+    qtbot.waitUntil(lambda: not undelivered(), timeout=5000)
     assert not left, f"job threads left running: {[w.name for w in left]}"

@@ -180,3 +180,44 @@ def test_engine_reported_out_of_memory_also_retries(qtbot):
         w.start()
     assert tries == [8, 4] and w.result.reason == DONE
     assert w.wait(2000)
+
+
+def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
+    """A job that makes lots of reference cycles must not run Python's collector on its
+    own thread: there it would destroy Qt objects left in cycles, which deadlocked a CI
+    run (see workers/gui_gc.py). The GUI thread collects them instead, on a timer."""
+    import gc
+    import weakref
+
+    from PySide6.QtCore import QObject
+
+    collectors = []
+
+    def note(phase, info):
+        if phase == "start":
+            collectors.append(threading.get_ident())
+
+    # Qt garbage in a cycle, left for the collector as a closed dialog would be.
+    o = QObject()
+    o.me = o
+    alive = weakref.ref(o)
+    del o
+
+    def cycles():
+        for i in range(200_000):
+            a = []
+            a.append(a)  # a cycle only the collector frees
+            if i % 20_000 == 0:
+                yield Message(f"{i}")
+        yield Finished(reason=DONE)
+
+    gc.callbacks.append(note)
+    try:
+        w = JobWorker(cycles)
+        with qtbot.waitSignal(w.done, timeout=30000):
+            w.start()
+        qtbot.waitUntil(lambda: alive() is None, timeout=5000)
+    finally:
+        gc.callbacks.remove(note)
+    assert collectors, "nothing collected the cycles"
+    assert set(collectors) == {threading.get_ident()}

@@ -77,9 +77,7 @@ def test_train_adds_points_and_ends_with_a_model(window, qtbot):
     assert Path(t.active_model).parent.name == "models"
     assert t.models.table.rowCount() >= 1
     # after the run every image is predicted in the background, overlays updated
-    qtbot.waitUntil(
-        lambda: t.bg_worker is not None and not t.bg_worker.is_running(), timeout=120000
-    )
+    qtbot.waitUntil(lambda: t.bg_worker is not None and t.bg_worker.is_done(), timeout=120000)
     assert len(set(window.prediction_calls)) >= 2
     assert t.gallery.names()
 
@@ -130,9 +128,7 @@ def test_check_passes_on_a_sample_image_and_says_so(window, qtbot):
 def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot, tmp_path):
     t = window.training
     assert _train(qtbot, window).ok
-    qtbot.waitUntil(
-        lambda: t.bg_worker is not None and not t.bg_worker.is_running(), timeout=120000
-    )
+    qtbot.waitUntil(lambda: t.bg_worker is not None and t.bg_worker.is_done(), timeout=120000)
     window.prediction_calls.clear()
     name = window.current_name or t.gallery.names()[0]
     window.show_image(name)
