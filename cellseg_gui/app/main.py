@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _join_background_jobs() -> None:
     """A job thread still running when Python tears down could be cut off mid-step, so
-    wait for every job (the device probe may still be importing torch when a quick --screenshot
-    run quits)."""
+    wait for every job (the device probe may still be importing torch when a quick
+    --screenshot run quits)."""
     worker_mod = sys.modules.get("cellseg_gui.workers.job_worker")
     if worker_mod is not None:
         worker_mod.stop_all(30000)

@@ -75,9 +75,7 @@ def test_train_predict_all_and_find_lr_with_the_real_engine(win, qtbot):
     assert t.models.table.rowCount() == 1
     assert t.noisy.names()  # per-image losses arrived
     # every image is predicted in the background after the run
-    qtbot.waitUntil(
-        lambda: len(win.predictions) == 4 and t.bg_worker.is_done(), timeout=120000
-    )
+    qtbot.waitUntil(lambda: len(win.predictions) == 4 and t.bg_worker.is_done(), timeout=120000)
     assert set(win.predictions) == {f"cell{i}" for i in range(4)}
     assert len(t.gallery.names()) == 4
     # the split lives in the project folder and is reused
