@@ -1,7 +1,7 @@
 """Event-loop latency while training on the CPU, printed as ONE JSON line.
 
 A precise 10 ms QTimer runs on the GUI thread; each tick records how late it fired
-(interval minus 10 ms). Meanwhile the real JobWorker trains a small U-Net in its QThread
+(interval minus 10 ms). Meanwhile the real JobWorker trains a small U-Net in its thread
 and the real Training panel and plots consume its signals, as in the window. The target
 is p99 <= 50 ms: the window keeps answering clicks and brush strokes during a run.
 

@@ -60,6 +60,7 @@ class TrainingController(TrainingResults, QObject):
         self.device_type = "cpu"
         self._has_saved_config = False
         self.probe_worker: JobWorker | None = None
+        self._closing = False  # shutdown has begun: start no new job
         self._regions: dict[str, Any] = {}
         self._save_timer = QTimer(self, singleShot=True, interval=500)
         self._save_timer.timeout.connect(self.save_settings)
@@ -204,11 +205,14 @@ class TrainingController(TrainingResults, QObject):
     # --- running jobs -----------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """A job is running (one that has sent its Finished is only leaving its thread)."""
+        """A job is running, or its last signals (its result) have not reached the
+        window yet."""
         w = self.worker
-        return w is not None and w.is_running() and w.result is None
+        return w is not None and w.is_active()
 
     def _start(self, kind: str, factory: Any, *, on_oom: Any = None) -> JobWorker | None:
+        if self._closing:
+            return None
         if self.running:
             self.panel.show_message("A job is already running; stop it first.", "warning")
             return None
@@ -358,6 +362,8 @@ class TrainingController(TrainingResults, QObject):
 
     def predict(self, names: list[str] | None, background: bool = False) -> JobWorker | None:
         """Predict some images (None: all) with the active model."""
+        if self._closing:
+            return None
         if self.project is None or not self.active_model:
             self.panel.show_message("No model yet: train one or load one in Models.", "warning")
             return None
@@ -438,9 +444,14 @@ class TrainingController(TrainingResults, QObject):
         self._save_timer.stop()
         if self.project is not None:
             self.save_settings()
+        self._closing = True
         self.stop(wait=True)
         if self.probe_worker is not None:
             self.probe_worker.wait(15000)
+        if self.worker is not None and not self.worker.is_running():
+            # The window still exists: let a stopped run register the best model it kept
+            # (the close dialog promises that), but start nothing after it.
+            self.worker.flush()
         for worker in (self.worker, self.bg_worker, self.probe_worker):
             if worker is not None:
                 worker.abandon()

@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -158,6 +159,7 @@ class JobWorker(QObject):
         self._timer.setInterval(max(1, int(step_interval * 1000)))
         self._timer.timeout.connect(self._deliver)
         self._thread: threading.Thread | None = None
+        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._done = False
 
     @property
@@ -190,6 +192,11 @@ class JobWorker(QObject):
         """The job's thread has not ended yet (its last events may still be queued)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def is_active(self) -> bool:
+        """Started, and ``done`` not emitted yet: the job runs, or its last signals are
+        still on their way to the GUI thread."""
+        return self._thread is not None and not self._done
+
     def is_done(self) -> bool:
         """``done`` has been emitted: every signal of the job has been delivered."""
         return self._done
@@ -206,6 +213,11 @@ class JobWorker(QObject):
         self.cancel()
         return self.wait(timeout_ms)
 
+    def flush(self) -> None:
+        """Emit now, on the GUI thread, whatever the job has queued (after ``wait``, all
+        of it): for a window that is about to close and still wants the result."""
+        self._deliver()
+
     def abandon(self) -> None:
         """Cancel, and once the thread has ended drop the signals not yet emitted: their
         receivers are going away (the window is closing). A thread still running keeps
@@ -215,19 +227,24 @@ class JobWorker(QObject):
             return
         self._timer.stop()
         self._job.drain()
+        self._pending.clear()
         self._done = True
         _LIVE.discard(self)
 
     def _deliver(self) -> None:
-        """Emit everything the job has queued, oldest first; steps in one list."""
+        """Emit everything the job has queued, oldest first; consecutive steps in one
+        list. Events wait in ``_pending`` and are taken one at a time, so a slot that
+        spins the event loop (a dialog) and so re-enters here keeps the order."""
+        self._pending.extend(self._job.drain())
         steps: list[StepEnded] = []
-        for kind, args in self._job.drain():
+        while self._pending:
+            kind, args = self._pending.popleft()
             if kind == "step":
                 steps.append(args[0])
                 continue
             if steps:
-                self.step.emit(steps)
-                steps = []
+                batch, steps = steps, []
+                self.step.emit(batch)
             if kind == "done":
                 self._timer.stop()
                 self._done = True

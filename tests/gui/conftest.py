@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cellseg_gui.workers.job_worker import live_workers, protect_bool_refcounts, undelivered
@@ -22,5 +24,8 @@ def _no_job_thread_left(qtbot):
     left = [w for w in live_workers() if not (w.result is not None and w.wait(3000))]
     for worker in left:
         worker.stop(10000)
-    qtbot.waitUntil(lambda: not undelivered(), timeout=5000)
+    deadline = time.monotonic() + 5
+    while undelivered() and time.monotonic() < deadline:
+        qtbot.wait(20)
     assert not left, f"job threads left running: {[w.name for w in left]}"
+    assert not undelivered(), f"jobs whose signals never arrived: {[w.name for w in undelivered()]}"

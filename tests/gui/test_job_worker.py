@@ -191,16 +191,17 @@ def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
 
     from PySide6.QtCore import QObject
 
-    collectors = []
+    collectors, destroyers = [], []
 
     def note(phase, info):
         if phase == "start":
             collectors.append(threading.get_ident())
 
-    # Qt garbage in a cycle, left for the collector as a closed dialog would be.
+    # Qt garbage in a cycle, left for the collector as a closed dialog would be; the
+    # weakref's callback runs in the thread that frees it.
     o = QObject()
     o.me = o
-    alive = weakref.ref(o)
+    alive = weakref.ref(o, lambda _: destroyers.append(threading.get_ident()))
     del o
 
     def cycles():
@@ -221,3 +222,4 @@ def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
         gc.callbacks.remove(note)
     assert collectors, "nothing collected the cycles"
     assert set(collectors) == {threading.get_ident()}
+    assert destroyers == [threading.get_ident()]

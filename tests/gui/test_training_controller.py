@@ -245,6 +245,11 @@ def test_closing_during_a_run_asks_and_stops(win, qtbot):
     t.ask_to_stop = lambda: True
     assert win.close()
     assert not worker.is_running()
+    # "The best model so far is kept": the stopped run's bundle became the active model
+    # before the window went, and no prediction job was started on the way out
+    assert t.active_model and Path(t.active_model).exists()
+    assert win.project.settings["training"]["active_model"] == t.active_model
+    assert t.bg_worker is None and worker.is_done()
 
 
 def test_esc_stops_a_run_even_with_the_editor_using_esc(win, qtbot):
