@@ -75,7 +75,3 @@ def collect_if_due() -> int:
                 found += gc.collect(2)
                 _last_full = time.monotonic()
     return found
-
-
-def is_active() -> bool:
-    return _TIMER is not None and shiboken6.isValid(_TIMER) and not gc.isenabled()
