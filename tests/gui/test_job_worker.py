@@ -223,3 +223,44 @@ def test_cycles_are_collected_on_the_gui_thread_only(qtbot):
     assert collectors, "nothing collected the cycles"
     assert set(collectors) == {threading.get_ident()}
     assert destroyers == [threading.get_ident()]
+
+
+def test_full_collections_are_spaced_out(monkeypatch):
+    """A full collection costs about 150 ms on the GUI thread once torch is loaded, so the
+    timer runs one at most every FULL_EVERY_S seconds; younger generations as usual."""
+    import gc
+
+    from cellseg_gui.workers import gui_gc
+
+    generations = []
+
+    def note(phase, info):
+        if phase == "start":
+            generations.append(info["generation"])
+
+    def tick_with_garbage():
+        for _ in range(50):
+            a = []
+            a.append(a)
+        gui_gc.collect_if_due()
+
+    old = gc.get_threshold()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.set_threshold(10, 1, 1)  # every tick is due in every generation
+    gc.callbacks.append(note)
+    try:
+        monkeypatch.setattr(gui_gc, "_last_full", time.monotonic())
+        for _ in range(20):
+            tick_with_garbage()
+        assert 0 in generations and 1 in generations and 2 not in generations
+        generations.clear()
+        monkeypatch.setattr(gui_gc, "_last_full", time.monotonic() - gui_gc.FULL_EVERY_S - 1)
+        for _ in range(20):
+            tick_with_garbage()
+        assert generations.count(2) == 1  # one full collection, then the wait starts again
+    finally:
+        gc.callbacks.remove(note)
+        gc.set_threshold(*old)
+        if was_enabled:
+            gc.enable()
