@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QSplitter,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )  # fmt: skip
@@ -81,6 +82,8 @@ class MainWindow(WindowActions, QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.overlays)
         lay.addWidget(self.legend, 1)
+        # a few rows: the training panel docked below gets the rest of the height
+        panel.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         for name in MENUS:
             self._menus[name] = self.menuBar().addMenu("&" + name)
         self.add_dock("Display", panel, "right")
