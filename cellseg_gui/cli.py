@@ -545,9 +545,13 @@ def _train_config(args: argparse.Namespace) -> Any:
     if getattr(args, "augment", None):
         from cellseg_gui.core.config import AugmentConfig
 
-        cfg.augment = {"none": AugmentConfig.none, "all": AugmentConfig.all}.get(
-            args.augment, AugmentConfig
-        )()
+        preset = {"default": AugmentConfig, "none": AugmentConfig.none, "all": AugmentConfig.all}
+        if args.augment in preset:
+            cfg.augment = preset[args.augment]()
+        else:  # a list of names (checked by _augment): these on, the rest off
+            cfg.augment = AugmentConfig.none()
+            for name in args.augment:
+                setattr(cfg.augment, name, True)
     amp = getattr(args, "amp", None)
     if amp is not None:
         cfg.amp = amp
@@ -582,6 +586,32 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     return _positive(text, float, "a number")
+
+
+def _augmentation_names() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from cellseg_gui.core.config import AugmentConfig  # no torch: keeps --help fast
+
+    return tuple(f.name for f in fields(AugmentConfig))
+
+
+AUGMENTATIONS = _augmentation_names()
+
+
+def _augment(text: str) -> str | tuple[str, ...]:
+    """A preset (default, none, all) or a comma-separated list of augmentations to use."""
+    text = text.strip().lower()
+    if text in ("default", "none", "all"):
+        return text
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown augmentation {', '.join(unknown) or repr(text)}: use default, none, all "
+            f"or a comma-separated list of {', '.join(AUGMENTATIONS)}"
+        )
+    return names
 
 
 def _downsample(text: str) -> int:
@@ -1077,7 +1107,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--schedule", choices=("constant", "step", "cosine", "sgdr", "onecycle"), help="LR schedule"
     )
-    g.add_argument("--augment", choices=("default", "none", "all"), help="augmentation preset")
+    g.add_argument(
+        "--augment", type=_augment, metavar="PRESET|LIST",
+        help="default, none, all, or the ones to use, e.g. flips,rot90,elastic "
+        f"(of {', '.join(AUGMENTATIONS)})",
+    )  # fmt: skip
     g.add_argument(
         "--mask-mode",
         dest="mask_mode",

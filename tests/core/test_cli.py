@@ -484,3 +484,23 @@ def test_export_bioimageio_package(model_path, tmp_path, capsys):
     assert written.exists() and str(written) in out
     names = zipfile.ZipFile(written).namelist()
     assert "rdf.yaml" in names and any(n.endswith(".onnx") for n in names)
+
+
+def test_augment_takes_a_preset_or_a_list_of_names(capsys):
+    from cellseg_gui.cli import _train_config, build_parser
+
+    def augment(*flag):
+        args = build_parser().parse_args(["train", "d", "--out", "m", *flag])
+        return _train_config(args).augment.to_dict()
+
+    default = augment()
+    assert augment("--augment", "default") == default
+    assert not any(augment("--augment", "none").values())
+    assert all(augment("--augment", "all").values())
+    chosen = augment("--augment", "flips, elastic")
+    assert {k for k, on in chosen.items() if on} == {"flips", "elastic"}
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "d", "--out", "m", "--augment", "flips,wobble"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown augmentation wobble" in err and "elastic" in err
