@@ -1207,7 +1207,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=_parse_lr, help="learning rate, or 'auto' to run the LR finder first"
     )
     p.add_argument("--steps-per-epoch", type=_positive_int, dest="steps_per_epoch")
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="early-stopping patience in epochs (0: off); one-cycle and cosine runs count "
+        "them once the learning rate is down to half its peak",
+    )
     p.add_argument("--val", metavar="NAMES", help="comma-separated validation image names")
     p.add_argument("--val-fraction", type=float, dest="val_fraction")
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run")

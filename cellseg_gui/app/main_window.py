@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
-    QSplitter,
     QSizePolicy,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )  # fmt: skip

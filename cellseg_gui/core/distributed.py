@@ -85,6 +85,17 @@ def any_flag(flag: bool, world: int) -> bool:
     return bool(t.item() > 0)
 
 
+def max_values(values: list[float], world: int) -> list[float]:
+    """Each value's maximum over the ranks, in one collective: the cancel flag and the
+    elapsed time together, so every rank takes the same learning rate and stops at the
+    same step of a time-limited run."""
+    if world <= 1:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return [float(v) for v in t.cpu().tolist()]
+
+
 def all_reduce_sum(t: torch.Tensor, world: int) -> torch.Tensor:
     if world <= 1:
         return t

@@ -362,6 +362,16 @@ class LRSchedule:
     def lr(self, progress: float, epoch_pos: float) -> float:
         return self.base_lr * self.factor(progress, epoch_pos)
 
+    def patience_from(self) -> float:
+        """The progress from which early stopping counts epochs without improvement.
+
+        One-cycle and cosine runs do most of their improving while the rate comes down at
+        the end; validation is noisy and often flat while the rate is high, so counting
+        then stopped a 30-minute one-cycle run at 7 minutes, worse than a 10-minute run
+        (measured). They count from where the rate is half its peak on the way down."""
+        kind = self.kind.lower()
+        return {"onecycle": 0.25 + 0.75 * 0.5, "cosine": 0.5}.get(kind, 0.0)
+
 
 # --------------------------------------------------------------------------- evaluation
 
@@ -704,7 +714,19 @@ def _fit(
     accel = device.type != "cpu"
     reason, message, hint = DONE, "", ""
     bad_epochs = 0
-    if best_epoch >= 0 and history["val_fg_jaccard"]:
+
+    def progress(elapsed: float) -> float:
+        """Fraction of the run done: steps or time, whichever is further."""
+        return max(
+            global_step / total_steps if total_steps else 0.0,
+            elapsed / time_limit if time_limit else 0.0,
+        )
+
+    if (
+        best_epoch >= 0
+        and history["val_fg_jaccard"]
+        and progress(elapsed_before) >= sched.patience_from()
+    ):
         bad_epochs = len(history["epoch"]) - 1 - history["epoch"].index(best_epoch)
     epoch = start_epoch - 1
     stop = False
@@ -736,17 +758,22 @@ def _fit(
             return lv
 
         for step in range(spe):
-            if dist.any_flag(cancel is not None and cancel.cancelled, world):
+            # one collective: any rank cancelled, and the slowest rank's clock
+            cancelled, elapsed = dist.max_values(
+                [
+                    cancel is not None and cancel.cancelled,
+                    elapsed_before + time.perf_counter() - t0,
+                ],
+                world,
+            )
+            if cancelled:
                 reason, stop = CANCELLED, True
                 break
-            elapsed = elapsed_before + time.perf_counter() - t0
             if time_limit is not None and elapsed >= time_limit:
                 stop = True
                 message = f"time limit of {cfg.minutes:g} minutes reached"
                 break
-            p_steps = global_step / total_steps if total_steps else 0.0
-            p_time = elapsed / time_limit if time_limit else 0.0
-            lr = sched.lr(max(p_steps, p_time), epoch + step / spe)
+            lr = sched.lr(progress(elapsed), epoch + step / spe)
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -812,6 +839,7 @@ def _fit(
         ev = _distributed_evaluate(
             model, val_s, n_classes, device, precision, cfg, weights, world, rank
         )
+        (epoch_elapsed,) = dist.max_values([elapsed_before + time.perf_counter() - t0], world)
         val_fg = ev.fg_jaccard
         is_best = val_fg > best_score
         if is_best:
@@ -819,7 +847,7 @@ def _fit(
             best_state = _state_cpu(model)
             best_per_image = dict(ev.per_image)
             bad_epochs = 0
-        else:
+        elif progress(epoch_elapsed) >= sched.patience_from():
             bad_epochs += 1
         secs = time.perf_counter() - te
         history["epoch"].append(epoch)
@@ -890,7 +918,7 @@ def _fit(
             reason = EARLY_STOP
             message = f"no validation improvement for {bad_epochs} epochs"
             break
-        if time_limit is not None and elapsed_before + time.perf_counter() - t0 >= time_limit:
+        if time_limit is not None and epoch_elapsed >= time_limit:  # the same on every rank
             message = f"time limit of {cfg.minutes:g} minutes reached"
             break
     # ---- finish: best weights, guard-rail, final bundle

@@ -250,3 +250,30 @@ def test_auto_downsample_is_chosen_once_recorded_and_honoured(tmp_path: Path) ->
     events, _ = run(samples, cfg1, out_path=tmp_path / "one.cellseg")
     assert not any(isinstance(e, Message) and "downsample" in e.text for e in events)
     assert read_bundle_meta(tmp_path / "one.cellseg")["architecture"]["downsample"] == 1
+
+
+@pytest.mark.parametrize(
+    "schedule, stops_after",
+    # patience 2, 8 epochs, validation worse every epoch after the first:
+    # constant counts at once; cosine from half-way (epoch 4), one-cycle from 62.5% (epoch 5)
+    [("constant", 3), ("step", 3), ("cosine", 5), ("onecycle", 6)],
+)
+def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, stops_after):
+    import cellseg_gui.core.train as train_mod
+    from cellseg_gui.core.events import EARLY_STOP
+
+    scores = iter(np.linspace(0.9, 0.1, 8))
+
+    def worse_every_epoch(model, val_s, n_classes, *a, **k):
+        return train_mod.EvalResult(loss=1.0, per_class=[0.5] * n_classes, fg_jaccard=next(scores))
+
+    monkeypatch.setattr(train_mod, "_distributed_evaluate", worse_every_epoch)
+    cfg = tiny_cfg(epochs=8, steps_per_epoch=1, patience=2, schedule=schedule)
+    events, fin = run(make_samples(3), cfg, val_names=["img2"])
+    epochs = [e for e in events if isinstance(e, EpochEnded)]
+    assert fin.reason == EARLY_STOP and len(epochs) == stops_after
+    assert fin.result["best_epoch"] == 0 and "no validation improvement for 2 epochs" in fin.message
+    # without patience the run goes the distance
+    scores = iter(np.linspace(0.9, 0.1, 8))
+    _, fin = run(make_samples(3), tiny_cfg(epochs=8, steps_per_epoch=1, schedule=schedule))
+    assert fin.reason == DONE
