@@ -19,7 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out_dir: str, minutes: float = 0.0) -> None:
     import os
 
     os.environ.update(
@@ -41,8 +41,20 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         return real_wrap(model, device)
 
     dist.wrap = spy_wrap
+    if minutes and rank == 1:  # this rank's clock runs fast: the ranks must still agree
+        import time
+        import types
+
+        import cellseg_gui.core.train as train_mod
+
+        start = time.perf_counter()
+        train_mod.time = types.SimpleNamespace(
+            perf_counter=lambda: start + 1.7 * (time.perf_counter() - start)
+        )
     try:
-        cfg = tiny_cfg(epochs=2, steps_per_epoch=4)
+        cfg = tiny_cfg(epochs=2, steps_per_epoch=4, schedule="cosine")
+        if minutes:
+            cfg.epochs, cfg.minutes = 0, minutes
         out = Path(out_dir) / "ddp.cellseg"
         events = list(fit(make_samples(), cfg, out_path=out))
         fins = [e for e in events if isinstance(e, Finished)]
@@ -65,3 +77,16 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     # rank 0 alone reports and writes
     assert a["n_events"] > 0 and b["n_events"] == 0
     assert (tmp_path / "ddp.cellseg").exists()
+
+
+@pytest.mark.timeout(300)
+def test_time_limited_ranks_share_one_clock(tmp_path: Path) -> None:
+    """With --minutes, the learning rate and the stop follow the elapsed time; one rank's
+    clock running fast must neither change its rate (weights would part) nor stop it at
+    another step than the others (a rank would wait forever in a collective)."""
+    port = _free_port()
+    mp.spawn(_worker, args=(2, port, str(tmp_path), 0.05), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
