@@ -209,6 +209,16 @@ class MainWindow(WindowActions, QMainWindow):
     def set_val_jaccard(self, name: str, value: float | None) -> None:
         self.image_list.model_.update(name, val_jaccard=value)
 
+    def refresh_splits(self) -> None:
+        """Show the project's train/val/excluded roles again (a first run writes its
+        automatic split into the project)."""
+        if self.project is None:
+            return
+        for e in self.image_list.model_.entries:
+            role = self.project.get_split(e.name)
+            if role != e.split:
+                self.image_list.model_.update(e.name, split=role)
+
     # ------------------------------------------------------------------ reading
     def _read_raw(self, name: str) -> np.ndarray:
         raw = read_image(self.project.image_path(name), channels="keep")

@@ -269,6 +269,9 @@ class TrainingController(TrainingResults, QObject):
         pairs = [p for p in self._snapshot() if p.mask_path]
         names = [p.name for p in pairs]
         _, val = J.get_split(self.project, names, cfg.val_fraction, cfg.seed)
+        refresh = getattr(self.window, "refresh_splits", None)
+        if callable(refresh):  # a first run has just made the split: the list shows it
+            refresh()
         out = J.new_model_path(self.project, "finetune" if init_bundle else "run")
         token = CancelToken()
         kw = dict(val_names=val, init_bundle=init_bundle, out_path=out,

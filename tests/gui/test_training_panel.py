@@ -67,6 +67,8 @@ def _train(qtbot, w, timeout=120000):
 
 def test_train_adds_points_and_ends_with_a_model(window, qtbot):
     t = window.training
+    model = window.image_list.model_
+    before = {e.name: model.state_text(e) for e in model.entries}
     ev = _train(qtbot, window)
     assert ev.ok, ev.message
     qtbot.waitUntil(
@@ -75,6 +77,12 @@ def test_train_adds_points_and_ends_with_a_model(window, qtbot):
     )
     assert t.active_model and Path(t.active_model).is_file()
     assert Path(t.active_model).parent.name == "models"
+    # the first run's automatic split is written to the project and the list shows it
+    held = set(ev.result["split"]["val"])
+    after = {e.name: model.state_text(e) for e in model.entries}
+    assert held and not any(" · val" in before[n] for n in held)
+    assert all(" · val" in after[n] for n in held)
+    assert all(" · train" in after[n] for n in ev.result["split"]["train"])
     assert t.models.table.rowCount() >= 1
     # after the run every image is predicted in the background, overlays updated
     qtbot.waitUntil(lambda: t.bg_worker is not None and t.bg_worker.is_done(), timeout=120000)
