@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-__all__ = ["DistContext", "context", "init_from_env", "wrap", "any_flag", "all_reduce_sum"]
+__all__ = [
+    "DistContext",
+    "context",
+    "init_from_env",
+    "wrap",
+    "any_flag",
+    "max_values",
+    "all_reduce_sum",
+]
 
 
 @dataclass(frozen=True)

@@ -649,6 +649,7 @@ def _fit(
     best_score, best_epoch, best_state = -1.0, -1, None
     best_per_image: dict[str, float] = {}
     start_epoch, global_step, elapsed_before = 0, 0, 0.0
+    resumed_bad_epochs = None
     np_rng = np.random.default_rng(cfg.seed + rank)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -667,6 +668,7 @@ def _fit(
         torch.set_rng_state(ckpt["rng"]["torch"])
         np_rng.bit_generator.state = ckpt["rng"]["numpy"]
         lr_finder = lr_finder or ckpt.get("lr_finder")
+        resumed_bad_epochs = ckpt.get("bad_epochs")
     record_base = {
         "images": [
             {"name": s.name, "sha256": getattr(s, "sha256", ""), "split": "train"} for s in train_s
@@ -722,7 +724,9 @@ def _fit(
             elapsed / time_limit if time_limit else 0.0,
         )
 
-    if (
+    if resumed_bad_epochs is not None:  # as counted when the checkpoint was written
+        bad_epochs = int(resumed_bad_epochs)
+    elif (  # a checkpoint from before the count was saved
         best_epoch >= 0
         and history["val_fg_jaccard"]
         and progress(elapsed_before) >= sched.patience_from()
@@ -758,7 +762,7 @@ def _fit(
             return lv
 
         for step in range(spe):
-            # one collective: any rank cancelled, and the slowest rank's clock
+            # one collective: any rank cancelled, and the clock that has run furthest
             cancelled, elapsed = dist.max_values(
                 [
                     cancel is not None and cancel.cancelled,
@@ -827,6 +831,10 @@ def _fit(
             if not math.isfinite(lv) and reason != CANCELLED:
                 reason, stop, hint = DIVERGED, True, DIVERGED_HINT
                 message = f"loss became {lv} at epoch {item[4] + 1}"
+        # a rank's drained loss may be the only bad one: every rank must stop with it
+        if dist.any_flag(reason == DIVERGED, world) and reason != DIVERGED:
+            reason, stop, hint = DIVERGED, True, DIVERGED_HINT
+            message = f"the loss diverged on another process at epoch {epoch + 1}"
         steps_done = int(img_count.sum() // max(1, cfg.batch_size))
         if reason in (CANCELLED, DIVERGED) or steps_done == 0:
             break
@@ -901,6 +909,7 @@ def _fit(
                     "best_epoch": best_epoch,
                     "best_state": best_state,
                     "best_per_image": best_per_image,
+                    "bad_epochs": bad_epochs,
                     "split": {"train": train_names, "val": val_list},
                     "lr_finder": lr_finder,
                     "rng": {

@@ -59,6 +59,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, minutes: float = 0.0
         events = list(fit(make_samples(), cfg, out_path=out))
         fins = [e for e in events if isinstance(e, Finished)]
         assert not fins or fins[-1].reason == "done", fins[-1]
+        if minutes and fins:  # rank 0 reports: the run ended on its time limit
+            assert "time limit" in fins[-1].message, fins[-1].message
         state = {k: v.detach().clone() for k, v in captured[0].state_dict().items()}
         torch.save({"n_events": len(events), "state": state}, Path(out_dir) / f"rank{rank}.pt")
     finally:

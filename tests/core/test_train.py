@@ -277,3 +277,36 @@ def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, s
     scores = iter(np.linspace(0.9, 0.1, 8))
     _, fin = run(make_samples(3), tiny_cfg(epochs=8, steps_per_epoch=1, schedule=schedule))
     assert fin.reason == DONE
+
+
+def test_a_resumed_run_stops_early_where_the_uninterrupted_one_does(monkeypatch, tmp_path):
+    """Patience counted before a checkpoint carries over, and nothing more: epochs of the
+    high-rate phase are not counted after a resume either."""
+    import cellseg_gui.core.train as train_mod
+
+    state: dict = {}
+
+    def worse_every_epoch(model, val_s, n_classes, *a, **k):
+        return train_mod.EvalResult(
+            loss=1.0, per_class=[0.5] * n_classes, fg_jaccard=next(state["scores"])
+        )
+
+    monkeypatch.setattr(train_mod, "_distributed_evaluate", worse_every_epoch)
+
+    def cfg():
+        return tiny_cfg(epochs=8, steps_per_epoch=1, patience=3, schedule="onecycle")
+
+    samples = make_samples(3)
+    state["scores"] = iter(np.linspace(0.9, 0.1, 8))
+    full, fin = run(samples, cfg(), val_names=["img2"])
+    full_epochs = [e.epoch for e in full if isinstance(e, EpochEnded)]
+    assert fin.reason == "early_stop" and full_epochs == list(range(7))
+    for cut in (3, 4):  # before the count starts, and the first epoch it counts (62.5%)
+        state["scores"] = iter(np.linspace(0.9, 0.1, 8))
+        token, ck = CancelToken(), tmp_path / f"cut{cut}.ckpt"
+        for ev in fit(samples, cfg(), val_names=["img2"], cancel=token, checkpoint_path=ck):
+            if isinstance(ev, EpochEnded) and ev.epoch == cut:
+                token.cancel()
+        rest, fin = run(samples, cfg(), resume=ck)
+        assert [e.epoch for e in rest if isinstance(e, EpochEnded)] == list(range(cut + 1, 7))
+        assert fin.reason == "early_stop", cut
