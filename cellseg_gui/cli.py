@@ -597,19 +597,20 @@ def _augmentation_names() -> tuple[str, ...]:
 
 
 AUGMENTATIONS = _augmentation_names()
+AUGMENT_PRESETS = ("default", "none", "all")
 
 
 def _augment(text: str) -> str | tuple[str, ...]:
     """A preset (default, none, all) or a comma-separated list of augmentations to use."""
     text = text.strip().lower()
-    if text in ("default", "none", "all"):
+    if text in AUGMENT_PRESETS:
         return text
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown augmentation {', '.join(unknown) or repr(text)}: use default, none, all "
-            f"or a comma-separated list of {', '.join(AUGMENTATIONS)}"
+            f"unknown augmentation {', '.join(unknown) or repr(text)}: use "
+            f"{', '.join(AUGMENT_PRESETS)} or a comma-separated list of {', '.join(AUGMENTATIONS)}"
         )
     return names
 
