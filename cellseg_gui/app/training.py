@@ -170,12 +170,21 @@ class TrainingController(TrainingResults, QObject):
             self.active_model = None
         self.refresh_models()
 
-    def save_settings(self) -> None:
+    def save_settings(self, only_if_changed: bool = False) -> None:
+        """Store the form and the active model in the project. ``only_if_changed`` (on
+        close): leave the folder untouched when nothing differs from what is stored, or
+        from the defaults in a folder that has stored nothing."""
         if self.project is None:
             return
-        self._has_saved_config = True
-        data = J.load_settings(self.project)
+        saved = J.load_settings(self.project)
+        data = dict(saved)
         data.update(config=self.panel.form.get_config().to_dict(), active_model=self.active_model)
+        if only_if_changed:
+            defaults = TrainConfig.for_device(self.device_type).to_dict()
+            untouched = not saved and data["config"] == defaults and not self.active_model
+            if data == saved or untouched:
+                return
+        self._has_saved_config = True
         try:
             J.save_settings(self.project, data)
         except OSError as exc:
@@ -268,11 +277,20 @@ class TrainingController(TrainingResults, QObject):
         cfg = self._config()
         pairs = [p for p in self._snapshot() if p.mask_path]
         names = [p.name for p in pairs]
-        _, val = J.get_split(self.project, names, cfg.val_fraction, cfg.seed)
+        try:
+            _, val = J.get_split(self.project, names, cfg.val_fraction, cfg.seed)
+            out = J.new_model_path(self.project, "finetune" if init_bundle else "run")
+        except OSError as exc:  # a read-only folder: say so, start nothing
+            where = getattr(exc, "filename", None) or J.project_folder(self.project)
+            self.panel.show_message(
+                f"Cannot train here: {where} is not writable ({exc.strerror or exc}). "
+                "Copy the folder somewhere you can write to, and open the copy.",
+                "warning",
+            )
+            return None
         refresh = getattr(self.window, "refresh_splits", None)
         if callable(refresh):  # a first run has just made the split: the list shows it
             refresh()
-        out = J.new_model_path(self.project, "finetune" if init_bundle else "run")
         token = CancelToken()
         kw = dict(val_names=val, init_bundle=init_bundle, out_path=out,
                   checkpoint_path=out.with_suffix(".ckpt"), mask_mode=cfg.mask_mode)  # fmt: skip
@@ -446,7 +464,7 @@ class TrainingController(TrainingResults, QObject):
         jobs had not delivered yet, so no late signal reaches a closed window."""
         self._save_timer.stop()
         if self.project is not None:
-            self.save_settings()
+            self.save_settings(only_if_changed=True)
         self._closing = True
         self.stop(wait=True)
         if self.probe_worker is not None:

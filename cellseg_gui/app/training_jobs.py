@@ -35,10 +35,13 @@ def project_folder(project: Any) -> Path:
     raise ValueError("the project has no folder")
 
 
-def models_dir(project: Any) -> Path:
+def models_dir(project: Any, create: bool = True) -> Path:
+    """The project's models/ folder; made only when a model is about to be written, so
+    that looking at a folder leaves it as it was (and a read-only one opens)."""
     d = getattr(project, "models_dir", None)
     folder = Path(d() if callable(d) else d) if d else project_folder(project) / "models"
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -147,7 +150,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def model_records(project: Any) -> list[dict[str, Any]]:
     """One record per bundle in the project's models folder, newest first."""
     out = []
-    paths = sorted(models_dir(project).glob("*.cellseg"))
+    paths = sorted(models_dir(project, create=False).glob("*.cellseg"))
     paths += [p for p in _listed_models(project) if p.resolve() not in {q.resolve() for q in paths}]
     for path in paths:
         try:

@@ -164,3 +164,55 @@ def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot
             cli.main(["predict", str(out / f"tiny{suffix}"), str(image), "--out", str(dest)]) == 0
         )
         assert any(dest.iterdir())
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(folder.rglob("*"))}  # fmt: skip
+
+
+def test_looking_at_a_folder_and_closing_leaves_it_as_it_was(qtbot, tmp_path, monkeypatch):
+    """Opening a folder made models/ and closing wrote a project file into it: a shared
+    or read-only data folder must stay as it was until the user changes something."""
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    from cellseg_gui.core.sample import make_sample
+
+    folder = make_sample(tmp_path / "sample")
+    before = _snapshot(folder)
+    w = main_window.MainWindow()
+    qtbot.addWidget(w)
+    assert w.open_project(folder)
+    w.show()
+    qtbot.waitExposed(w)
+    w.show_image(w.image_list.model_.entries[1].name)
+    qtbot.wait(200)
+    w.close()
+    assert _snapshot(folder) == before
+    # a change of setting is kept
+    w2 = main_window.MainWindow()
+    qtbot.addWidget(w2)
+    w2.open_project(folder)
+    w2.training.panel.form.apply_changes({"crop": 192})
+    w2.close()
+    w3 = main_window.MainWindow()
+    qtbot.addWidget(w3)
+    w3.open_project(folder)
+    assert w3.training.panel.form.get_config().crop == 192
+    w3.close()
+
+
+def test_train_in_a_read_only_folder_says_so_and_starts_nothing(window, qtbot, monkeypatch):
+    from cellseg_gui.app import training_jobs as J
+
+    def read_only(project, create=True):
+        folder = J.project_folder(project) / "models"
+        if create:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return folder
+
+    monkeypatch.setattr(J, "models_dir", read_only)
+    t = window.training
+    qtbot.mouseClick(t.panel.train_button, Qt.MouseButton.LeftButton)
+    assert t.worker is None or not t.running
+    text = t.panel.message_label.text()
+    assert "Cannot train here" in text and "models" in text and "not writable" in text
