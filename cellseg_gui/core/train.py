@@ -493,6 +493,43 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _plain(obj: Any) -> Any:
+    """Numpy scalars and arrays as Python numbers and lists, recursively, so that the
+    checkpoint loads with ``weights_only=True`` (which refuses numpy objects)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read as data only (``weights_only=True``): a checkpoint from
+    a colleague is untrusted input, and a pickle holding an object would run its code.
+
+    Checkpoints hold tensors, numbers, strings, lists and dicts only, so nothing else
+    is needed. Anything else is refused with one sentence naming the file; torch's own
+    advice to retry with ``weights_only=False`` is not passed on.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError from a damaged zip, ...
+        kind = "holds objects other than tensors and plain data"
+        if "weights_only" not in str(exc) and "Unsupported" not in str(exc):
+            kind = "is damaged or not a cellseg checkpoint"
+        raise ValueError(f"{path}: checkpoint {kind}; refused (nothing in it was run)") from None
+    if not isinstance(ckpt, dict) or not {"cfg", "model", "split"} <= set(ckpt):
+        raise ValueError(f"{path}: not a cellseg training checkpoint")
+    return ckpt
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -561,7 +598,7 @@ def _fit(
     by_name = {s.name: s for s in samples}
     ckpt: dict | None = None
     if resume is not None:
-        ckpt = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(Path(resume))
         # the run's own settings, except when and where to stop and run, which the
         # caller may change (e.g. "train 20 more epochs")
         keep = {k: getattr(cfg, k) for k in ("epochs", "minutes", "patience", "device")}
@@ -896,7 +933,7 @@ def _fit(
             )
         if checkpoint_path is not None and is_main:
             _atomic_torch_save(
-                {
+                _plain({
                     "cfg": cfg.to_dict(),
                     "model": _state_cpu(model),
                     "optimizer": opt.state_dict(),
@@ -918,7 +955,7 @@ def _fit(
                         "torch": torch.get_rng_state(),
                         "numpy": np_rng.bit_generator.state,
                     },
-                },
+                }),
                 Path(checkpoint_path),
             )
         if stop:

@@ -504,3 +504,31 @@ def test_augment_takes_a_preset_or_a_list_of_names(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "unknown augmentation wobble" in err and "elastic" in err
+
+
+class _Payload:
+    """Unpickling this writes a file: the proof that a checkpoint ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"cfg": {}, "model": {}, "split": {}, "x": _Payload(marker)}, evil)
+    data = _dataset(tmp_path / "d")
+    code, out, err = _run(
+        capsys, "train", data, "--out", tmp_path / "m", "--resume", evil, "--epochs", "1",
+        "--val", "im2", *TINY,
+    )  # fmt: skip
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    assert code == 1
+    line = _one_error_line(err)
+    assert str(evil) in line and "refused" in line
+    assert "weights_only=False" not in err and len(line.splitlines()) == 1
