@@ -244,14 +244,18 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     channels = meta.get("channels", "grey")
     n_bad = len(errors)
     stems: set[str] = set()
+    if args.instances:
+        pp, note = predictor.postprocess
+        out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
     for i, path in enumerate(files):
         try:
             raw = read_image(path, channels=channels)
             _check_finite(raw, path)
             try:
-                pred = predictor.predict(
-                    raw, tile=args.tile, tta=args.tta, return_probs=args.instances
-                )
+                if args.instances:
+                    labels, pred = predictor.predict_cells(raw, tile=args.tile, tta=args.tta)
+                else:
+                    pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=False)
             except ValueError as exc:  # normalisation or channel mismatch: the file's fault
                 raise CLIError(path, _one_line(exc)) from None
         except _expected_errors() as exc:
@@ -264,10 +268,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         stems.add(stem)
         target = out_dir / f"{stem}.{args.ext}"
         if args.instances:
-            from cellseg_gui.core.masks import classes_to_instances
-
-            labels = classes_to_instances(pred.labels, pred.probs)
-            n = int(len(np.unique(labels[labels > 0])))
+            n = int(labels.max()) if labels.size else 0  # ids are 1..N
             write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
             out.out(f"{path.name} -> {target}  ({n} cells)")
         else:
@@ -286,29 +287,24 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
-    import numpy as np
-
     from cellseg_gui.core.imageio import read_image, read_mask
+    from cellseg_gui.core.instances import as_instances
     from cellseg_gui.core.masks import mask_to_classes
-    from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_per_class
+    from cellseg_gui.core.scoring import score_dataset, score_image
 
     predictor = _load_model(args.model, args.device)
-    pairs = _find_pairs(args.data)
+    pairs = [p for p in _find_pairs(args.data) if p.mask_path]
     meta = predictor.meta
     n_classes = int(predictor.n_classes)
     mode = meta.get("mask_mode") or "auto"
     width = int(meta.get("boundary_width", 2))
     channels = meta.get("channels", "grey")
-    names = [str(c.get("name", i)) for i, c in enumerate(predictor.classes)]
-    acc = JaccardAccumulator(n_classes)
+    pp, note = predictor.postprocess
+    if note:
+        out.err(f"note: {note}")
     n_bad = 0
-    rows: list[str] = []
-    fg_names = names[1:n_classes]
-    header = f"{'image':<28} {'fg jaccard':>10} " + " ".join(f"{n[:10]:>10}" for n in fg_names)
-    n_eval = 0
+    scores = []
     for pair in pairs:
-        if not pair.mask_path:
-            continue
         try:
             raw = read_image(pair.image_path, channels=channels)
             _check_finite(raw, Path(pair.image_path))
@@ -320,7 +316,8 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
                     f"{raw.shape[1]}x{raw.shape[0]}",
                 )
             try:
-                target, k, _ = mask_to_classes(mask, mode=mode, boundary_width=width)
+                target, _, used = mask_to_classes(mask, mode=mode, boundary_width=width)
+                truth, source = as_instances(mask, used)
             except ValueError as exc:
                 raise CLIError(pair.mask_path, _one_line(exc)) from None
             top = int(target.max()) if target.size else 0
@@ -331,43 +328,70 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
                     f"(0..{n_classes - 1})",
                 )
             try:
-                pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=False)
+                pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=True)
             except ValueError as exc:
                 raise CLIError(pair.image_path, _one_line(exc)) from None
         except _expected_errors() as exc:
             out.error(exc)
             n_bad += 1
             continue
-        acc.update(pred.labels, target)
-        per = jaccard_per_class(pred.labels, target, n_classes)
-        fg = _fg_jaccard(pred.labels, target)
-        name = pair.name if len(pair.name) <= 28 else pair.name[:25] + "..."
-        rows.append(f"{name:<28} {fg:>10.4f} " + " ".join(f"{v:>10.4f}" for v in per[1:]))
-        n_eval += 1
-        out.bar(None, f"evaluated {n_eval} image(s)")
+        model_mode = mode if mode != "auto" else used
+        scores.append(
+            score_image(
+                pair.name, pred.labels, pred.probs, target, truth, model_mode, pp, source=source
+            )
+        )
+        out.bar(len(scores) / len(pairs), f"evaluated {len(scores)} of {len(pairs)} image(s)")
     out.clear_bar()
-    if n_eval == 0:
+    if not scores:
         if n_bad == 0:
             out.error(CLIError(args.data, "no images with masks to evaluate"))
         return EXIT_BAD_INPUT
-    out.out(header)
-    for r in rows:
-        out.out(r)
-    per_set = acc.per_class()
-    out.out(
-        f"{'all (summed)':<28} {acc.foreground():>10.4f} "
-        + " ".join(f"{v:>10.4f}" for v in np.asarray(per_set)[1:])
-    )
+    result = score_dataset(scores)
     if n_bad:
         out.err(f"{n_bad} image(s) could not be evaluated")
-    out.out(f"mean foreground jaccard: {acc.mean_foreground():.4f}")
+    if args.json:
+        d = result.to_dict()
+        d["postprocess"] = pp.to_dict()
+        out.out(json.dumps(d, indent=2))
+    else:
+        for line in evaluation_lines(result, pp):
+            out.out(line)
     return EXIT_BAD_INPUT if n_bad else EXIT_OK
 
 
-def _fg_jaccard(pred: Any, target: Any) -> float:
-    from cellseg_gui.core.metrics import foreground_jaccard
-
-    return float(foreground_jaccard(pred, target))
+def evaluation_lines(result: Any, pp: Any) -> list[str]:
+    """The table and summary of ``cellseg evaluate``: one row per image, then one line
+    per figure naming how it was combined; the last two are the headline figures."""
+    summ = result.instances
+    rows = [
+        f"{'image':<28} {'fg jaccard':>10} {'AP@0.5':>7} {'AP@0.75':>7} "
+        f"{'true':>6} {'pred':>6} {'merged':>6} {'split':>6}"
+    ]
+    for s in result.images:
+        name = s.name if len(s.name) <= 28 else s.name[:25] + "..."
+        i = s.instances
+        rows.append(
+            f"{name:<28} {s.fg_jaccard:>10.4f} {i.ap(0.5):>7.4f} {i.ap(0.75):>7.4f} "
+            f"{i.n_true:>6} {i.n_pred:>6} {i.merged:>6} {i.split:>6}"
+        )
+    if summ.sources != ("instances",):
+        rows.append("note: these are not instance masks; cells are their connected components")
+    rows += [
+        f"cells from the prediction: {pp.describe()}",
+        f"true cells (total): {summ.n_true}",
+        f"predicted cells (total): {summ.n_pred}",
+        f"matched at IoU 0.5 (total): {summ.matched}",
+        f"merged, one prediction over several true cells (total): {summ.merged}",
+        f"split, one true cell in several predictions (total): {summ.split}",
+        f"foreground jaccard (pooled over pixels): {result.fg_jaccard_pooled:.4f}",
+        f"AP@0.5 (pooled over cells): {summ.ap(0.5, pooled=True):.4f}",
+        f"AP@0.9 (mean over images): {summ.ap(0.9):.4f}",
+        f"AP@0.75 (mean over images): {summ.ap(0.75):.4f}",
+        f"foreground jaccard (mean over images): {result.fg_jaccard_mean:.4f}",
+        f"AP@0.5 (mean over images): {summ.ap(0.5):.4f}",
+    ]
+    return rows
 
 
 # --------------------------------------------------------------------------- export, info
@@ -702,7 +726,9 @@ def _drive(
             out.out(
                 f"epoch {ev.epoch + 1}{of}  train loss {_fmt(ev.train_loss)}  "
                 f"val loss {_fmt(ev.val_loss)}  train J {_fmt(ev.train_fg_jaccard)}  "
-                f"val J {_fmt(ev.val_fg_jaccard)}  lr {_fmt(ev.lr, '.2e')}  "
+                f"val J {_fmt(ev.val_fg_jaccard)}  "
+                + (f"val AP@0.5 {_fmt(ev.val_ap50)}  " if ev.val_ap50 is not None else "")
+                + f"lr {_fmt(ev.lr, '.2e')}  "
                 f"{ev.seconds:.1f}s  ETA {_fmt_time(ev.eta_seconds)}"
                 + ("  *best" if ev.is_best else "")
             )
@@ -871,6 +897,12 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             f"{_fmt(res.get('best_val_fg_jaccard'))} at epoch "
             f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1})"
         )
+        pp = res.get("postprocess")
+        if pp:
+            from cellseg_gui.core.postprocess import PostProcess
+
+            chosen = PostProcess.from_dict(pp)
+            out.out(f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)}")
     elif code == EXIT_INTERRUPTED:
         out.err("stopped before the first epoch ended: no model written")
     guard = res.get("guard_rail")
@@ -1164,12 +1196,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default="tif", choices=("tif", "png"), help="mask format (default tif)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="Jaccard of a model on a labelled folder", **kw)
+    p = sub.add_parser(
+        "evaluate",
+        help="foreground Jaccard and cell AP of a model on a labelled folder",
+        **kw,
+    )
     p.add_argument("model")
     p.add_argument("data", help="folder with images/ and masks/")
     p.add_argument("--tile", type=_positive_int, default=512)
     p.add_argument("--tta", action="store_true")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="the same figures as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

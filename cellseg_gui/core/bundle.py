@@ -33,6 +33,12 @@ from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.imageio import atomic_write_bytes, to_grey
 from cellseg_gui.core.normalize import normalize
 from cellseg_gui.core.palette import class_color
+from cellseg_gui.core.postprocess import (
+    DEFAULT_POSTPROCESS,
+    PostProcess,
+    postprocess_from_meta,
+    prediction_to_instances,
+)
 from cellseg_gui.core.predict import Prediction, predict_tiled, select_device
 from cellseg_gui.core.unet import UNet, build_model
 
@@ -110,6 +116,7 @@ def make_meta(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     name: str | None = None,
+    postprocess: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON record stored with a model (see the module docstring)."""
     if classes is None:
@@ -131,6 +138,8 @@ def make_meta(
         "normalization": norm.to_dict(),
         "training": training or {},
         "metrics": metrics or {},
+        # how predictions become cells (core.postprocess); exports carry it unchanged
+        "postprocess": postprocess or DEFAULT_POSTPROCESS.to_dict(),
         "versions": _versions(),
     }
     # Plain JSON types only (numpy scalars in training records become floats), so the
@@ -273,6 +282,22 @@ class _Predictor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def postprocess(self) -> tuple[PostProcess, str]:
+        """How this model's predictions become cells, and a note when the file has no
+        usable settings (older bundles: the defaults, said once by the caller)."""
+        return postprocess_from_meta(self.meta)
+
+    def predict_cells(
+        self, raw_image: np.ndarray, *, tile: int = 512, tta: bool = False
+    ) -> tuple[np.ndarray, Prediction]:
+        """Cell ids (int32, 0 = background) and the class prediction they came from: the
+        one path from a model file to cells, whichever format the file is."""
+        pred = self.predict(raw_image, tile=tile, tta=tta, return_probs=True)
+        pp, _ = self.postprocess
+        mode = str(self.meta.get("mask_mode") or "instances")
+        return prediction_to_instances(pred.labels, pred.probs, mode, pp), pred
 
     def _multiple(self) -> int:
         return self.model_config.size_multiple

@@ -145,6 +145,9 @@ class TrainConfig:
     amp: str = "auto"  # "auto" | "off" | "fp16" | "bf16"
     seed: int = 0
     tile: int = 512  # validation / prediction tile size
+    # cells: pick the post-processing (marker threshold, minimum size) on the validation
+    # images at the end of the run and store it in the bundle
+    tune_postprocess: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,11 +12,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cellseg_gui.core.config import NormConfig
 from cellseg_gui.core.imageio import IMAGE_EXTS, ImageReadError, read_image, read_mask
+from cellseg_gui.core.instances import as_instances
 from cellseg_gui.core.masks import detect_dataset_mode, mask_to_classes
 from cellseg_gui.core.normalize import normalize
 
@@ -52,6 +54,10 @@ class Sample:
     sha256: str
     n_classes: int
     mask_mode: str = ""  # the mode the mask was read in (auto resolved)
+    # the true cells as ids, for instance scores: the mask itself for instance masks,
+    # its connected components otherwise (``instance_source`` says which)
+    instances: np.ndarray | None = None
+    instance_source: str = ""
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -194,13 +200,15 @@ def load_samples(
     if mode == "auto":
         mode = detect_dataset_mode(masks) if masks else "instances"
 
-    converted: list[tuple[ImagePair, np.ndarray, np.ndarray | None, str, int]] = []
+    converted: list[tuple[ImagePair, np.ndarray, np.ndarray | None, str, int, Any]] = []
     for pair, image, mask, sha in loaded:
         target = None
+        cells: tuple[np.ndarray, str] | None = None
         k = 0
         if mask is not None:
             try:
                 target, k, _ = mask_to_classes(mask, mode, boundary_width)
+                cells = as_instances(mask, mode)
             except ValueError as exc:
                 errors.append(ImageReadError(pair.mask_path or pair.image_path, str(exc)))
                 continue
@@ -214,12 +222,12 @@ def load_samples(
                     )
                 )
                 continue
-        converted.append((pair, image, target, sha, k))
+        converted.append((pair, image, target, sha, k, cells))
 
     if n_classes is not None:
         common = n_classes
     else:
-        found = [k for *_, k in converted if k]
+        found = [k for *_, k, _ in converted if k]
         common = max(found) if found else (3 if mode == "instances" else 2)
     # Report in the order of the pairs, whatever stage found the problem.
     order: dict[Path, int] = {}
@@ -238,7 +246,9 @@ def load_samples(
             sha256=sha,
             n_classes=common,
             mask_mode=mode,
+            instances=None if cells is None else cells[0],
+            instance_source="" if cells is None else cells[1],
         )
-        for pair, image, target, sha, _ in converted
+        for pair, image, target, sha, _, cells in converted
     ]
     return samples, errors

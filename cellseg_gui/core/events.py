@@ -62,6 +62,8 @@ class EpochEnded:
     lr: float
     is_best: bool = False
     eta_seconds: float | None = None
+    val_ap50: float | None = None  # AP at IoU 0.5, mean over validation images
+    val_seconds: float | None = None  # what validation cost this epoch
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def mask_to_classes(
     raise ValueError(f"unknown mask mode {mode!r} (expected auto, {', '.join(MASK_MODES)})")
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
+def relabel(labels: np.ndarray) -> np.ndarray:
     """Ids 1..N in order of first appearance in raster order, int32."""
     ids = np.unique(labels)
     ids = ids[ids != 0]
@@ -148,7 +148,10 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def classes_to_instances(
-    labels: np.ndarray, probs: np.ndarray | None = None, min_size: int = 15
+    labels: np.ndarray,
+    probs: np.ndarray | None = None,
+    min_size: int = 15,
+    markers: np.ndarray | None = None,
 ) -> np.ndarray:
     """A class map (0 background, 1 cell, 2 boundary) -> int32 instance ids 1..N.
 
@@ -158,15 +161,16 @@ def classes_to_instances(
     reachable through the lowest boundary probability. Foreground blobs with no core
     (thin cells that are all boundary) become cells of their own. Objects smaller than
     ``min_size`` pixels are dropped as noise. A 2-class map (binary) gives its connected
-    components. Classes above 2 are not cells and count as background.
+    components. Classes above 2 are not cells and count as background. ``markers`` (a bool
+    map) replaces the class-1 pixels as the seeds (see ``core.postprocess``).
     """
     from skimage.segmentation import watershed
 
     lab = np.asarray(labels)
     if lab.ndim != 2:
         raise ValueError(f"labels must be 2D (H, W), got shape {lab.shape}")
-    core = lab == 1
-    fg = core | (lab == 2)
+    fg = (lab == 1) | (lab == 2)
+    core = (lab == 1) if markers is None else (np.asarray(markers, dtype=bool) & fg)
     four = ndi.generate_binary_structure(2, 1)
     cores, n = ndi.label(core, structure=four)
     if n and min_size:
@@ -200,64 +204,4 @@ def classes_to_instances(
         small[0] = False
         if small.any():
             grown = np.where(small[grown], 0, grown)
-    return _relabel(grown)
-
-
-def match_instances(gt: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> dict[str, float]:
-    """Match predicted cells to true cells one-to-one at an IoU threshold.
-
-    Returns tp, fp, fn, recall (tp / true cells), precision (tp / predicted cells),
-    f1, mean_iou (over matched pairs), n_gt, n_pred. With no true cells recall is 1.0,
-    with no predicted cells precision is 1.0, and empty vs empty scores 1.0 throughout,
-    the same convention as the Jaccard metrics.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    g = _check_integer(gt)
-    p = _check_integer(pred)
-    if g.shape != p.shape:
-        raise ValueError(f"shapes differ: ground truth {g.shape}, prediction {p.shape}")
-    g = g.ravel().astype(np.int64)
-    p = p.ravel().astype(np.int64)
-    g_sizes = np.bincount(g) if g.size else np.zeros(1, np.int64)
-    p_sizes = np.bincount(p) if p.size else np.zeros(1, np.int64)
-    n_gt = int(np.count_nonzero(g_sizes[1:]))
-    n_pred = int(np.count_nonzero(p_sizes[1:]))
-    tp = 0
-    matched: np.ndarray = np.zeros(0)
-    both = (g > 0) & (p > 0)
-    if both.any():
-        base = int(p.max()) + 1
-        codes, inter = np.unique(g[both] * base + p[both], return_counts=True)
-        gi, pi = codes // base, codes % base
-        ious = inter / (g_sizes[gi] + p_sizes[pi] - inter)
-        keep = ious >= iou
-        if keep.any():
-            gi, pi, ious = gi[keep], pi[keep], ious[keep]
-            gu, gidx = np.unique(gi, return_inverse=True)
-            pu, pidx = np.unique(pi, return_inverse=True)
-            score = np.zeros((gu.size, pu.size))
-            score[gidx, pidx] = ious
-            rows, cols = linear_sum_assignment(score, maximize=True)
-            matched = score[rows, cols]
-            matched = matched[matched >= iou]
-            tp = int(matched.size)
-    fp, fn = n_pred - tp, n_gt - tp
-    recall = tp / n_gt if n_gt else 1.0
-    precision = tp / n_pred if n_pred else 1.0
-    f1 = 2 * tp / (n_gt + n_pred) if (n_gt + n_pred) else 1.0
-    if tp:
-        mean_iou = float(matched.mean())
-    else:
-        mean_iou = 1.0 if n_gt == 0 and n_pred == 0 else 0.0
-    return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "recall": float(recall),
-        "precision": float(precision),
-        "f1": float(f1),
-        "mean_iou": mean_iou,
-        "n_gt": n_gt,
-        "n_pred": n_pred,
-    }
+    return relabel(grown)

@@ -46,12 +46,14 @@ from cellseg_gui.core.events import (
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
+from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess, tune_postprocess
 from cellseg_gui.core.predict import (
     class_argmax,
     predict_tiled,
     select_device,
     tune_cpu_allocator,
 )
+from cellseg_gui.core.scoring import score_image
 
 __all__ = [
     "fit",
@@ -385,6 +387,11 @@ class EvalResult:
     confusion: np.ndarray | None = None
     loss_sum: float = 0.0
     pixels: int = 0
+    # instance scores (None when the images carry no cell ids): AP@0.5, mean over images
+    ap50: float | None = None
+    per_image_ap50: dict[str, float] = field(default_factory=dict)
+    # with keep_predictions: each image's (class map, probabilities), for tuning
+    predictions: list = field(default_factory=list)
 
 
 def _forward_probs(model, image: np.ndarray, device, precision: str, tile: int) -> torch.Tensor:
@@ -412,13 +419,19 @@ def evaluate(
     tile: int = 512,
     dice: bool = True,
     class_weights: torch.Tensor | None = None,
+    postprocess: PostProcess = DEFAULT_POSTPROCESS,
+    keep_predictions: bool = False,
 ) -> EvalResult:
     """Score whole images: loss (same formula as training), per-class and foreground
-    Jaccard summed over images, and each image's own foreground Jaccard."""
+    Jaccard summed over images, each image's own foreground Jaccard and, where the
+    samples carry cell ids, AP@0.5 (``core.scoring``, the definition the CLI uses)."""
     was_training = model.training
     model.eval()
     acc = JaccardAccumulator(n_classes)
     per_image: dict[str, float] = {}
+    per_image_ap: dict[str, float] = {}
+    predictions: list = []
+    cells = any(s.instances is not None for s in samples)
     loss_sum, pixels = 0.0, 0
     try:
         for s in samples:
@@ -434,9 +447,20 @@ def evaluate(
             pred = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
             target = np.asarray(s.target)
             acc.update(pred, target)
-            p, t = pred > 0, target > 0
-            union = int((p | t).sum())
-            per_image[s.name] = 1.0 if union == 0 else float((p & t).sum()) / union
+            probs_np = probs.cpu().numpy() if (cells or keep_predictions) else None
+            if keep_predictions:
+                predictions.append((pred, probs_np))
+            if s.instances is not None:
+                score = score_image(
+                    s.name, pred, probs_np, target, s.instances, s.mask_mode or "instances",
+                    postprocess, source=s.instance_source or "instances",
+                )  # fmt: skip
+                per_image[s.name] = score.fg_jaccard
+                per_image_ap[s.name] = score.ap50
+            else:
+                p, t = pred > 0, target > 0
+                union = int((p | t).sum())
+                per_image[s.name] = 1.0 if union == 0 else float((p & t).sum()) / union
     finally:
         model.train(was_training)
     return EvalResult(
@@ -447,6 +471,9 @@ def evaluate(
         confusion=acc.cm.copy() if hasattr(acc, "cm") else None,
         loss_sum=loss_sum,
         pixels=pixels,
+        ap50=float(np.mean(list(per_image_ap.values()))) if per_image_ap else None,
+        per_image_ap50=per_image_ap,
+        predictions=predictions,
     )
 
 
@@ -465,6 +492,7 @@ def _empty_history() -> dict[str, list]:
         "val_loss": [],
         "train_fg_jaccard": [],
         "val_fg_jaccard": [],
+        "val_ap50": [],
         "train_jaccard": [],
         "val_jaccard": [],
         "lr": [],
@@ -685,6 +713,9 @@ def _fit(
     history = _empty_history()
     best_score, best_epoch, best_state = -1.0, -1, None
     best_per_image: dict[str, float] = {}
+    best_ap50: float | None = None
+    best_per_image_ap: dict[str, float] = {}
+    postprocess: PostProcess | None = None  # chosen on the validation images at the end
     start_epoch, global_step, elapsed_before = 0, 0, 0.0
     resumed_bad_epochs = None
     np_rng = np.random.default_rng(cfg.seed + rank)
@@ -694,12 +725,15 @@ def _fit(
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         history = ckpt["history"]
+        history.setdefault("val_ap50", [None] * len(history.get("epoch", [])))
         start_epoch = int(ckpt["epoch"]) + 1
         global_step = int(ckpt["global_step"])
         elapsed_before = float(ckpt.get("elapsed", 0.0))
         best_score, best_epoch = float(ckpt["best_score"]), int(ckpt["best_epoch"])
         best_state = ckpt.get("best_state")
         best_per_image = ckpt.get("best_per_image", {})
+        best_ap50 = ckpt.get("best_ap50")
+        best_per_image_ap = ckpt.get("best_per_image_ap", {})
         gen.set_state(ckpt["rng"]["sampler"])
         augmenter.load_state_dict(ckpt["rng"]["augment"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -726,6 +760,7 @@ def _fit(
     }
 
     def write_bundle(state, metrics: dict, extra: dict | None = None) -> str | None:
+        pp = postprocess or DEFAULT_POSTPROCESS
         if out_path is None or not is_main or state is None:
             return None
         m = build_model(cfg.model)
@@ -734,7 +769,7 @@ def _fit(
         meta = make_meta(
             cfg.model, classes=classes, mask_mode=mask_mode, boundary_width=cfg.boundary_width,
             channels=cfg.channels, norm=cfg.norm, training=training, metrics=metrics,
-            name=Path(out_path).stem,
+            name=Path(out_path).stem, postprocess=pp.to_dict(),
         )  # fmt: skip
         save_bundle(out_path, m, meta)
         return str(out_path)
@@ -881,9 +916,11 @@ def _fit(
         train_loss = float(dist.all_reduce_sum(loss_sum, world)) / max(1, steps_done * world)
         train_pc = [float(v) for v in jaccard_from_confusion(cm_np)]
         train_fg = _fg_from_confusion(cm_np)
+        tv = time.perf_counter()
         ev = _distributed_evaluate(
             model, val_s, n_classes, device, precision, cfg, weights, world, rank
         )
+        val_secs = time.perf_counter() - tv
         (epoch_elapsed,) = dist.max_values([elapsed_before + time.perf_counter() - t0], world)
         val_fg = ev.fg_jaccard
         is_best = val_fg > best_score
@@ -891,6 +928,7 @@ def _fit(
             best_score, best_epoch = val_fg, epoch
             best_state = _state_cpu(model)
             best_per_image = dict(ev.per_image)
+            best_ap50, best_per_image_ap = ev.ap50, dict(ev.per_image_ap50)
             bad_epochs = 0
         elif progress(epoch_elapsed) >= sched.patience_from():
             bad_epochs += 1
@@ -900,6 +938,7 @@ def _fit(
         history["val_loss"].append(ev.loss)
         history["train_fg_jaccard"].append(train_fg)
         history["val_fg_jaccard"].append(val_fg)
+        history["val_ap50"].append(ev.ap50)
         history["train_jaccard"].append(train_pc)
         history["val_jaccard"].append(ev.per_class)
         history["lr"].append(float(opt.param_groups[0]["lr"]))
@@ -916,7 +955,7 @@ def _fit(
                 train_loss=train_loss, val_loss=ev.loss, train_jaccard=tuple(train_pc),
                 val_jaccard=tuple(ev.per_class), train_fg_jaccard=train_fg,
                 val_fg_jaccard=val_fg, seconds=secs, lr=history["lr"][-1], is_best=is_best,
-                eta_seconds=eta,
+                eta_seconds=eta, val_ap50=ev.ap50, val_seconds=val_secs,
             )  # fmt: skip
             losses = {
                 train_s[i].name: float(img_loss[i] / img_count[i])
@@ -928,34 +967,42 @@ def _fit(
         if is_best:
             write_bundle(
                 best_state,
-                {"val_fg_jaccard": best_score, "best_epoch": best_epoch},
-                {"best_epoch": best_epoch, "per_image_val_jaccard": best_per_image},
+                {"val_fg_jaccard": best_score, "val_ap50": best_ap50, "best_epoch": best_epoch},
+                {
+                    "best_epoch": best_epoch,
+                    "per_image_val_jaccard": best_per_image,
+                    "per_image_val_ap50": best_per_image_ap,
+                },
             )
         if checkpoint_path is not None and is_main:
             _atomic_torch_save(
-                _plain({
-                    "cfg": cfg.to_dict(),
-                    "model": _state_cpu(model),
-                    "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "epoch": epoch,
-                    "global_step": global_step,
-                    "elapsed": now,
-                    "history": history,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "best_per_image": best_per_image,
-                    "bad_epochs": bad_epochs,
-                    "split": {"train": train_names, "val": val_list},
-                    "lr_finder": lr_finder,
-                    "rng": {
-                        "sampler": gen.get_state(),
-                        "augment": augmenter.state_dict(),
-                        "torch": torch.get_rng_state(),
-                        "numpy": np_rng.bit_generator.state,
-                    },
-                }),
+                _plain(
+                    {
+                        "cfg": cfg.to_dict(),
+                        "model": _state_cpu(model),
+                        "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "epoch": epoch,
+                        "global_step": global_step,
+                        "elapsed": now,
+                        "history": history,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "best_state": best_state,
+                        "best_per_image": best_per_image,
+                        "best_ap50": best_ap50,
+                        "best_per_image_ap": best_per_image_ap,
+                        "bad_epochs": bad_epochs,
+                        "split": {"train": train_names, "val": val_list},
+                        "lr_finder": lr_finder,
+                        "rng": {
+                            "sampler": gen.get_state(),
+                            "augment": augmenter.state_dict(),
+                            "torch": torch.get_rng_state(),
+                            "numpy": np_rng.bit_generator.state,
+                        },
+                    }
+                ),
                 Path(checkpoint_path),
             )
         if stop:
@@ -980,6 +1027,10 @@ def _fit(
             message = (message + " " if message else "") + guard["text"]
     if reason == CANCELLED and not message:
         message = "stopped by the user; kept the best model so far"
+    if best_state is not None and is_main and reason != DIVERGED and cfg.tune_postprocess:
+        postprocess = _tune_postprocess(
+            best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode
+        )
     result = {
         "best_val_fg_jaccard": best_score if best_epoch >= 0 else None,
         "best_epoch": best_epoch if best_epoch >= 0 else None,
@@ -987,6 +1038,9 @@ def _fit(
         "split": {"train": list(train_names), "val": list(val_list)},
         "guard_rail": guard,
         "per_image_val_jaccard": best_per_image,
+        "best_val_ap50": best_ap50,
+        "per_image_val_ap50": best_per_image_ap,
+        "postprocess": postprocess.to_dict() if postprocess else None,
         "precision": precision,
         "device": str(device),
         "steps": global_step,
@@ -996,10 +1050,16 @@ def _fit(
     if best_state is not None:
         bundle = write_bundle(
             best_state,
-            {"val_fg_jaccard": result["best_val_fg_jaccard"], "best_epoch": result["best_epoch"]},
+            {
+                "val_fg_jaccard": result["best_val_fg_jaccard"],
+                # AP with the tuned post-processing where it was tuned (what users get)
+                "val_ap50": postprocess.val_ap50 if postprocess else best_ap50,
+                "best_epoch": result["best_epoch"],
+            },
             {
                 "best_epoch": result["best_epoch"],
                 "per_image_val_jaccard": best_per_image,
+                "per_image_val_ap50": best_per_image_ap,
                 "guard_rail": guard,
                 "finished": reason,
             },
@@ -1027,13 +1087,35 @@ def _distributed_evaluate(model, val_s, n_classes, device, precision, cfg, weigh
         torch.tensor([ev.loss_sum, float(ev.pixels)], dtype=torch.float64, device=device), world
     ).cpu()
     per_image = dist.gather_dict(ev.per_image, world)
+    per_image_ap = dist.gather_dict(ev.per_image_ap50, world)
     return EvalResult(
         loss=float(sums[0] / max(sums[1], 1.0)),
         per_class=[float(v) for v in jaccard_from_confusion(cm)],
         fg_jaccard=_fg_from_confusion(cm),
         per_image=per_image,
         confusion=cm,
+        ap50=float(np.mean(list(per_image_ap.values()))) if per_image_ap else None,
+        per_image_ap50=per_image_ap,
     )
+
+
+def _tune_postprocess(best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode):
+    """Post-processing settings chosen on the validation images with the best weights
+    (rank 0 alone: the search is numpy work, a few seconds)."""
+    from cellseg_gui.core.unet import build_model
+
+    scored = [s for s in val_s if s.instances is not None]
+    if not scored:
+        return None
+    m = build_model(cfg.model)
+    m.load_state_dict(best_state)
+    m.to(device)
+    ev = evaluate(
+        m, scored, n_classes, device, precision=precision, tile=cfg.tile, dice=cfg.dice,
+        class_weights=weights, keep_predictions=True,
+    )  # fmt: skip
+    pp, _ = tune_postprocess(ev.predictions, [s.instances for s in scored], mask_mode)
+    return pp
 
 
 def _guard_rail(

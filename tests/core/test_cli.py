@@ -203,6 +203,61 @@ def test_predict_instances_writes_int_labels(model_path, tmp_path, capsys):
     assert tifffile.imread(tmp_path / "o" / "a.tif").dtype == np.int32
 
 
+def _with_postprocess(src: Path, dst: Path, pp: dict) -> Path:
+    from cellseg_gui.core.bundle import load_bundle, save_bundle
+
+    b = load_bundle(src, "cpu")
+    save_bundle(dst, b.model, dict(b.meta, postprocess=pp))
+    return dst
+
+
+def test_every_model_format_gives_the_same_cells(model_path, tmp_path, capsys):
+    """The bundle's post-processing travels into TorchScript and ONNX: predict --instances
+    with each file gives the same cells, and the settings are the bundle's own."""
+    pp = {"marker_threshold": 0.7, "min_size": 3, "chosen": "tuned on 2 validation image(s)"}
+    bundle = _with_postprocess(model_path, tmp_path / "pp.cellseg", pp)
+    models = {"bundle": bundle}
+    for fmt, ext in (("torchscript", "pt"), ("onnx", "onnx")):
+        models[fmt] = tmp_path / f"m.{ext}"
+        code, _, err = _run(capsys, "export", bundle, "--format", fmt, "--out", models[fmt])
+        assert code == 0, err
+    img, _ = _blobs(3)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    cells = {}
+    for name, path in models.items():
+        code, out, err = _run(
+            capsys, "predict", path, tmp_path / "a.tif", "--out", tmp_path / name, "--instances"
+        )
+        assert code == 0, err
+        assert "cells: marker threshold 0.7, minimum size 3 px (tuned on 2" in err
+        cells[name] = tifffile.imread(tmp_path / name / "a.tif")
+    assert cells["bundle"].max() > 0
+    assert np.array_equal(cells["bundle"], cells["torchscript"])
+    assert np.array_equal(cells["bundle"], cells["onnx"])
+
+
+def test_old_bundle_without_postprocess_uses_defaults_and_says_so(model_path, tmp_path, capsys):
+    import json as _json
+    import zipfile
+
+    old = tmp_path / "old.cellseg"
+    with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".json"):
+                meta = _json.loads(data)
+                meta.pop("postprocess", None)
+                data = _json.dumps(meta).encode()
+            dst.writestr(item, data)
+    tifffile.imwrite(tmp_path / "a.tif", _blobs(0)[0])
+    code, _, err = _run(
+        capsys, "predict", old, tmp_path / "a.tif", "--out", tmp_path / "o", "--instances"
+    )
+    assert code == 0, err
+    assert "no post-processing settings" in err and "using the defaults" in err
+    assert "Traceback" not in err
+
+
 def test_predict_empty_folder(model_path, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, "predict", model_path, tmp_path / "empty", "--out", tmp_path / "o")
@@ -230,15 +285,57 @@ needs_dataset = pytest.mark.skipif(not _has_dataset_module(), reason="core/datas
 
 
 @needs_dataset
-def test_evaluate_table_and_last_line(model_path, tmp_path, capsys):
+def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     code, out, err = _run(capsys, "evaluate", model_path, data)
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[-1].startswith("mean foreground jaccard: ")
-    value = float(lines[-1].split(": ")[1])
-    assert 0.0 <= value <= 1.0 and len(lines[-1].split(": ")[1]) == 6
-    assert sum(ln.split()[0] in ("im0", "im1", "im2") for ln in lines) == 3
+    assert lines[-2].startswith("foreground jaccard (mean over images): ")
+    assert lines[-1].startswith("AP@0.5 (mean over images): ")
+    rows = [ln.split() for ln in lines if ln.split()[0] in ("im0", "im1", "im2")]
+    assert len(rows) == 3
+    fg = float(lines[-2].rsplit(": ", 1)[1])
+    ap = float(lines[-1].rsplit(": ", 1)[1])
+    # the headline is the mean of the table's own columns, not another figure
+    assert fg == pytest.approx(np.mean([float(r[1]) for r in rows]), abs=1e-4)
+    assert ap == pytest.approx(np.mean([float(r[2]) for r in rows]), abs=1e-4)
+    assert sum(int(r[4]) for r in rows) == 12  # four discs in each image
+    code, js, _ = _run(capsys, "evaluate", model_path, data, "--json")
+    d = json.loads(js)
+    assert d["fg_jaccard_mean_over_images"] == pytest.approx(fg, abs=1e-4)
+    assert d["ap_mean_over_images"]["0.5"] == pytest.approx(ap, abs=1e-4)
+    assert d["true_cells"] == 12 and len(d["images"]) == 3
+
+
+def test_evaluate_scores_cells_of_a_perfect_prediction(tmp_path, capsys, monkeypatch):
+    """With a model that predicts the mask itself, AP is 1 and the counts match."""
+    from cellseg_gui.core import bundle as bundle_mod
+    from cellseg_gui.core.masks import instances_to_classes
+    from cellseg_gui.core.predict import Prediction
+
+    data = _dataset(tmp_path / "d")
+    model = _tiny_bundle(tmp_path / "m.cellseg", "instances")
+    truth = {}
+    for i in range(3):
+        img = tifffile.imread(data / "images" / f"im{i}.tif")
+        inst = np.zeros((64, 64), np.uint16)
+        for k, (y, x) in enumerate([(4, 4), (4, 40), (40, 4), (36, 30 + i)]):
+            inst[y : y + 14, x : x + 12] = 10 + k  # the last two touch in im2
+        tifffile.imwrite(data / "masks" / f"im{i}.tif", inst)
+        truth[img.tobytes()] = inst
+
+    def perfect(self, raw, **kw):
+        labels = instances_to_classes(truth[np.asarray(raw).tobytes()])
+        probs = np.stack([labels == k for k in range(3)]).astype(np.float32)
+        return Prediction(labels=labels, probs=probs)
+
+    monkeypatch.setattr(bundle_mod._Predictor, "predict", perfect)
+    code, out, err = _run(capsys, "evaluate", model, data)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-1] == "AP@0.5 (mean over images): 1.0000"
+    assert lines[-2] == "foreground jaccard (mean over images): 1.0000"
+    assert "true cells (total): 12" in lines and "predicted cells (total): 12" in lines
 
 
 @needs_dataset
@@ -258,7 +355,9 @@ def test_evaluate_reports_bad_masks_and_goes_on(classes_model, tmp_path, capsys)
     assert len(errors) == 2
     assert any("im1.tif" in e and "64x50" in e for e in errors)
     assert any("im2.tif" in e and "classes" in e for e in errors)
-    assert out.strip().splitlines()[-1].startswith("mean foreground jaccard: ")
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("AP@0.5 (mean over images): ")
+    assert "not instance masks; cells are their connected components" in out
 
 
 @needs_dataset
@@ -303,11 +402,18 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     run_notes = err
     assert target.exists()
     assert "epoch 1/1" in out
+    epoch_line = next(ln for ln in out.splitlines() if ln.startswith("epoch 1/1"))
+    ap_shown = float(epoch_line.split("val AP@0.5 ")[1].split()[0])
     rows = list(csv.DictReader(open(tmp_path / "m_history.csv")))
     assert len(rows) == 1 and "train_loss" in rows[0] and "val_fg_jaccard" in rows[0]
+    assert float(rows[0]["val_ap50"]) == pytest.approx(ap_shown, abs=1e-4)
     from cellseg_gui.core.bundle import read_bundle_meta
 
     meta = read_bundle_meta(target)
+    # the run chose its post-processing on its validation image and says so
+    assert meta["postprocess"]["chosen"] == "tuned on 1 validation image(s)"
+    assert 0.0 <= meta["metrics"]["val_ap50"] <= 1.0
+    assert f"validation AP@0.5 {meta['metrics']['val_ap50']:.4f}" in out
     assert meta["architecture"]["hidden"] == 4 and meta["mask_mode"] == "instances"
     # downsample auto: the run says what it chose and the bundle records that number
     chosen = meta["architecture"]["downsample"]

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from cellseg_gui.core.imageio import read_mask
+from cellseg_gui.core.instances import score_instances
 from cellseg_gui.core.masks import (
     classes_to_instances,
     detect_dataset_mode,
     detect_mask_mode,
     instances_to_classes,
     mask_to_classes,
-    match_instances,
 )
 
 
@@ -183,37 +183,6 @@ def test_probabilities_steer_the_growth() -> None:
 # ----------------------------------------------------------------------------- matching
 
 
-def test_match_instances_hand_computed() -> None:
-    gt = np.zeros((20, 20), np.int32)
-    gt[0:10, 0:10] = 1  # 100 px
-    gt[12:16, 12:16] = 2  # 16 px, missed
-    pred = np.zeros((20, 20), np.int32)
-    pred[0:10, 2:12] = 5  # overlap 80, union 120: IoU 2/3
-    pred[17:19, 0:3] = 9  # a false positive
-    r = match_instances(gt, pred)
-    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
-    assert r["recall"] == 0.5 and r["precision"] == 0.5
-    assert r["mean_iou"] == pytest.approx(2 / 3)
-    assert match_instances(gt, pred, iou=0.7)["tp"] == 0
-
-
-def test_match_is_one_to_one() -> None:
-    gt = np.zeros((4, 4), np.int32)
-    gt[:2, :] = 1  # 8 px
-    pred = np.zeros((4, 4), np.int32)
-    pred[:2, :2], pred[:2, 2:] = 1, 2  # each IoU exactly 0.5 with the one cell
-    r = match_instances(gt, pred, iou=0.5)
-    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 0)
-
-
-def test_match_empty_and_shape_mismatch() -> None:
-    empty = np.zeros((5, 5), np.int32)
-    r = match_instances(empty, empty)
-    assert r["recall"] == r["precision"] == r["mean_iou"] == 1.0
-    with pytest.raises(ValueError, match="shapes differ"):
-        match_instances(empty, empty.T[:4])
-
-
 def test_real_round_trip_recovers_cells(phc_dir: Path) -> None:
     """instances -> 3 classes -> instances on all 15 hand-drawn usiigaci masks."""
     tp = n_gt = 0
@@ -221,11 +190,11 @@ def test_real_round_trip_recovers_cells(phc_dir: Path) -> None:
         gt = read_mask(path)
         labels, n, _ = mask_to_classes(gt, mode="auto", boundary_width=2)
         assert n == 3
-        r = match_instances(gt, classes_to_instances(labels), iou=0.5)
-        assert r["recall"] >= 0.95, (path.name, r)
-        assert r["mean_iou"] > 0.9, (path.name, r)
-        tp += r["tp"]
-        n_gt += r["n_gt"]
+        r = score_instances(gt, classes_to_instances(labels))
+        assert r.matched / r.n_true >= 0.95, (path.name, r)
+        assert r.mean_matched_iou > 0.9, (path.name, r)
+        tp += r.matched
+        n_gt += r.n_true
     assert n_gt == 1000  # 15 images, 41..114 cells each
     assert tp / n_gt >= 0.95
 
@@ -233,8 +202,8 @@ def test_real_round_trip_recovers_cells(phc_dir: Path) -> None:
 def test_real_nuclei_round_trip(nuclei_dir: Path) -> None:
     gt = read_mask(nuclei_dir / "masks" / "img2d.tif")
     back = classes_to_instances(instances_to_classes(gt))
-    r = match_instances(gt, back)
-    assert r["recall"] >= 0.95 and r["n_gt"] == 125
+    r = score_instances(gt, back)
+    assert r.matched / r.n_true >= 0.95 and r.n_true == 125
 
 
 def test_using_the_data_layer_loads_no_torch(tmp_path: Path) -> None:
@@ -245,12 +214,12 @@ def test_using_the_data_layer_loads_no_torch(tmp_path: Path) -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from cellseg_gui.core import imageio, masks, normalize\n"
+        "from cellseg_gui.core import imageio, instances, masks, normalize\n"
         "inst = np.zeros((20, 20), np.uint16); inst[2:9, 2:9] = 40; inst[9:18, 9:18] = 77\n"
         f"imageio.write_mask({str(tmp_path / 'm.tif')!r}, inst)\n"
         f"m = imageio.read_mask({str(tmp_path / 'm.tif')!r})\n"
         "back = masks.classes_to_instances(masks.mask_to_classes(m)[0], min_size=1)\n"
-        "assert masks.match_instances(m, back)['tp'] == 2\n"
+        "assert instances.score_instances(m, back).matched == 2\n"
         "normalize.percentile_normalize(m)\n"
         "print('torch' in sys.modules)\n"
     )

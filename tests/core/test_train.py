@@ -90,7 +90,9 @@ def test_fit_yields_events_and_writes_a_bundle_with_its_record(tmp_path: Path) -
     samples = make_samples()
     out = tmp_path / "m.cellseg"
     events, fin = run(samples, tiny_cfg(), out_path=out, mask_mode="binary")
-    assert isinstance(events[0], Started) and events[0].precision == "fp32"
+    # auto precision is the machine's: bf16 where the CPU has AVX512-BF16 or AMX
+    expected = resolve_precision("auto", torch.device("cpu"))
+    assert isinstance(events[0], Started) and events[0].precision == expected
     assert sum(isinstance(e, StepEnded) for e in events) == 6
     epochs = [e for e in events if isinstance(e, EpochEnded)]
     assert len(epochs) == 2 and all(len(e.train_jaccard) == 2 for e in epochs)

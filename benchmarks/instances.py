@@ -1,0 +1,190 @@
+"""Countable cells: train ``fit`` with default settings for 10 minutes on the usiigaci-phc
+training split (set01..set45), then score set46..set50 as ``cellseg evaluate`` does:
+AP@0.5 (mean over images, with the post-processing the run tuned and stored in its
+bundle), AP@0.75, foreground Jaccard (mean over images), cell counts, and what validation
+cost per epoch. Repeats with seeds 0..N-1 and prints one JSON line with medians.
+
+    python benchmarks/instances.py [--minutes 10] [--runs 3] [--threads 2]
+        [--set loss.separation_weight=10 ...]   # a trial against the defaults
+        [--keep DIR]                              # keep each run's bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cellseg_gui.core.bundle import load_bundle  # noqa: E402
+from cellseg_gui.core.config import TrainConfig  # noqa: E402
+from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.events import EpochEnded, Finished  # noqa: E402
+from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS  # noqa: E402
+from cellseg_gui.core.scoring import score_dataset, score_image  # noqa: E402
+from cellseg_gui.core.train import evaluate, fit  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("CELLSEG_TEST_DATA", ROOT.parent / "shared" / "data"))
+VAL = ["set46", "set47", "set48", "set49", "set50"]
+
+
+def _apply(cfg: TrainConfig, assignment: str) -> None:
+    key, _, raw = assignment.partition("=")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    *parents, leaf = key.split(".")
+    obj = cfg
+    for name in parents:
+        obj = getattr(obj, name)
+    if not hasattr(obj, leaf):
+        raise SystemExit(f"error: --set {assignment}: no setting {key!r}")
+    setattr(obj, leaf, value)
+
+
+def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:
+    t0 = time.perf_counter()
+    fin = None
+    val_secs: list[float] = []
+    epoch_secs: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "inst.cellseg"
+        for ev in fit(samples, cfg, val_names=VAL, out_path=out, mask_mode="instances"):
+            if isinstance(ev, EpochEnded):
+                val_secs.append(ev.val_seconds or 0.0)
+                epoch_secs.append(ev.seconds)
+                print(
+                    f"epoch {ev.epoch + 1}: val fg J {ev.val_fg_jaccard:.3f} "
+                    f"AP@0.5 {ev.val_ap50 if ev.val_ap50 is not None else float('nan'):.3f} "
+                    f"({ev.seconds:.0f} s, validation {ev.val_seconds:.1f} s)",
+                    file=sys.stderr,
+                )
+            elif isinstance(ev, Finished):
+                fin = ev
+        train_s = time.perf_counter() - t0
+        if fin is None or not fin.bundle_path:
+            raise SystemExit(f"training failed: {fin and fin.message}")
+        if keep:
+            shutil.copyfile(out, keep / f"seed{cfg.seed}.cellseg")
+        b = load_bundle(out, device="cpu")
+    pp, _ = b.postprocess
+    val = [s for s in samples if s.name in VAL]
+    ev = evaluate(b.model, val, b.n_classes, torch.device("cpu"), keep_predictions=True)
+    figures = {}
+    for label, chosen in (("tuned", pp), ("default_postprocess", DEFAULT_POSTPROCESS)):
+        ds = score_dataset(
+            [
+                score_image(s.name, lab, probs, s.target, s.instances, "instances", chosen)
+                for s, (lab, probs) in zip(val, ev.predictions, strict=True)
+            ]
+        )
+        figures[label] = ds
+    ds = figures["tuned"]
+    summ = ds.instances
+    return {
+        "val_ap50": summ.ap(0.5),
+        "val_ap50_default_postprocess": figures["default_postprocess"].ap50_mean,
+        "val_ap75": summ.ap(0.75),
+        "val_fg_jaccard": ds.fg_jaccard_mean,
+        "true_cells": summ.n_true,
+        "predicted_cells": summ.n_pred,
+        "merged": summ.merged,
+        "split": summ.split,
+        "per_image_ap50": {s.name: round(s.ap50, 4) for s in ds.images},
+        "postprocess": pp.to_dict(),
+        "epochs": len(fin.result["history"]["epoch"]),
+        "steps": fin.result["steps"],
+        "train_seconds": round(train_s, 1),
+        "val_seconds_per_epoch": round(statistics.median(val_secs), 2) if val_secs else None,
+        "val_share_of_epoch": (
+            round(sum(val_secs) / max(sum(epoch_secs), 1e-9), 3)  # epochs include it
+            if val_secs
+            else None
+        ),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "usiigaci-phc")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--keep", type=Path, help="folder to keep each run's bundle in")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.keep:
+        a.keep.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig.for_device("cpu")
+    base.minutes, base.epochs, base.mask_mode = a.minutes, 0, "instances"
+    for assignment in a.set:
+        _apply(base, assignment)
+    samples, errors = load_samples(
+        find_pairs(a.data), mask_mode="instances", boundary_width=base.boundary_width,
+        norm=base.norm,
+    )  # fmt: skip
+    if errors:
+        print("\n".join(str(e) for e in errors), file=sys.stderr)
+    runs = []
+    for seed in range(a.first_seed, a.first_seed + a.runs):
+        cfg = TrainConfig.from_dict(base.to_dict())
+        cfg.seed = seed
+        runs.append(one_run(samples, cfg, a.keep))
+        print(json.dumps({"seed": seed, **runs[-1]}), file=sys.stderr)
+
+    def med(key: str) -> dict:
+        vals = [r[key] for r in runs if r[key] is not None]
+        return {
+            "median": round(statistics.median(vals), 4),
+            "min": round(min(vals), 4),
+            "max": round(max(vals), 4),
+        }
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "instances",
+                "minutes": a.minutes,
+                "runs": len(runs),
+                "overrides": a.set,
+                "threads": torch.get_num_threads(),
+                **{
+                    k: med(k)
+                    for k in (
+                        "val_ap50",
+                        "val_ap50_default_postprocess",
+                        "val_ap75",
+                        "val_fg_jaccard",
+                        "predicted_cells",
+                        "merged",
+                        "epochs",
+                        "steps",
+                        "val_seconds_per_epoch",
+                        "val_share_of_epoch",
+                    )
+                },  # fmt: skip
+                "true_cells": runs[0]["true_cells"],
+                "postprocess": [r["postprocess"] for r in runs],
+                "targets": {"val_ap50": ">= 0.70", "val_fg_jaccard": "no lower than today"},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
