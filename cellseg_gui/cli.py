@@ -232,12 +232,15 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
     from cellseg_gui.core.imageio import read_image, write_mask
 
+    if (args.measure or args.rois) and not args.instances:
+        raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
     predictor = _load_model(args.model, args.device)
     files, errors = _collect_images(args.inputs)
     for e in errors:
         out.error(e)
     if not files:
         return EXIT_BAD_INPUT
+    summary: list[dict[str, Any]] = []
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = predictor.meta
@@ -270,13 +273,28 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         if args.instances:
             n = int(labels.max()) if labels.size else 0  # ids are 1..N
             write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
-            out.out(f"{path.name} -> {target}  ({n} cells)")
+            extra = ""
+            if args.measure or args.rois:
+                from cellseg_gui.core.measure import export_cells
+
+                row, written = export_cells(
+                    out_dir, stem, labels, raw, measure=args.measure, rois=args.rois
+                )
+                if args.measure:
+                    summary.append(dict(row, image=path.name))
+                extra = "".join(f", {p.name}" for p in written)
+            out.out(f"{path.name} -> {target}  ({n} cells{extra})")
         else:
             write_mask(target, pred.labels.astype(np.uint8))
             fg = float((pred.labels > 0).mean())
             out.out(f"{path.name} -> {target}  (foreground {100 * fg:.1f}%)")
         out.bar((i + 1) / len(files), f"{i + 1}/{len(files)} images")
     out.clear_bar()
+    if summary:
+        from cellseg_gui.core.measure import write_csv
+
+        write_csv(out_dir / "cells_summary.csv", summary)
+        out.out(f"summary: {out_dir / 'cells_summary.csv'}")
     if n_bad:
         out.err(f"{n_bad} of {len(files) + len(errors)} input(s) failed")
         return EXIT_BAD_INPUT
@@ -471,6 +489,11 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
     metrics = meta.get("metrics") or {}
     if metrics:
         lines.append("metrics: " + ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in metrics.items()))
+    if meta.get("mask_mode") == "instances" or "postprocess" in meta:
+        from cellseg_gui.core.postprocess import postprocess_from_meta
+
+        pp, note = postprocess_from_meta(meta)
+        lines.append(f"cells: {note}" if note else f"cells: {pp.describe()}")
     training = meta.get("training") or {}
     if training:
         hist = training.get("history") or {}
@@ -557,6 +580,9 @@ def _train_config(args: argparse.Namespace) -> Any:
         ("steps_per_epoch", "steps_per_epoch"),
         ("patience", "patience"),
         ("val_fraction", "val_fraction"),
+        ("boundary", "boundary_mode"),
+        ("boundary_width", "boundary_width"),
+        ("separation_weight", "separation_weight"),
     ):
         value = getattr(args, attr, None)
         if value is None:
@@ -1194,6 +1220,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--ext", default="tif", choices=("tif", "png"), help="mask format (default tif)")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="with --instances: NAME_cells.csv per image (area, centroid, bounding box, "
+        "perimeter, eccentricity, solidity, mean/min/max intensity) and cells_summary.csv",
+    )
+    p.add_argument(
+        "--rois",
+        action="store_true",
+        help="with --instances: NAME_rois.zip per image, a Fiji/ImageJ ROI set (ROI Manager)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -1253,6 +1290,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--val", metavar="NAMES", help="comma-separated validation image names")
     p.add_argument("--val-fraction", type=float, dest="val_fraction")
+    p.add_argument(
+        "--boundary",
+        choices=("touching", "all"),
+        help="instance masks: boundary class only where cells touch (default) or around every cell",
+    )
+    p.add_argument(
+        "--boundary-width", type=_positive_int, dest="boundary_width",
+        help="boundary width in pixels (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--separation-weight", type=float, dest="separation_weight",
+        help="U-Net paper's loss weight w0 on pixels between touching cells (default 0: off)",
+    )  # fmt: skip
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run")
     p.add_argument("--init", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (default MODEL.ckpt)")

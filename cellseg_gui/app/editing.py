@@ -287,24 +287,9 @@ class Editor(QObject):
                     return cand
         return None
 
-    def _prediction(self, name: str) -> np.ndarray | None:
-        w = self.window
-        fn = getattr(w, "prediction", None)
-        if callable(fn):
-            pred = fn(name)
-            return getattr(pred, "labels", pred)
-        for attr in ("predictions",):
-            d = getattr(w, attr, None)
-            if isinstance(d, dict) and name in d:
-                pred = d[name]
-                pred = pred[0] if isinstance(pred, tuple) else pred
-                return getattr(pred, "labels", pred)
-        if name == self.current:
-            for attr in ("prediction_labels", "pred_labels", "prediction"):
-                arr = getattr(self.canvas, attr, None)
-                if isinstance(arr, np.ndarray):
-                    return arr
-        return None
+    def _prediction(self, name: str):
+        """The window's latest prediction of ``name`` (class map and cells), or None."""
+        return self.window.prediction(name)
 
     def _classes(self) -> list[tuple[str, tuple[int, ...]]]:
         p = self.project
@@ -558,22 +543,25 @@ class Editor(QObject):
         doc = self.document(name, create=True)
         if doc is None:
             return False
-        values = self._prediction_values(doc, np.asarray(pred), region)
+        values = self._prediction_values(doc, pred, region)
         text = "Accept prediction" + (" (region)" if region is not None else "")
         return self.push(name, E.accept_prediction(doc.data, values, region), text)
 
-    def _prediction_values(
-        self, doc: MaskDocument, pred: np.ndarray, region: E.Region | None
-    ) -> np.ndarray:
-        """The prediction in the document's values: class ids, or for instance masks new
-        cells (numbered after the existing ones) split from the predicted class map."""
+    def _prediction_values(self, doc: MaskDocument, shown, region: E.Region | None) -> np.ndarray:
+        """The prediction in the document's values: class ids, or for instance masks the
+        predicted cells (the model's own post-processing, as shown and as the CLI writes
+        them), numbered after the ids already in the mask so none collide."""
+        pred = np.asarray(shown.labels)
         if doc.mode == "binary":
             return (pred != 0).astype(doc.data.dtype)
         if not doc.is_instances:
             return pred.astype(doc.data.dtype)
-        from cellseg_gui.core.masks import classes_to_instances
+        if shown.cells is not None:
+            inst = np.array(shown.cells, dtype=np.int32)
+        else:
+            from cellseg_gui.core.masks import classes_to_instances
 
-        inst = classes_to_instances(pred).astype(np.int32)
+            inst = classes_to_instances(pred).astype(np.int32)
         if region is not None:  # cells cut by the region edge keep only their inside part
             y0, x0, y1, x1 = region.bbox
             keep = np.zeros(inst.shape, bool)

@@ -14,6 +14,7 @@ the canvas, actions, editing and training docks and restores the saved layout. W
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,19 @@ MENUS = ("File", "Edit", "View", "Train", "Help")
 LAYOUT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class ShownPrediction:
+    """What the window holds of one image's latest prediction."""
+
+    labels: np.ndarray  # uint8 class map
+    probability: np.ndarray | None  # float16 probability of the chosen class
+    cells: np.ndarray | None  # int32 cell ids from the model's post-processing
+
+    @property
+    def n_cells(self) -> int:
+        return 0 if self.cells is None else int(self.cells.max(initial=0))
+
+
 class MainWindow(WindowActions, QMainWindow):
     currentImageChanged = Signal(str)
     projectOpened = Signal(object)
@@ -56,7 +70,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.resize(1400, 900)
         self.project: Project | None = None
         self.current_name: str | None = None
-        self.predictions: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.predictions: dict[str, ShownPrediction] = {}
         self._gt: dict[str, np.ndarray] = {}
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
@@ -186,19 +200,41 @@ class MainWindow(WindowActions, QMainWindow):
             gt = self._read_gt(name, raw.shape[:2])
         self.canvas.set_gt(gt)
         pred = self.predictions.get(name)
-        self.canvas.set_prediction(*(pred if pred else (None, None)))
+        if pred is None:
+            self.canvas.set_prediction(None, None)
+        else:
+            self.canvas.set_prediction(pred.labels, pred.probability, pred.cells)
+        self._update_legend()
         self.image_list.select(name)
         self.currentImageChanged.emit(name)
+        self._say_cells(name)
         return True
 
-    def set_prediction(self, name: str, labels, probability=None) -> None:
+    def prediction(self, name: str) -> ShownPrediction | None:
+        return self.predictions.get(name)
+
+    def set_prediction(self, name: str, labels, probability=None, cells=None) -> None:
+        """The latest prediction of ``name``: class map, probability of the chosen class
+        and, from the model's own post-processing, its cells (int32 ids)."""
         if labels is None:
             self.predictions.pop(name, None)
         else:
-            self.predictions[name] = (np.asarray(labels, np.uint8), probability)
-        self.image_list.model_.update(name, has_pred=labels is not None)
+            self.predictions[name] = ShownPrediction(
+                np.asarray(labels, np.uint8),
+                probability,
+                None if cells is None else np.asarray(cells, np.int32),
+            )
+        n_cells = None if cells is None else int(np.asarray(cells).max(initial=0))
+        self.image_list.model_.update(name, has_pred=labels is not None, n_cells=n_cells)
         if name == self.current_name:
-            self.canvas.set_prediction(labels, probability)
+            self.canvas.set_prediction(labels, probability, cells)
+            self._update_legend()
+            self._say_cells(name)
+
+    def _say_cells(self, name: str) -> None:
+        pred = self.predictions.get(name)
+        if pred is not None and pred.cells is not None:
+            self.statusBar().showMessage(f"{name}: {pred.n_cells} cells predicted")
 
     def set_ground_truth(self, name: str, labels) -> None:
         self._gt[name] = labels
@@ -208,6 +244,9 @@ class MainWindow(WindowActions, QMainWindow):
 
     def set_val_jaccard(self, name: str, value: float | None) -> None:
         self.image_list.model_.update(name, val_jaccard=value)
+
+    def set_val_ap50(self, name: str, value: float | None) -> None:
+        self.image_list.model_.update(name, val_ap50=value)
 
     def refresh_splits(self) -> None:
         """Show the project's train/val/excluded roles again (a first run writes its
@@ -220,6 +259,10 @@ class MainWindow(WindowActions, QMainWindow):
                 self.image_list.model_.update(e.name, split=role)
 
     # ------------------------------------------------------------------ reading
+    def read_raw(self, name: str) -> np.ndarray:
+        """The image as stored (for measurements: intensities in the file's units)."""
+        return read_image(self.project.image_path(name), channels="keep")
+
     def _read_raw(self, name: str) -> np.ndarray:
         raw = read_image(self.project.image_path(name), channels="keep")
         if raw.ndim == 3 and raw.shape[2] not in (3, 4):
@@ -267,6 +310,17 @@ class MainWindow(WindowActions, QMainWindow):
             self.project.colors() if self.project else [(0, 0, 0), (46, 204, 113), (241, 196, 15)]
         )
         entries = [(n, cols[i]) for i, n in enumerate(names) if i > 0]
+        canvas = self.canvas  # None until finish_setup builds it
+        if (
+            canvas is not None
+            and canvas.cells is not None
+            and self.overlays.checks["pred"].isChecked()
+        ):
+            from cellseg_gui.widgets.canvas import CELL_LUT
+
+            entries.append(
+                ("predicted cells (a colour each)", tuple(int(v) for v in CELL_LUT[1, :3]))
+            )
         if self.overlays.checks["diff"].isChecked():
             entries += [("false positive", FP_COLOR), ("false negative", FN_COLOR)]
         self.legend.set_entries(entries)

@@ -320,32 +320,44 @@ def predict_job(
 
         from cellseg_gui.core.bundle import load_bundle
         from cellseg_gui.core.imageio import read_image, read_mask
+        from cellseg_gui.core.instances import as_instances
         from cellseg_gui.core.masks import mask_to_classes
-        from cellseg_gui.core.metrics import foreground_jaccard
+        from cellseg_gui.core.scoring import score_image
 
         bundle = load_bundle(bundle_path)
         meta = bundle.meta
+        pp, note = bundle.postprocess
         yield Started(
             job="predict", device=str(bundle.device), precision="fp32", total_steps=len(pairs)
         )
+        if note:
+            yield Message(note, level="warning")
         for i, pair in enumerate(pairs):
             if token.cancelled:
                 yield Finished(CANCELLED, "prediction stopped")
                 return
             try:
                 raw = read_image(pair.image_path, channels=meta.get("channels", "grey"))
-                pred = bundle.predict(raw, tile=tile, return_probs=True)
+                cells, pred = bundle.predict_cells(raw, tile=tile)
                 prob = None if pred.probs is None else pred.probs.max(axis=0).astype(np.float16)
-                jac = None
+                jac = ap = None
                 if pair.mask_path:
-                    target, _, _ = mask_to_classes(
-                        read_mask(pair.mask_path),
+                    mask = read_mask(pair.mask_path)
+                    target, _, used = mask_to_classes(
+                        mask,
                         mode=meta.get("mask_mode", "auto"),
                         boundary_width=int(meta.get("boundary_width", 2)),
                     )
                     if target.shape == pred.labels.shape:
-                        jac = float(foreground_jaccard(pred.labels, target))
-                yield Predicted(i, len(pairs), pair.name, pred.labels, prob, jac)
+                        truth, source = as_instances(mask, used)
+                        score = score_image(
+                            pair.name, pred.labels, pred.probs, target, truth,
+                            meta.get("mask_mode") or used, pp, source=source, cells=cells,
+                        )  # fmt: skip
+                        jac, ap = score.fg_jaccard, score.ap50
+                yield Predicted(
+                    i, len(pairs), pair.name, pred.labels, prob, jac, cells=cells, ap50=ap
+                )
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                 yield Predicted(i, len(pairs), pair.name, None, None, None, error=str(exc))
         yield Finished(DONE, f"predicted {len(pairs)} image(s)")

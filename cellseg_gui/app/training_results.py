@@ -76,13 +76,14 @@ class TrainingResults:
         if ev.error or ev.labels is None:
             self._status(f"{ev.name}: {ev.error}")
             return
-        self.window.set_prediction(ev.name, ev.labels, ev.probability)
+        self.window.set_prediction(ev.name, ev.labels, ev.probability, ev.cells)
         self.panel.on_progress(
             ev.index + 1, ev.total, f"Predicted {ev.index + 1}/{ev.total}: {ev.name}"
         )
         if ev.jaccard is not None:
             self.val_jaccard[ev.name] = ev.jaccard
             self._set_list_jaccard(ev.name, ev.jaccard)
+            self.window.set_val_ap50(ev.name, ev.ap50)
             self._gallery_add(ev)
 
     def _set_list_jaccard(self, name: str, jaccard: float) -> None:
@@ -107,7 +108,9 @@ class TrainingResults:
 
             gt, _, _ = mask_to_classes(read_mask(pair.mask_path), mode=self._config().mask_mode)
             img = read_image(pair.image_path)
-            self.gallery.update_item(GalleryItem(ev.name, ev.jaccard, img, gt, ev.labels))
+            self.gallery.update_item(
+                GalleryItem(ev.name, ev.jaccard, img, gt, ev.labels, ap50=ev.ap50)
+            )
         except Exception as exc:  # noqa: BLE001 - a thumbnail is not worth an error dialog
             log.debug("gallery: %s", exc)
 

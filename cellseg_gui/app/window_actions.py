@@ -34,6 +34,13 @@ class WindowActions:
         self._act("File", "&Add images…", self._add_images_dialog, "Ctrl+I")
         self._act("File", "Save p&roject", self.save_project, "Ctrl+Shift+S")
         self.menu("File").addSeparator()
+        from cellseg_gui.app.cell_export import export_cells_dialog
+
+        self._act("File", "Export cells of this image…", lambda: export_cells_dialog(self, False))
+        self._act(
+            "File", "Export cells of all predicted images…", lambda: export_cells_dialog(self, True)
+        )
+        self.menu("File").addSeparator()
         self._act("File", "&Quit", self.close, QKeySequence.StandardKey.Quit)
         o = self.overlays
         self._act("View", "Ground truth overlay", lambda: o.toggle("gt"), "Ctrl+G")

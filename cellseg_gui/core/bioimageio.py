@@ -245,10 +245,22 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
     ]
     lines += [f"| {i} | {c.get('name', i)} |" for i, c in enumerate(classes)]
     if meta.get("mask_mode") == "instances":
+        from cellseg_gui.core.postprocess import postprocess_from_meta
+
+        pp, _ = postprocess_from_meta(meta)
+        thr = (
+            f"the pixels whose *cell* probability is at least {pp.marker_threshold:g}"
+            if pp.marker_threshold is not None
+            else "the pixels whose most likely class is *cell*"
+        )
         lines += [
             "",
-            "Cells were trained as *cell* with a *boundary* class between touching cells: "
-            "connected components of the cell class give instances.",
+            "Cells were trained as *cell* with a *boundary* class between touching cells. "
+            f"To get one id per cell as cellseg does: markers are {thr} (4-connected "
+            "components); grow them by a watershed on the *boundary* probability through "
+            "the pixels whose most likely class is not background; drop cells under "
+            f"{pp.min_size} pixels. These settings ({pp.chosen}) are in "
+            "`config.cellseg_gui.postprocess` of rdf.yaml.",
         ]
     lines += [
         "",
@@ -402,6 +414,8 @@ def build_rdf(
                 "version": __version__,
                 "test_shape": list(test_shape),
                 "bundle_meta": json.loads(json.dumps(meta, default=str)),
+                # how cellseg turns the output into cells (core.postprocess)
+                "postprocess": json.loads(json.dumps(meta.get("postprocess"), default=str)),
             }
         },
     }

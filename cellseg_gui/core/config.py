@@ -116,7 +116,11 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # data
     mask_mode: str = "auto"  # "auto" | "binary" | "classes" | "instances"
-    boundary_width: int = 2
+    # instance masks: the boundary class drawn only where cells touch ("touching"), the
+    # lines that keep them apart, or around every cell ("all"); its width in pixels.
+    # Measured on usiigaci (benchmarks/instances.py): touching, 3 px.
+    boundary_width: int = 3
+    boundary_mode: str = "touching"
     channels: str = "grey"  # "grey" | "keep"
     crop: int = 256
     batch_size: int = 4  # CPU: more optimiser steps per minute; step cost grows with batch
@@ -126,6 +130,10 @@ class TrainConfig:
     # loss
     class_weights: list[float] | None = None
     dice: bool = True
+    # the U-Net paper's separation-border weight w0 on pixels between touching cells
+    # (instance masks only; 0 turns it off) and its width sigma in pixels
+    separation_weight: float = 0.0
+    separation_sigma: float = 5.0
     # optimiser and schedule
     optimizer: str = "adamw"  # "sgd" | "adam" | "adamw"
     lr: float = 3e-3

@@ -95,6 +95,8 @@ class Predicted:
     probability: Any | None = None  # np.ndarray float16 (H, W): prob of the chosen class
     jaccard: float | None = None  # foreground Jaccard where ground truth exists
     error: str | None = None
+    cells: Any | None = None  # np.ndarray int32 (H, W): predicted cell ids, 0 = background
+    ap50: float | None = None  # cell AP@0.5 where ground truth exists (core.scoring)
 
 
 @dataclass(frozen=True)

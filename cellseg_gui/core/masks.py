@@ -96,17 +96,34 @@ def instance_boundaries(instances: np.ndarray, boundary_width: int = 2) -> np.nd
     return (hi != lo) & (inst != 0)
 
 
-def instances_to_classes(instances: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+def touching_boundaries(instances: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+    """Bool map of cell pixels within ``boundary_width`` pixels of *another cell* (not of
+    the background): the lines that keep touching cells apart."""
+    inst = _check_integer(instances)
+    if boundary_width <= 0:
+        return np.zeros(inst.shape, dtype=bool)
+    fp = _disk(int(boundary_width))
+    top = np.iinfo(inst.dtype).max if inst.dtype.kind in "ui" else 1
+    hi = ndi.maximum_filter(inst, footprint=fp, mode="nearest")
+    lo = ndi.minimum_filter(np.where(inst == 0, top, inst), footprint=fp, mode="nearest")
+    return (inst != 0) & ((hi > inst) | (lo < inst))
+
+
+def instances_to_classes(
+    instances: np.ndarray, boundary_width: int = 2, *, touching_only: bool = False
+) -> np.ndarray:
     """Instance ids -> uint8 classes 0 background, 1 cell, 2 boundary.
 
     The boundary is the inside rim of each cell, ``boundary_width`` pixels wide, so two
-    touching cells are kept apart by ``2 * boundary_width`` boundary pixels.
+    touching cells are kept apart by ``2 * boundary_width`` boundary pixels. With
+    ``touching_only`` the rim is drawn only where a cell touches another one.
     """
     inst = _check_integer(instances)
     if inst.size and inst.dtype.kind == "i" and int(inst.min()) < 0:
         raise ValueError(f"instance ids must be >= 0, found {int(inst.min())}")
     out = (inst != 0).astype(np.uint8)
-    out[instance_boundaries(inst, boundary_width)] = 2
+    edge = touching_boundaries if touching_only else instance_boundaries
+    out[edge(inst, boundary_width)] = 2
     return out
 
 

@@ -48,13 +48,16 @@ def score_image(
     pp: PostProcess = DEFAULT_POSTPROCESS,
     *,
     source: str = "instances",
+    cells: np.ndarray | None = None,
 ) -> ImageScore:
-    """Scores of one predicted image against its mask (as classes and as cell ids)."""
+    """Scores of one predicted image against its mask (as classes and as cell ids).
+    ``cells``: the prediction's cell ids when the caller already has them."""
     p = np.asarray(pred_labels) > 0
     t = np.asarray(true_classes) > 0
     if p.shape != t.shape:
         raise ValueError(f"prediction shape {p.shape} differs from the mask's {t.shape}")
-    cells = prediction_to_instances(pred_labels, pred_probs, mask_mode, pp)
+    if cells is None:
+        cells = prediction_to_instances(pred_labels, pred_probs, mask_mode, pp)
     return ImageScore(
         name=name,
         fg_inter=int(np.count_nonzero(p & t)),

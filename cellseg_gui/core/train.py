@@ -158,6 +158,8 @@ class CropSampler:
         device: torch.device,
         foreground_bias: float,
         gen: torch.Generator,
+        levels: list[np.ndarray] | None = None,
+        n_classes: int = 0,
     ) -> None:
         self.crop = int(crop)
         self.bias = float(foreground_bias)
@@ -167,12 +169,16 @@ class CropSampler:
         self.fg: list[np.ndarray] = []
         self.offsets: list[tuple[int, int]] = []
         self.widths: list[int] = []  # original widths: foreground indices are flat in them
-        for img, tgt in zip(images, targets, strict=True):
+        for i, (img, tgt) in enumerate(zip(images, targets, strict=True)):
             h, w = tgt.shape
             self.widths.append(int(w))
             ph, pw = max(0, self.crop - h), max(0, self.crop - w)
             x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
             y = torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.uint8)).long()
+            if levels is not None:
+                # separation weights ride in the class map (class + K * level), so every
+                # geometric augmentation moves them with the classes; see split_weights
+                y = y + int(n_classes) * torch.from_numpy(levels[i]).long()
             if ph or pw:
                 # reflect where the image is large enough, else repeat the edge
                 mode = "reflect" if ph < h and pw < w else "replicate"
@@ -182,6 +188,7 @@ class CropSampler:
             self.targets.append(y.to(device))
             self.fg.append(np.flatnonzero(np.asarray(tgt) > 0).astype(np.int64))
             self.offsets.append((int(y.shape[-2]), int(y.shape[-1])))
+        self.weighted = levels is not None
 
     def positions(self, idx: int) -> tuple[int, int]:
         h, w = self.offsets[idx]
@@ -210,10 +217,50 @@ class CropSampler:
         return torch.stack(xs), torch.stack(ys), boxes
 
 
-def _make_sampler(samples, crop, device, bias, gen) -> CropSampler:
+def training_targets(samples: list, cfg: TrainConfig) -> list:
+    """The samples with the class maps this run trains on: with ``boundary_mode``
+    "touching", instance masks get their boundary class only where cells touch."""
+    if cfg.boundary_mode == "all":
+        return samples
+    if cfg.boundary_mode != "touching":
+        raise ValueError(f"boundary_mode must be 'all' or 'touching', not {cfg.boundary_mode!r}")
+    from dataclasses import replace
+
+    from cellseg_gui.core.masks import instances_to_classes
+
+    return [
+        replace(s, target=instances_to_classes(s.instances, cfg.boundary_width, touching_only=True))
+        if s.instances is not None and s.mask_mode == "instances"
+        else s
+        for s in samples
+    ]
+
+
+def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> CropSampler:
+    levels = None
+    if cfg is not None and cfg.separation_weight > 0:
+        if all(s.instances is not None and s.mask_mode == "instances" for s in samples):
+            from cellseg_gui.core.separation import separation_weights, weight_levels
+
+            levels = [
+                weight_levels(
+                    separation_weights(s.instances, cfg.separation_weight, cfg.separation_sigma),
+                    cfg.separation_weight,
+                )
+                for s in samples
+            ]
     return CropSampler(
-        [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen
-    )
+        [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
+        levels=levels, n_classes=n_classes,
+    )  # fmt: skip
+
+
+def split_weights(y: torch.Tensor, n_classes: int, w0: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded targets (class + K * level) -> (classes, per-pixel loss weights)."""
+    from cellseg_gui.core.separation import WEIGHT_LEVELS
+
+    level = torch.div(y, n_classes, rounding_mode="floor")
+    return y - level * n_classes, 1.0 + level.float() * (w0 / WEIGHT_LEVELS)
 
 
 # --------------------------------------------------------------------------- resolution
@@ -279,8 +326,10 @@ def segmentation_loss(
     *,
     class_weights: torch.Tensor | None = None,
     dice: bool = True,
+    pixel_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy (+ soft Dice over the foreground classes).
+    """Cross-entropy (+ soft Dice over the foreground classes); with ``pixel_weights``
+    (B, H, W) the cross-entropy is their weighted mean (separation borders).
 
     Returns (loss, per-crop cross-entropy (B,)) — the second feeds the noisy-label finder
     at no extra cost.
@@ -288,7 +337,10 @@ def segmentation_loss(
     logits = logits.float()
     ce_map = F.cross_entropy(logits, target, weight=class_weights, reduction="none")
     per_crop = ce_map.mean(dim=(1, 2))
-    loss = per_crop.mean()
+    if pixel_weights is None:
+        loss = per_crop.mean()
+    else:
+        loss = (ce_map * pixel_weights).sum() / pixel_weights.sum()
     if dice and logits.shape[1] > 1:
         probs = logits.softmax(1)[:, 1:]
         onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
@@ -648,6 +700,7 @@ def _fit(
         train_names, val_list = split_train_val(names, cfg.val_fraction, cfg.seed)
     if not train_names:
         raise ValueError("no training images left after the validation split")
+    by_name = {s.name: s for s in training_targets(list(by_name.values()), cfg)}
     train_s = [by_name[n] for n in train_names]
     val_s = [by_name[n] for n in val_list]
     n_classes = max(int(s.n_classes) for s in samples)
@@ -704,7 +757,10 @@ def _fit(
         else None
     )
     gen = torch.Generator().manual_seed(int(cfg.seed) * 1000 + rank)
-    sampler = _make_sampler(train_s, cfg.crop, device, cfg.foreground_bias, gen)
+    sampler = _make_sampler(
+        train_s, cfg.crop, device, cfg.foreground_bias, gen, cfg=cfg, n_classes=n_classes
+    )
+    weighted = sampler.weighted
     augmenter = Augmenter(cfg.augment, seed=int(cfg.seed) * 1000 + 7 + rank)
     spe = _steps_per_epoch(cfg, train_s, world)
     time_limit = float(cfg.minutes) * 60.0 if cfg.minutes else None
@@ -856,9 +912,14 @@ def _fit(
             x, y, boxes = sampler.batch(idx)
             if augmenter.enabled:
                 x, y = augmenter(x, y)
+            pixel_w = None
+            if weighted:
+                y, pixel_w = split_weights(y, n_classes, cfg.separation_weight)
             with autocast_context(device, precision):
                 logits = train_model(x)
-            loss, per_crop = segmentation_loss(logits, y, class_weights=weights, dice=cfg.dice)
+            loss, per_crop = segmentation_loss(
+                logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w
+            )
             opt.zero_grad(set_to_none=True)
             if precision == "fp16":
                 scaler.scale(loss).backward()
@@ -1027,10 +1088,13 @@ def _fit(
             message = (message + " " if message else "") + guard["text"]
     if reason == CANCELLED and not message:
         message = "stopped by the user; kept the best model so far"
-    if best_state is not None and is_main and reason != DIVERGED and cfg.tune_postprocess:
-        postprocess = _tune_postprocess(
-            best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode
-        )
+    # A stopped run ends at once (Stop must answer within seconds): its bundle keeps the
+    # default post-processing, and says so.
+    if best_state is not None and is_main and reason not in (DIVERGED, CANCELLED):
+        if cfg.tune_postprocess:
+            postprocess = _tune_postprocess(
+                best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode
+            )
     result = {
         "best_val_fg_jaccard": best_score if best_epoch >= 0 else None,
         "best_epoch": best_epoch if best_epoch >= 0 else None,

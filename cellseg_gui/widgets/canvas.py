@@ -34,6 +34,33 @@ def make_lut(colors: list[tuple[int, int, int]]) -> np.ndarray:
     return lut
 
 
+def make_cell_lut() -> np.ndarray:
+    """256x4 RGBA lookup for cell ids (id k drawn as index 1 + (k - 1) % 255): bright,
+    saturated hues spaced by the golden angle, so neighbouring cells differ, and none
+    close to the ground truth's filled green."""
+    import colorsys
+
+    lut = np.zeros((256, 4), np.uint8)
+    for k in range(1, 256):
+        hue = (0.62 + k * 0.381966) % 1.0
+        if 0.22 < hue < 0.45:  # greens: the ground truth's colour
+            hue = (hue + 0.3) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+        lut[k] = (int(r * 255), int(g * 255), int(b * 255), 255)
+    return lut
+
+
+CELL_LUT = make_cell_lut()
+
+
+def cell_index(cells: np.ndarray) -> np.ndarray:
+    """uint8 index image of int cell ids for CELL_LUT (0 stays background)."""
+    c = np.asarray(cells)
+    out = ((c.astype(np.int64) - 1) % 255 + 1).astype(np.uint8)
+    out[c == 0] = 0
+    return out
+
+
 def _outline(labels: np.ndarray) -> np.ndarray:
     """Pixels whose 4-neighbour differs (the edge of each class region)."""
     edge = np.zeros(labels.shape, bool)
@@ -79,6 +106,8 @@ class ImageCanvas(QWidget):
         self.gt: np.ndarray | None = None
         self.pred: np.ndarray | None = None
         self.prob: np.ndarray | None = None
+        self.cells: np.ndarray | None = None  # predicted cell ids, int32
+        self._cells_index: np.ndarray | None = None
         self.lut = make_lut(DEFAULT_PALETTE)
         self.class_names: list[str] = ["background", "cell", "boundary"]
         self.visible = {"gt": True, "pred": True, "diff": False}
@@ -105,7 +134,7 @@ class ImageCanvas(QWidget):
             hi = lo + 1
         self.image_item.setImage(raw, autoLevels=False, levels=(lo, hi))
         self.hist.setLevels(lo, hi)
-        self.gt = self.pred = self.prob = None
+        self.gt = self.pred = self.prob = self.cells = self._cells_index = None
         self._shown.clear()
         for item in self.layers.values():
             item.clear()
@@ -116,9 +145,19 @@ class ImageCanvas(QWidget):
         self.gt = None if labels is None else np.asarray(labels, np.uint8)
         self._recolor_all(("gt", "diff"))
 
-    def set_prediction(self, labels: np.ndarray | None, prob: np.ndarray | None = None) -> None:
+    def set_prediction(
+        self,
+        labels: np.ndarray | None,
+        prob: np.ndarray | None = None,
+        cells: np.ndarray | None = None,
+    ) -> None:
+        """A class prediction and, where the model gives them, its cells: these are drawn
+        each in its own colour (outlined or filled), so predictions never share the
+        ground truth's class colours."""
         self.pred = None if labels is None else np.asarray(labels, np.uint8)
         self.prob = prob
+        self.cells = None if cells is None or labels is None else np.asarray(cells)
+        self._cells_index = None if self.cells is None else cell_index(self.cells)
         self._recolor_all(("pred", "diff"))
 
     def set_palette(self, colors: list[tuple[int, int, int]], names: list[str] | None = None):
@@ -165,6 +204,8 @@ class ImageCanvas(QWidget):
             out[g & ~p] = 2
             return out
         labels = self.gt if layer == "gt" else self.pred
+        if layer == "pred" and self._cells_index is not None:
+            labels = self._cells_index
         if labels is None:
             return None
         if self.filled[layer]:
@@ -185,6 +226,8 @@ class ImageCanvas(QWidget):
             return
         self._shown[layer] = idx
         lut = DIFF_LUT if layer == "diff" else self.lut
+        if layer == "pred" and self._cells_index is not None:
+            lut = CELL_LUT
         item.set_data(idx, lut)
 
     def _recolor_all(self, layers=("gt", "pred", "diff")) -> None:
@@ -273,6 +316,8 @@ class ImageCanvas(QWidget):
             if self.prob is not None:
                 pr = self.prob[k, r, c] if self.prob.ndim == 3 else self.prob[r, c]
                 text += f" ({float(pr):.2f})"
+            if self.cells is not None and self.cells.shape == (h, w) and self.cells[r, c]:
+                text += f", cell {int(self.cells[r, c])} of {int(self.cells.max())}"
             parts.append(text)
         return "   ".join(parts)
 

@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import QLabel, QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 TP = np.array([46, 204, 113], np.float32)  # both say foreground
 FP = np.array([231, 76, 200], np.float32)  # predicted, not in ground truth
@@ -25,6 +34,7 @@ class GalleryItem:
     image: Any  # np.ndarray (H, W) or (C, H, W) float, for the background
     gt: Any | None  # uint8 (H, W) class map
     pred: Any | None  # uint8 (H, W) class map
+    ap50: float | None = None  # cell AP@0.5 where ground truth exists
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -86,10 +96,22 @@ class Gallery(QWidget):
             "<span style='color:#1abceb'>■</span> missed"
         )
         self.legend.setWordWrap(True)
+        self.sort = QComboBox()
+        self.sort.addItem("Sort by Jaccard", "jaccard")
+        self.sort.addItem("Sort by cell AP@0.5", "ap50")
+        self.sort.setToolTip(
+            "Jaccard: how well the cell pixels were found; cell AP@0.5: how many cells came "
+            "out whole and separate (touching cells merged count against it)"
+        )
+        self.sort.currentIndexChanged.connect(lambda _i: self._rebuild())
         self.empty = QLabel("Train a model to see where it succeeds and fails.")
+        self.items: dict[str, GalleryItem] = {}
+        top = QHBoxLayout()
+        top.addWidget(self.legend, 1)
+        top.addWidget(self.sort)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        layout.addWidget(self.legend)
+        layout.addLayout(top)
         layout.addWidget(self.empty)
         layout.addWidget(self.list, 1)
 
@@ -100,21 +122,26 @@ class Gallery(QWidget):
         side = max(48, min(self.thumb, self.list.height() - text))
         if side != self.list.iconSize().width():
             self.list.setIconSize(QSize(side, side))
-            self.list.setGridSize(QSize(max(side + 16, 96), side + text - 16))
+            self.list.setGridSize(QSize(max(side + 16, 124), side + text - 16))
+
+    @property
+    def sort_key(self) -> str:
+        return str(self.sort.currentData())
+
+    def set_sort(self, key: str) -> None:
+        self.sort.setCurrentIndex(self.sort.findData(key))
+
+    def _score(self, it: GalleryItem) -> float | None:
+        return it.ap50 if self.sort_key == "ap50" else it.jaccard
 
     def set_items(self, items: list[GalleryItem]) -> None:
-        """Replace the gallery. Items without a Jaccard (no ground truth) go last."""
-        self.list.clear()
-        ranked = sorted(
-            items,
-            key=lambda it: (it.jaccard is None, it.jaccard if it.jaccard is not None else 0.0),
-        )
-        for it in ranked:
-            self._add(it)
-        self.empty.setVisible(not ranked)
+        """Replace the gallery. Items without the sort's score (no ground truth) go last."""
+        self.items = {it.name: it for it in items}
+        self._rebuild()
 
     def update_item(self, item: GalleryItem) -> None:
         """Add or replace one image, keeping the worst-first order."""
+        self.items[item.name] = item
         for row in range(self.list.count()):
             if self.list.item(row).data(Qt.ItemDataRole.UserRole) == item.name:
                 self.list.takeItem(row)
@@ -122,18 +149,37 @@ class Gallery(QWidget):
         self._add(item)
         self.empty.setVisible(False)
 
+    def _rebuild(self) -> None:
+        self.list.clear()
+        ranked = sorted(
+            self.items.values(),
+            key=lambda it: (self._score(it) is None, self._score(it) or 0.0, it.name),
+        )
+        for it in ranked:
+            self._add(it)
+        self.empty.setVisible(not ranked)
+
     def _add(self, it: GalleryItem) -> None:
-        text = it.name if it.jaccard is None else f"{it.name}\nJ {it.jaccard:.3f}"
+        lines = [it.name]
+        scores = []
+        if it.jaccard is not None:
+            scores.append(f"J {it.jaccard:.2f}")
+        if it.ap50 is not None:
+            scores.append(f"AP {it.ap50:.2f}")
+        if scores:
+            lines.append(" · ".join(scores))
+        text = "\n".join(lines)
         entry = QListWidgetItem(
             QIcon(to_pixmap(difference_rgb(it.image, it.gt, it.pred, self.thumb))), text
         )
         entry.setData(Qt.ItemDataRole.UserRole, it.name)
-        entry.setData(Qt.ItemDataRole.UserRole + 1, it.jaccard)
+        score = self._score(it)
+        entry.setData(Qt.ItemDataRole.UserRole + 1, score)
         entry.setToolTip(text.replace("\n", " · "))
         row = self.list.count()
         for r in range(self.list.count()):
             j = self.list.item(r).data(Qt.ItemDataRole.UserRole + 1)
-            if it.jaccard is not None and (j is None or j > it.jaccard):
+            if score is not None and (j is None or j > score):
                 row = r
                 break
         self.list.insertItem(row, entry)

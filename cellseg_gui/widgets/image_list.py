@@ -47,6 +47,8 @@ class Entry:
     has_pred: bool = False
     split: str = "train"
     val_jaccard: float | None = None
+    val_ap50: float | None = None  # cell AP@0.5 of the latest prediction
+    n_cells: int | None = None  # cells in the latest prediction
     unsaved: bool = False
     error: str | None = None
     thumb: QIcon | None = None
@@ -122,9 +124,15 @@ class ImageListModel(QAbstractListModel):
         if e.has_pred:
             parts.append("pred")
         parts.append({"train": "train", "val": "val", "excluded": "excluded"}[e.split])
+        scores = []
         if e.val_jaccard is not None:
-            parts.append(f"J {e.val_jaccard:.2f}")
-        return " · ".join(parts)
+            scores.append(f"J {e.val_jaccard:.2f}")
+        if e.val_ap50 is not None:
+            scores.append(f"AP {e.val_ap50:.2f}")
+        if e.n_cells is not None:
+            scores.append(f"{e.n_cells} cells")
+        # scores on a line of their own: the list is narrow
+        return " · ".join(parts) + ("\n" + " · ".join(scores) if scores else "")
 
     def update(self, name: str, **changes) -> None:
         row = self.row_of(name)
@@ -134,6 +142,23 @@ class ImageListModel(QAbstractListModel):
             setattr(self.entries[row], k, v)
         idx = self.index(row)
         self.dataChanged.emit(idx, idx)
+
+    def sort_by(self, key: str) -> None:
+        """Order the list: "name", or "jaccard" / "ap50" worst first (images without the
+        score last, by name)."""
+        if key == "name":
+            order = sorted(self.entries, key=lambda e: e.name)
+        else:
+            attr = {"jaccard": "val_jaccard", "ap50": "val_ap50"}[key]
+
+            def score(e: Entry) -> tuple[bool, float, str]:
+                v = getattr(e, attr)
+                return (v is None, 0.0 if v is None else float(v), e.name)
+
+            order = sorted(self.entries, key=score)
+        self.layoutAboutToBeChanged.emit()
+        self.entries = order
+        self.layoutChanged.emit()
 
     def _make_one(self) -> None:
         if not self._pending or self.loader is None:
@@ -152,6 +177,13 @@ class ImageListModel(QAbstractListModel):
         self._pending = [e.name for e in self.entries if e.thumb is None and not e.error]
         while self._pending:
             self._make_one()
+
+
+SORT_KEYS = {
+    "name": "name",
+    "jaccard": "Jaccard, worst first",
+    "ap50": "cell AP@0.5, worst first",
+}
 
 
 class ImageList(QListView):
@@ -205,4 +237,16 @@ class ImageList(QListView):
         for role, title in (("train", "Training"), ("val", "Validation"), ("excluded", "Excluded")):
             act = menu.addAction(f"Use for {title.lower()}" if role != "excluded" else "Exclude")
             act.triggered.connect(lambda _c=False, r=role: self.splitRequested.emit(names, r))
+        menu.addSeparator()
+        for key, title in SORT_KEYS.items():
+            act = menu.addAction(f"Sort by {title}")
+            act.triggered.connect(lambda _c=False, k=key: self.sort_by(k))
         menu.exec(self.viewport().mapToGlobal(pos))
+
+    def sort_by(self, key: str) -> None:
+        """Re-order the list (see ``ImageListModel.sort_by``), keeping the current image."""
+        current = self.currentIndex()
+        name = self.model_.entries[current.row()].name if current.isValid() else None
+        self.model_.sort_by(key)
+        if name is not None:
+            self.setCurrentIndex(self.model_.index(self.model_.row_of(name)))

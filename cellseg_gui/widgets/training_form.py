@@ -76,6 +76,7 @@ GROUPS: list[tuple[str, list[Field]]] = [
             Field("steps_per_epoch", "Steps per epoch", "opt_int", "Steps in one epoch; 'auto' makes one epoch about one pass over the training pixels.", 0, 100000),
             Field("mask_mode", "Mask type", "choice", "How masks are read. 'instances' (one id per cell) becomes background / cell / boundary, so touching cells separate. 'auto' guesses.", choices=("auto", "binary", "classes", "instances")),
             Field("boundary_width", "Boundary width", "int", "Width in pixels of the boundary class made from instance masks.", 1, 10),
+            Field("boundary_mode", "Boundary drawn", "choice", "Instance masks: 'touching' draws the boundary class only where two cells touch (the lines that keep them apart; measured better on phase contrast), 'all' around every cell.", choices=("touching", "all")),
             Field("channels", "Channels", "choice", "'grey' turns colour images grey; 'keep' trains on every channel.", choices=("grey", "keep")),
             Field("norm.method", "Normalisation", "choice", "Per-image percentile normalisation of intensities, stored with the model.", choices=("percentile",)),
             Field("norm.low", "Low percentile", "float", "Intensity percentile mapped to 0.", 0, 50, 0.5),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 # series name -> (plot key, colour, line style, legend text)
@@ -24,12 +24,13 @@ SERIES: dict[str, tuple[str, tuple[int, int, int], str, str]] = {
     "val_loss": ("loss", (231, 76, 60), "solid", "validation"),
     "train_j": ("jaccard", (52, 152, 219), "solid", "train"),
     "val_j": ("jaccard", (231, 76, 60), "solid", "validation"),
+    "val_ap": ("jaccard", (39, 174, 96), "dash", "val cell AP@0.5"),
     "lr": ("lr", (155, 89, 182), "solid", ""),  # the plot's title says it
 }
 PLOTS = {
     "step": ("Training loss per step", "step", "loss"),
     "loss": ("Loss per epoch", "epoch", "loss"),
-    "jaccard": ("Foreground Jaccard per epoch", "epoch", "Jaccard"),
+    "jaccard": ("Foreground Jaccard and cell AP@0.5 per epoch", "epoch", "score"),
     "lr": ("Learning rate", "step", "lr"),
 }
 MAX_FADED_RUNS = 4
@@ -109,9 +110,10 @@ class TrainingPlots(QWidget):
         for key, (plot, colour, _style, text) in SERIES.items():
             width = 1 if key == "step_loss" else 2
             symbol = "o" if plot in ("loss", "jaccard") else None
+            style = Qt.PenStyle.DashLine if _style == "dash" else Qt.PenStyle.SolidLine
             curve = self.plots[plot].plot(
                 [], [],
-                pen=pg.mkPen(colour, width=width),
+                pen=pg.mkPen(colour, width=width, style=style),
                 symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=None,
                 name=(text or None) if legend else None,
             )  # fmt: skip
@@ -147,6 +149,7 @@ class TrainingPlots(QWidget):
             ("val_loss", ev.val_loss),
             ("train_j", ev.train_fg_jaccard),
             ("val_j", ev.val_fg_jaccard),
+            ("val_ap", ev.val_ap50),
         ):
             if value is not None and math.isfinite(value):
                 self.data[key][0].append(x)

@@ -43,6 +43,7 @@ def package(tmp_path_factory) -> Path:
         norm=NormConfig(low=2.0, high=99.0),
         metrics={"val_fg_jaccard": 0.71},
         name="tiny cells",
+        postprocess={"marker_threshold": 0.7, "min_size": 30, "chosen": "tuned on 3 images"},
     )
     d = tmp_path_factory.mktemp("bio")
     B.save_bundle(d / "tiny.cellseg", model, meta)
@@ -70,6 +71,12 @@ def test_package_contents(package: Path) -> None:
     assert x.shape == (1, 1, 148, 148) and y.shape == (1, 3, 148, 148)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
     assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["background", "cell", "boundary"]
+    # the cells' post-processing travels with the package, for tools that rebuild cells
+    pp = rdf["config"]["cellseg_gui"]["postprocess"]
+    assert (pp["marker_threshold"], pp["min_size"]) == (0.7, 30)
+    with zipfile.ZipFile(package) as zf:
+        readme = zf.read("README.md").decode()
+    assert "probability is at least 0.7" in readme and "under 30 pixels" in readme
 
 
 def test_test_tensors_reproduce(package: Path) -> None:

@@ -258,6 +258,50 @@ def test_old_bundle_without_postprocess_uses_defaults_and_says_so(model_path, tm
     assert "Traceback" not in err
 
 
+def test_predict_measure_and_rois_describe_the_written_cells(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    """Per-cell CSV, summary and Fiji ROI set agree with the instance mask written."""
+    import roifile
+
+    from cellseg_gui.core import bundle as bundle_mod
+
+    img, _ = _blobs(0)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    cells = np.zeros(img.shape, np.int32)
+    cells[5:15, 5:20] = 1  # 150 px
+    cells[30:40, 30:36] = 2  # 60 px
+
+    def fixed(self, raw, **kw):
+        return cells.copy(), None
+
+    monkeypatch.setattr(bundle_mod._Predictor, "predict_cells", fixed)
+    code, out, err = _run(
+        capsys, "predict", model_path, tmp_path / "a.tif", "--out", tmp_path / "o",
+        "--instances", "--measure", "--rois",
+    )  # fmt: skip
+    assert code == 0, err
+    assert np.array_equal(tifffile.imread(tmp_path / "o" / "a.tif"), cells)
+    rows = list(csv.DictReader(open(tmp_path / "o" / "a_cells.csv")))
+    assert [r["label"] for r in rows] == ["1", "2"]
+    assert [float(r["area"]) for r in rows] == [150.0, 60.0]
+    assert float(rows[0]["centroid_x"]) == pytest.approx(12.0)
+    assert float(rows[0]["mean_intensity"]) == pytest.approx(img[5:15, 5:20].mean(), rel=1e-3)
+    summary = list(csv.DictReader(open(tmp_path / "o" / "cells_summary.csv")))
+    assert summary[0]["image"] == "a.tif" and summary[0]["cells"] == "2"
+    assert float(summary[0]["mean_area"]) == 105.0
+    rois = roifile.roiread(tmp_path / "o" / "a_rois.zip")
+    assert [r.name for r in rois] == ["cell-0001", "cell-0002"]
+    xy = rois[0].coordinates()
+    assert xy[:, 0].min() == pytest.approx(5, abs=0.6) and xy[:, 0].max() == pytest.approx(
+        20, abs=0.6
+    )
+    code, _, err = _run(
+        capsys, "predict", model_path, tmp_path / "a.tif", "--out", tmp_path / "p", "--measure"
+    )
+    assert code == 2 and "--measure and --rois need --instances" in err
+
+
 def test_predict_empty_folder(model_path, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, "predict", model_path, tmp_path / "empty", "--out", tmp_path / "o")

@@ -225,3 +225,15 @@ def test_using_the_data_layer_loads_no_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_touching_only_boundary_marks_just_the_contact() -> None:
+    inst = np.zeros((10, 30), np.uint8)
+    inst[2:8, 2:10], inst[2:8, 10:18] = 5, 9  # two touching cells
+    inst[2:8, 21:28] = 3  # one alone
+    c = instances_to_classes(inst, 1, touching_only=True)
+    assert set(np.unique(c[:, 9:11])) == {0, 2}  # the contact line, both sides
+    assert (c[2:8, 21:28] == 1).all()  # a lone cell has no boundary
+    assert (c[2:8, 2:9] == 1).all() and (c[2:8, 11:18] == 1).all()
+    full = instances_to_classes(inst, 1)
+    assert (full[2:8, 21:28] == 2).sum() > 0

@@ -307,3 +307,55 @@ def test_killing_the_app_mid_session_leaves_masks_readable(tmp_path: Path) -> No
             if path.exists():
                 m = read_mask(path)
                 assert m.shape == (H, W) and len(np.unique(m)) == 1
+
+
+def test_predicted_cells_are_shown_counted_accepted_and_exported(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    """A prediction's cells in the real window: each cell its own colour (not the ground
+    truth's), the count in the status bar and the list, 'Accept prediction' adds them with
+    new ids, and File > Export writes their measurements and a Fiji ROI set."""
+    import csv
+
+    import roifile
+
+    from cellseg_gui.app.cell_export import export_cells_to
+    from cellseg_gui.widgets.canvas import CELL_LUT
+
+    inst = np.zeros((H, W), np.int32)
+    inst[20:50, 20:50] = 50  # an existing cell
+    folder = _project(tmp_path / "inst", {"c": inst})
+    win = _open(qtbot, monkeypatch, folder, "c")
+    cells = np.zeros((H, W), np.int32)
+    cells[70:100, 90:120], cells[70:100, 120:150] = 1, 2  # two touching predicted cells
+    labels = (cells > 0).astype(np.uint8)
+    win.set_prediction("c", labels, None, cells)
+    assert "c: 2 cells predicted" in win.statusBar().currentMessage()
+    row = win.image_list.model_.row_of("c")
+    assert "2 cells" in win.image_list.model_.entries[row].name + win.image_list.model_.state_text(
+        win.image_list.model_.entries[row]
+    )
+    win.overlays.styles["pred"].setCurrentIndex(0)  # filled
+    assert win.canvas.filled["pred"]
+    shown = win.canvas._shown["pred"]
+    a, b = shown[85, 105], shown[85, 135]
+    assert a != b and a and b
+    assert tuple(CELL_LUT[a, :3]) != tuple(CELL_LUT[b, :3])
+    assert tuple(CELL_LUT[a, :3]) != tuple(win.canvas.lut[1, :3])  # not the GT's colour
+    from cellseg_gui.core import edits as E
+
+    ed = win.editor
+    # accepting inside a region (the lasso) keeps the cells outside it...
+    assert ed.accept_prediction(E.Region(60, 80, np.ones((50, 80), bool)))
+    data = ed.docs["c"].data
+    assert data[35, 35] == 50
+    # ...and the accepted cells get new ids that collide with none already there
+    assert {int(data[85, 105]), int(data[85, 135])} == {51, 52}
+    written, problems = export_cells_to(win, tmp_path / "out", ["c"])
+    assert problems == []
+    rows = list(csv.DictReader(open(tmp_path / "out" / "c_cells.csv")))
+    assert [float(r["area"]) for r in rows] == [900.0, 900.0]
+    assert len(roifile.roiread(tmp_path / "out" / "c_rois.zip")) == 2
+    summary = list(csv.DictReader(open(tmp_path / "out" / "cells_summary.csv")))
+    assert summary[0]["cells"] == "2"
+    _close(win)

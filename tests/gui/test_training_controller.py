@@ -63,6 +63,8 @@ class FakeWindow(QMainWindow):
         self.project = project
         self.current_name = "img0"
         self.predictions: dict = {}
+        self.cells: dict = {}
+        self.ap50: dict = {}
         self.shown: list = []
         self._menus: dict = {}
 
@@ -82,8 +84,12 @@ class FakeWindow(QMainWindow):
             self._menus[name] = self.menuBar().addMenu(name)
         return self._menus[name]
 
-    def set_prediction(self, name, labels, prob):
+    def set_prediction(self, name, labels, prob, cells=None):
         self.predictions[name] = labels
+        self.cells[name] = cells
+
+    def set_val_ap50(self, name, value):
+        self.ap50[name] = value
 
     def show_image(self, name):
         self.shown.append(name)

@@ -4,15 +4,15 @@ steps reach the GUI thread, and Stop ends a run within 2 seconds keeping the bes
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("cellseg_gui.core.train")
-
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
+from cellseg_gui.core.dataset import Sample  # noqa: E402
 from cellseg_gui.core.events import CANCELLED  # noqa: E402
 from cellseg_gui.core.jobs import CancelToken  # noqa: E402
 from cellseg_gui.workers.job_worker import JobWorker  # noqa: E402
@@ -26,8 +26,8 @@ def samples(n=4, size=96):
         t[10:40, 10:40] = 1
         t[50:80, 45:90] = 1
         img = (t * 0.7 + rng.normal(0, 0.2, t.shape)).astype(np.float32)[None]
-        out.append(SimpleNamespace(name=f"s{i}", image=img, target=t, n_classes=2,
-                                   image_path=None, mask_path=None, sha256=str(i)))  # fmt: skip
+        out.append(Sample(name=f"s{i}", image=img, target=t, n_classes=2,
+                          image_path=Path(f"s{i}.tif"), mask_path=None, sha256=str(i)))  # fmt: skip
     return out
 
 

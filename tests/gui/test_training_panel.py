@@ -46,9 +46,9 @@ def window(qtbot, tmp_path, monkeypatch):
     calls: list[str] = []
     real = w.set_prediction
 
-    def spy(name, labels, prob=None):
+    def spy(name, labels, prob=None, cells=None):
         calls.append(name)
-        return real(name, labels, prob)
+        return real(name, labels, prob, cells)
 
     w.set_prediction = spy
     w.prediction_calls = calls

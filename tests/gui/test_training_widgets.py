@@ -30,8 +30,9 @@ from cellseg_gui.widgets.training_panel import TrainingPanel  # noqa: E402
 from cellseg_gui.widgets.training_plots import TrainingPlots  # noqa: E402
 
 
-def _epoch(e, tl=0.5, vl=0.6, tj=0.7, vj=0.6):
+def _epoch(e, tl=0.5, vl=0.6, tj=0.7, vj=0.6, ap=None):
     return EpochEnded(
+        val_ap50=ap,
         epoch=e,
         epochs=3,
         train_loss=tl,
@@ -135,6 +136,20 @@ def test_plots_throttle_redraws_and_fade_earlier_runs(qtbot):
     assert plots.point_count("train_loss") == 1
     plots.clear_faded()
     assert plots.faded == []
+
+
+def test_validation_ap_is_drawn_beside_the_jaccard(qtbot):
+    plots = TrainingPlots(redraw_ms=10_000)
+    qtbot.addWidget(plots)
+    for e, ap in enumerate((0.1, 0.3, 0.45)):
+        plots.add_epoch(_epoch(e, ap=ap))
+    plots.add_epoch(_epoch(3))  # a run without cell ids: no AP point, no gap filler
+    plots.redraw()
+    x, y = plots.curves["val_ap"].getData()
+    assert list(x) == [1, 2, 3] and list(y) == pytest.approx([0.1, 0.3, 0.45])
+    assert plots.point_count("val_j") == 4
+    legend = plots.plots["jaccard"].legend
+    assert "val cell AP@0.5" in [label.text for _, label in legend.items]
 
 
 def test_lr_plot_marks_suggestion_and_button_emits_it(qtbot):

@@ -1,0 +1,57 @@
+"""File > Export cells: per-cell measurements (CSV) and Fiji ROI sets of the predicted
+cells, for the current image or every predicted one; the same files, through the same
+function (``core.measure.export_cells``), as ``cellseg predict --measure --rois``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
+
+from cellseg_gui.core.imageio import ImageReadError
+
+
+def export_cells_to(window, folder: Path, names: list[str]) -> tuple[list[Path], list[str]]:
+    """Write the exports of ``names`` (those with predicted cells) into ``folder``.
+    Returns the files written and one problem line per image that could not be."""
+    from cellseg_gui.core.measure import export_cells, write_csv
+
+    written: list[Path] = []
+    problems: list[str] = []
+    summary = []
+    for name in names:
+        pred = window.prediction(name)
+        if pred is None or pred.cells is None:
+            problems.append(f"{name}: no predicted cells yet")
+            continue
+        try:
+            raw = window.read_raw(name)
+            row, files = export_cells(folder, name, pred.cells, raw)
+        except (ImageReadError, OSError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        summary.append(row)
+        written += files
+    if summary:
+        write_csv(folder / "cells_summary.csv", summary)
+        written.append(folder / "cells_summary.csv")
+    return written, problems
+
+
+def export_cells_dialog(window: QMainWindow, all_images: bool) -> None:
+    names = [n for n in window.predictions] if all_images else [window.current_name or ""]
+    names = [n for n in names if n]
+    if not names:
+        QMessageBox.information(window, "Export cells", "Predict images first (Train or Predict).")
+        return
+    start = str(window.project.folder) if window.project else ""
+    folder = QFileDialog.getExistingDirectory(window, "Export cells to folder", start)
+    if not folder:
+        return
+    written, problems = export_cells_to(window, Path(folder), names)
+    text = f"Wrote {len(written)} file(s) to {folder}."
+    if problems:
+        text += "\n" + "\n".join(problems[:10])
+    window.statusBar().showMessage(text.splitlines()[0], 8000)
+    if problems:
+        QMessageBox.warning(window, "Export cells", text)
