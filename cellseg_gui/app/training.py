@@ -20,6 +20,7 @@ from cellseg_gui.app import training_jobs as J
 from cellseg_gui.app.training_results import TrainingResults
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import Finished
+from cellseg_gui.core.scoring import model_scores
 from cellseg_gui.widgets.advice import AdvicePanel
 from cellseg_gui.widgets.export_dialog import ExportDialog
 from cellseg_gui.widgets.gallery import Gallery
@@ -199,7 +200,7 @@ class TrainingController(TrainingResults, QObject):
                 meta = J.read_meta(self.active_model)
                 records.insert(0, {"name": meta.get("name", Path(self.active_model).stem), "path": self.active_model,
                                    "created": meta.get("created", ""), "training": meta.get("training") or {},
-                                   "best_val": (meta.get("metrics") or {}).get("best_val_fg_jaccard")})  # fmt: skip
+                                   "best_val": model_scores(meta)[0], "best_ap50": model_scores(meta)[1]})  # fmt: skip
             except Exception:  # noqa: BLE001 - a vanished or broken file: forget it
                 self.active_model = None
         self.models.set_models(records, self.active_model)

@@ -21,6 +21,7 @@ from typing import Any
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, Message, Predicted, Started
 from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.scoring import model_scores
 
 SETTINGS_FILE = "cellseg-training.json"  # used only when the project has no settings store
 
@@ -157,14 +158,14 @@ def model_records(project: Any) -> list[dict[str, Any]]:
             meta = read_meta(path)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             continue
-        metrics = meta.get("metrics") or {}
         out.append(
             {
                 "name": meta.get("name") or path.stem,
                 "path": str(path),
                 "created": meta.get("created", ""),
                 "training": meta.get("training") or {},
-                "best_val": metrics.get("best_val_fg_jaccard"),
+                "best_val": model_scores(meta)[0],
+                "best_ap50": model_scores(meta)[1],
             }
         )
     out.sort(key=lambda r: r["created"], reverse=True)
@@ -192,7 +193,8 @@ def register_model(project: Any, path: str | Path) -> None:
             "name": meta.get("name") or path.stem,
             "path": rel,
             "created": meta.get("created", now_iso()),
-            "best_val_fg_jaccard": (meta.get("metrics") or {}).get("best_val_fg_jaccard"),
+            "best_val_fg_jaccard": model_scores(meta)[0],
+            "best_val_ap50": model_scores(meta)[1],
         }
     )
     _save_project(project)

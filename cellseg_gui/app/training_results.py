@@ -142,18 +142,11 @@ class TrainingResults:
         self.window.show_image(name)
 
     def _show_region(self, name: str, region: Any) -> None:
-        self.window.show_image(name)
-        canvas = getattr(self.window, "canvas", None)
-        if region is not None and canvas is not None:
-            y, x, h, w = region
-            for meth in ("zoom_to", "show_region"):
-                fn = getattr(canvas, meth, None)
-                if callable(fn):
-                    fn(y, x, y + h, x + w)
-                    return
-            vb = getattr(canvas, "view", None) or getattr(canvas, "viewbox", None)
-            if vb is not None and hasattr(vb, "setRange"):
-                vb.setRange(xRange=(x, x + w), yRange=(y, y + h), padding=0.1)
+        """Open a noisy-label entry: its image, zoomed to its worst crop (y, x, h, w)."""
+        if not self.window.show_image(name) or region is None:
+            return
+        y, x, h, w = region
+        self.window.canvas.zoom_to(y, x, y + h, x + w)
 
     def _status(self, text: str) -> None:
         bar = getattr(self.window, "statusBar", None)

@@ -102,3 +102,17 @@ class DatasetScore:
 
 def score_dataset(images: list[ImageScore]) -> DatasetScore:
     return DatasetScore(tuple(images))
+
+
+def model_scores(meta: dict) -> tuple[float | None, float | None]:
+    """(validation foreground Jaccard, validation AP@0.5) a bundle records, wherever it
+    shows them (models list, project file, info): training writes ``metrics.val_fg_jaccard``
+    and ``metrics.val_ap50``; files from before may say ``best_val_fg_jaccard``."""
+    metrics = meta.get("metrics") or {}
+
+    def num(key: str) -> float | None:
+        v = metrics.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    fg = num("val_fg_jaccard")
+    return (fg if fg is not None else num("best_val_fg_jaccard")), num("val_ap50")

@@ -181,6 +181,10 @@ class ImageCanvas(QWidget):
     def fit(self) -> None:
         self.vb.autoRange(padding=0.02)
 
+    def zoom_to(self, y0: int, x0: int, y1: int, x1: int) -> None:
+        """Show the image rectangle [y0:y1, x0:x1] (e.g. a noisy label's worst crop)."""
+        self.vb.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0.1)
+
     def one_to_one(self) -> None:
         """Zoom so one image pixel is one screen pixel, keeping the centre."""
         rect = self.vb.viewRect()

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-COLUMNS = ["", "Name", "Best val J", "Date", "Settings"]
+COLUMNS = ["", "Name", "Best val J", "Val AP@0.5", "Date", "Settings"]
 
 
 def settings_summary(training: dict[str, Any] | None) -> str:
@@ -66,7 +66,7 @@ class ModelsList(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)  # settings: elided
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)  # settings: elided
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.setWordWrap(False)
@@ -106,12 +106,14 @@ class ModelsList(QWidget):
         bold.setBold(True)
         for row, rec in enumerate(records):
             best = rec.get("best_val")
+            ap = rec.get("best_ap50")
             created = str(rec.get("created", ""))[5:16].replace("T", " ")
             summary = settings_summary(rec.get("training"))
             cells = [
                 "★" if rec.get("path") == active else "",
                 str(rec.get("name", "")),
                 "" if best is None else f"{best:.3f}",
+                "" if ap is None else f"{ap:.3f}",
                 created,
                 summary,
             ]

@@ -359,3 +359,17 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     summary = list(csv.DictReader(open(tmp_path / "out" / "cells_summary.csv")))
     assert summary[0]["cells"] == "2"
     _close(win)
+
+
+def test_clicking_a_noisy_label_opens_its_image_zoomed_to_its_worst_region(qtbot, window):
+    """README step 6: the noisy-labels list opens each image at its worst region (this
+    raised a TypeError from the canvas and left the old zoom)."""
+    window.show_image("b")
+    window.canvas.fit()
+    window.training.noisy.set_ranking([("a", 2.0, True)], {"a": (10, 20, 30, 40)}, 3)
+    window.training.noisy.regionClicked.emit("a", (10, 20, 30, 40))
+    assert window.current_name == "a"
+    (x0, x1), (y0, y1) = window.canvas.vb.viewRange()
+    # the crop (x 20..60, y 10..40) fills the view, with a little margin
+    assert x0 <= 20 and x1 >= 60 and y0 <= 10 and y1 >= 40
+    assert (x1 - x0) < W / 2  # zoomed in (the locked aspect may widen the other axis)

@@ -132,3 +132,67 @@ def test_export_job_writes_a_bioimageio_package(tiny_bundle, tmp_path):
     events = list(J.export_job(tiny_bundle, {"bioimageio": target})())
     assert events[-1].reason == "done", events[-1]
     assert "rdf.yaml" in zipfile.ZipFile(target).namelist()
+
+
+def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
+    tiny_bundle, pairs, tmp_path, capsys
+):
+    """The window's batch prediction and `cellseg predict --instances` / `evaluate` use
+    one path: the same cells, the same AP for the same image and model."""
+    import json
+
+    from cellseg_gui.cli import main
+    from cellseg_gui.core.bundle import load_bundle, save_bundle
+    from cellseg_gui.core.imageio import read_mask
+
+    b = load_bundle(tiny_bundle, "cpu")
+    pp = {"marker_threshold": 0.6, "min_size": 2, "chosen": "tuned on 1 validation image(s)"}
+    model = tmp_path / "pp.cellseg"
+    save_bundle(model, b.model, dict(b.meta, postprocess=pp))
+    events = list(J.predict_job(model, pairs[:1], CancelToken(), tile=512)())
+    pred = next(e for e in events if type(e).__name__ == "Predicted")
+    assert main(["predict", str(model), str(pairs[0].image_path), "--out", str(tmp_path / "o"),
+                 "--instances"]) == 0  # fmt: skip
+    cli_cells = read_mask(tmp_path / "o" / "im0.tif")
+    assert pred.cells.max() > 0 and np.array_equal(pred.cells, cli_cells)
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    (data / "images" / "im0.tif").write_bytes(pairs[0].image_path.read_bytes())
+    (data / "masks" / "im0.tif").write_bytes(pairs[0].mask_path.read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(data), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ap_mean_over_images"]["0.5"] == pytest.approx(pred.ap50)
+    assert d["fg_jaccard_mean_over_images"] == pytest.approx(pred.jaccard)
+
+
+def test_models_records_read_the_metrics_training_writes(tmp_path):
+    """A bundle written by a real training run shows its validation Jaccard and AP in the
+    models list (the list read a key that training never wrote)."""
+    from cellseg_gui.cli import main
+    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.imageio import write_mask
+
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        inst = np.zeros((64, 64), np.uint16)
+        inst[8:24, 8:24], inst[30:50, 30:46] = 3, 9
+        img = (40 + 150 * (inst > 0) + rng.normal(0, 8, inst.shape)).clip(0, 255)
+        write_mask(data / "images" / f"im{i}.tif", img.astype(np.uint8))
+        write_mask(data / "masks" / f"im{i}.tif", inst)
+    model = tmp_path / "models" / "m.cellseg"
+    model.parent.mkdir()
+    args = ["train", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "2",
+            "--val", "im2", "--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    metrics = read_bundle_meta(model)["metrics"]
+
+    recs = J.model_records(Proj(tmp_path))
+    rec = next(r for r in recs if r["path"] == str(model))
+    assert rec["best_val"] == pytest.approx(metrics["val_fg_jaccard"])
+    assert rec["best_ap50"] == pytest.approx(metrics["val_ap50"])

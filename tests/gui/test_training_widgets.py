@@ -241,6 +241,7 @@ def test_models_list_marks_active_and_emits_paths(qtbot):
             "path": "/p/run2.cellseg",
             "created": "2026-01-02T10:00:00",
             "best_val": 0.8,
+            "best_ap50": 0.55,
             "training": {"settings": TrainConfig().to_dict()},
         },
         {
@@ -252,7 +253,8 @@ def test_models_list_marks_active_and_emits_paths(qtbot):
     ]
     w.set_models(recs, active="/p/run1.cellseg")
     assert w.table.item(1, 0).text() == "★" and w.table.item(0, 2).text() == "0.800"
-    assert "h16" in w.table.item(0, 4).text()
+    assert w.table.item(0, 3).text() == "0.550" and w.table.item(1, 3).text() == ""
+    assert "h16" in w.table.item(0, 5).text()
     assert not w.finetune_button.isEnabled()
     w.select("/p/run2.cellseg")
     with qtbot.waitSignal(w.fineTuneRequested, timeout=1000) as sig:
