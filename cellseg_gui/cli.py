@@ -486,7 +486,9 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
         lines.append(
             f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')} percentiles"
         )
-    metrics = meta.get("metrics") or {}
+    from cellseg_gui.core.scoring import shown_metrics
+
+    metrics = shown_metrics(meta)
     if metrics:
         lines.append("metrics: " + ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in metrics.items()))
     if meta.get("mask_mode") == "instances" or "postprocess" in meta:

@@ -21,7 +21,7 @@ from typing import Any
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, Message, Predicted, Started
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.scoring import model_scores
+from cellseg_gui.core.scoring import model_scores, shown_metrics
 
 SETTINGS_FILE = "cellseg-training.json"  # used only when the project has no settings store
 
@@ -410,7 +410,7 @@ def model_card(meta: dict[str, Any], files: dict[str, Path] | None = None) -> st
     tr = meta.get("training") or {}
     settings = tr.get("settings") or {}
     split = tr.get("split") or {}
-    metrics = meta.get("metrics") or {}
+    metrics = shown_metrics(meta)
     arch = meta.get("architecture") or {}
     lines = [
         f"# Model card: {meta.get('name', 'cellseg model')}",

@@ -116,3 +116,23 @@ def model_scores(meta: dict) -> tuple[float | None, float | None]:
 
     fg = num("val_fg_jaccard")
     return (fg if fg is not None else num("best_val_fg_jaccard")), num("val_ap50")
+
+
+def shown_metrics(meta: dict) -> dict[str, object]:
+    """A bundle's metrics as every place shows them (``cellseg info``, the model card,
+    the end of ``cellseg train``): readable names, epochs counted from 1 as the plots
+    count them (the bundle stores the 0-based index)."""
+    metrics = dict(meta.get("metrics") or {})
+    fg, ap = model_scores(meta)
+    out: dict[str, object] = {}
+    if fg is not None:
+        out["validation foreground Jaccard"] = fg
+    if ap is not None:
+        out["validation AP@0.5"] = ap
+    epoch = metrics.get("best_epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        out["best epoch"] = epoch + 1
+    for key, value in metrics.items():
+        if key not in ("val_fg_jaccard", "best_val_fg_jaccard", "val_ap50", "best_epoch"):
+            out[key] = value
+    return out

@@ -196,3 +196,38 @@ def test_models_records_read_the_metrics_training_writes(tmp_path):
     rec = next(r for r in recs if r["path"] == str(model))
     assert rec["best_val"] == pytest.approx(metrics["val_fg_jaccard"])
     assert rec["best_ap50"] == pytest.approx(metrics["val_ap50"])
+
+
+def test_train_info_and_model_card_name_the_same_best_epoch(tmp_path, capsys):
+    """One definition (1-based, as the plots count): train said 7, info 6, the card 5."""
+    import re
+
+    from cellseg_gui.cli import main
+    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.imageio import write_mask
+
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        inst = np.zeros((64, 64), np.uint16)
+        inst[8:24, 8:24], inst[30:50, 30:46] = 3, 9
+        img = (40 + 150 * (inst > 0) + rng.normal(0, 8, inst.shape)).clip(0, 255)
+        write_mask(data / "images" / f"im{i}.tif", img.astype(np.uint8))
+        write_mask(data / "masks" / f"im{i}.tif", inst)
+    model = tmp_path / "m.cellseg"
+    args = ["train", str(data), "--out", str(model), "--epochs", "3", "--steps-per-epoch", "2",
+            "--val", "im2", "--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2",
+            "--device", "cpu", "--patience", "0"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    trained = int(re.search(r"at epoch (\d+)\)", out).group(1))
+    best_lines = [ln for ln in out.splitlines() if ln.startswith("epoch ") and "*best" in ln]
+    assert int(best_lines[-1].split()[1].split("/")[0]) == trained  # the epoch line agrees
+    assert main(["info", str(model)]) == 0
+    info = capsys.readouterr().out
+    assert f"best epoch {trained}" in info
+    card = J.model_card(read_bundle_meta(model))
+    assert f"- best epoch: {trained}" in card
