@@ -306,7 +306,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     from cellseg_gui.core.imageio import read_image, read_mask
-    from cellseg_gui.core.instances import as_instances
+    from cellseg_gui.core.instances import truth_cells
     from cellseg_gui.core.masks import mask_to_classes
     from cellseg_gui.core.scoring import score_dataset, score_image
 
@@ -335,7 +335,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
                 )
             try:
                 target, _, used = mask_to_classes(mask, mode=mode, boundary_width=width)
-                truth, source = as_instances(mask, used)
+                truth, source = truth_cells(mask, used)
             except ValueError as exc:
                 raise CLIError(pair.mask_path, _one_line(exc)) from None
             top = int(target.max()) if target.size else 0
@@ -930,7 +930,10 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             from cellseg_gui.core.postprocess import PostProcess
 
             chosen = PostProcess.from_dict(pp)
-            out.out(f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)}")
+            out.out(
+                f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)} "
+                "(the epoch lines' AP uses the default post-processing)"
+            )
     elif code == EXIT_INTERRUPTED:
         out.err("stopped before the first epoch ended: no model written")
     guard = res.get("guard_rail")

@@ -322,7 +322,7 @@ def predict_job(
 
         from cellseg_gui.core.bundle import load_bundle
         from cellseg_gui.core.imageio import read_image, read_mask
-        from cellseg_gui.core.instances import as_instances
+        from cellseg_gui.core.instances import truth_cells
         from cellseg_gui.core.masks import mask_to_classes
         from cellseg_gui.core.scoring import score_image
 
@@ -351,7 +351,7 @@ def predict_job(
                         boundary_width=int(meta.get("boundary_width", 2)),
                     )
                     if target.shape == pred.labels.shape:
-                        truth, source = as_instances(mask, used)
+                        truth, source = truth_cells(mask, used)
                         score = score_image(
                             pair.name, pred.labels, pred.probs, target, truth,
                             meta.get("mask_mode") or used, pp, source=source, cells=cells,

@@ -257,9 +257,11 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
             "",
             "Cells were trained as *cell* with a *boundary* class between touching cells. "
             f"To get one id per cell as cellseg does: markers are {thr} (4-connected "
-            "components); grow them by a watershed on the *boundary* probability through "
-            "the pixels whose most likely class is not background; drop cells under "
-            f"{pp.min_size} pixels. These settings ({pp.chosen}) are in "
+            f"components; those under {pp.min_size} pixels are dropped); grow them by a "
+            "watershed on the *boundary* probability through the pixels whose most likely "
+            "class is not background; foreground blobs that no marker reached become cells "
+            f"of their own; finally drop cells under {pp.min_size} pixels. These settings "
+            f"({pp.chosen}) are in "
             "`config.cellseg_gui.postprocess` of rdf.yaml.",
         ]
     lines += [

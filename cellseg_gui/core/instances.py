@@ -49,7 +49,7 @@ def as_instances(mask: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
     if arr.dtype.kind not in "uib":
         raise ValueError(f"a mask must hold integer labels, got {arr.dtype}")
     if mode == "instances":
-        return arr, "instances"
+        return (arr.astype(np.uint8) if arr.dtype == bool else arr), "instances"
     if mode not in ("binary", "classes"):
         raise ValueError(
             f"cannot count cells in a mask of mode {mode!r} (expected instances, binary or classes)"
@@ -97,6 +97,17 @@ class InstanceScore:
         return d
 
 
+def _compact(ids: np.ndarray) -> np.ndarray:
+    """Ids renumbered 0..N (0 stays 0) when they are sparse or huge (an id of 4e9 would
+    make bincount allocate 30 GB); the counts do not depend on the numbering."""
+    if ids.size == 0 or int(ids.max()) <= 4 * ids.size:
+        return ids
+    values, inverse = np.unique(ids, return_inverse=True)
+    if values[0] != 0:  # no background: keep 0 free
+        inverse = inverse + 1
+    return inverse.reshape(ids.shape).astype(np.int64)
+
+
 def _overlaps(true: np.ndarray, pred: np.ndarray):
     """Sizes of every true and predicted id, and the overlapping pairs with their
     intersections (sparse: only pairs that touch are listed)."""
@@ -106,14 +117,26 @@ def _overlaps(true: np.ndarray, pred: np.ndarray):
         raise ValueError("instance ids must be >= 0")
     if p.dtype.kind == "i" and p.size and int(p.min()) < 0:
         raise ValueError("instance ids must be >= 0")
-    t = t.astype(np.int64, copy=False)
-    p = p.astype(np.int64, copy=False)
+    t = _compact(t.astype(np.int64, copy=False))
+    p = _compact(p.astype(np.int64, copy=False))
     t_sizes = np.bincount(t) if t.size else np.zeros(1, np.int64)
     p_sizes = np.bincount(p) if p.size else np.zeros(1, np.int64)
     both = (t > 0) & (p > 0)
     base = int(p_sizes.size)
     codes, inter = np.unique(t[both] * base + p[both], return_counts=True)
     return t_sizes, p_sizes, codes // base, codes % base, inter
+
+
+def truth_cells(mask: np.ndarray, model_mode: str) -> tuple[np.ndarray, str]:
+    """The true cells of a stored mask, for a model trained in ``model_mode``: a binary
+    mask (one value) given to an instance model is split into its connected components,
+    not read as one cell with id 255."""
+    from cellseg_gui.core.masks import detect_mask_mode
+
+    mode = model_mode
+    if mode in ("instances", "auto"):
+        mode = "binary" if detect_mask_mode(mask) == "binary" else "instances"
+    return as_instances(mask, mode)
 
 
 def score_instances(

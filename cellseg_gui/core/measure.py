@@ -37,9 +37,11 @@ _RENAME = {
 def _grey(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
     if image is None:
         return None
+    from cellseg_gui.core.imageio import to_grey
+
     img = np.asarray(image)
-    if img.ndim == 3:  # colour (H, W, C): measure the mean of the channels
-        img = img[..., :3].mean(axis=-1) if img.shape[-1] <= 4 else img[0]
+    if img.ndim == 3:  # colour: the same grey as the models see (imageio.to_grey)
+        img = to_grey(img)
     if img.shape != shape:
         raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but the cells are "
                          f"{shape[1]}x{shape[0]}")  # fmt: skip

@@ -16,6 +16,7 @@ exports give the same cells for the same image. Numpy and scipy only; no torch.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -128,34 +129,44 @@ def prediction_to_instances(
 
 
 def tune_postprocess(
-    predictions: list[tuple[np.ndarray, np.ndarray | None]],
-    truths: list[np.ndarray],
+    images: Iterable[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
     mask_mode: str,
     *,
     thresholds: tuple[float | None, ...] = MARKER_THRESHOLDS,
     min_sizes: tuple[int, ...] = MIN_SIZES,
-) -> tuple[PostProcess, list[dict[str, Any]]]:
-    """The settings with the best mean AP@0.5 over the given images (ties go to the
-    default, then to smaller changes), and every setting tried with its score."""
-    if not predictions:
-        return DEFAULT_POSTPROCESS, []
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[PostProcess, list[dict[str, Any]], list[float]]:
+    """The settings with the best mean AP@0.5 over ``images`` (class map, probabilities,
+    true cell ids; consumed one at a time, so a caller can predict them lazily and memory
+    holds one image's probabilities). Ties go to the default, then to the earlier grid
+    point. Returns the choice, every setting tried with its mean AP, and the choice's AP
+    per image. When ``cancelled()`` turns true the defaults are returned."""
     if mask_mode != "instances":
         thresholds = (None,)
-    trials: list[dict[str, Any]] = []
-    best: tuple[float, int, PostProcess] | None = None
-    for thr, size in itertools.product(thresholds, min_sizes):
-        pp = PostProcess(marker_threshold=thr, min_size=size)
-        aps = [
-            score_instances(truth, prediction_to_instances(lab, probs, mask_mode, pp)).ap(0.5)
-            for (lab, probs), truth in zip(predictions, truths, strict=True)
-        ]
-        ap = float(np.mean(aps))
-        trials.append({**pp.to_dict(), "val_ap50": ap})
-        is_default = pp == DEFAULT_POSTPROCESS
-        key = (ap, 1 if is_default else 0)
-        if best is None or key > (best[0], best[1]):
-            best = (ap, 1 if is_default else 0, pp)
-    assert best is not None
-    n = len(predictions)
-    chosen = replace(best[2], chosen=f"tuned on {n} validation image(s)", val_ap50=best[0])
-    return chosen, trials
+    grid = [
+        PostProcess(marker_threshold=t, min_size=m)
+        for t, m in itertools.product(thresholds, min_sizes)
+    ]
+    rows: list[list[float]] = []
+    for lab, probs, truth in images:
+        if cancelled is not None and cancelled():
+            return DEFAULT_POSTPROCESS, [], []
+        rows.append(
+            [
+                score_instances(truth, prediction_to_instances(lab, probs, mask_mode, pp)).ap(0.5)
+                for pp in grid
+            ]
+        )
+    if not rows:
+        return DEFAULT_POSTPROCESS, [], []
+    table = np.asarray(rows)  # images x settings
+    means = table.mean(axis=0)
+    trials = [{**pp.to_dict(), "val_ap50": float(m)} for pp, m in zip(grid, means, strict=True)]
+    default = [pp == DEFAULT_POSTPROCESS for pp in grid]
+    best = max(range(len(grid)), key=lambda i: (means[i], default[i], -i))
+    chosen = replace(
+        grid[best],
+        chosen=f"tuned on {len(rows)} validation image(s)",
+        val_ap50=float(means[best]),
+    )
+    return chosen, trials, [float(v) for v in table[:, best]]

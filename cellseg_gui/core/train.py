@@ -220,16 +220,19 @@ class CropSampler:
 def training_targets(samples: list, cfg: TrainConfig) -> list:
     """The samples with the class maps this run trains on: with ``boundary_mode``
     "touching", instance masks get their boundary class only where cells touch."""
-    if cfg.boundary_mode == "all":
-        return samples
-    if cfg.boundary_mode != "touching":
+    if cfg.boundary_mode not in ("all", "touching"):
         raise ValueError(f"boundary_mode must be 'all' or 'touching', not {cfg.boundary_mode!r}")
     from dataclasses import replace
 
     from cellseg_gui.core.masks import instances_to_classes
 
+    touching = cfg.boundary_mode == "touching"
+    # rebuilt from the cell ids with this run's width too: a resumed run keeps its own
     return [
-        replace(s, target=instances_to_classes(s.instances, cfg.boundary_width, touching_only=True))
+        replace(
+            s,
+            target=instances_to_classes(s.instances, cfg.boundary_width, touching_only=touching),
+        )
         if s.instances is not None and s.mask_mode == "instances"
         else s
         for s in samples
@@ -596,8 +599,16 @@ def load_checkpoint(path: Path) -> dict:
     advice to retry with ``weights_only=False`` is not passed on.
     """
     path = Path(path)
+    # Checkpoints written before numbers were stored as plain floats hold numpy scalars:
+    # allowed by name (they carry a dtype and bytes, nothing callable).
+    safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32))]
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        safe.append(np._core.multiarray.scalar)  # numpy >= 2
+    except AttributeError:  # pragma: no cover - numpy 1.x
+        safe.append(np.core.multiarray.scalar)
+    try:
+        with torch.serialization.safe_globals(safe):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # UnpicklingError, RuntimeError from a damaged zip, ...
@@ -683,6 +694,8 @@ def _fit(
         # caller may change (e.g. "train 20 more epochs")
         keep = {k: getattr(cfg, k) for k in ("epochs", "minutes", "patience", "device")}
         cfg = TrainConfig.from_dict(ckpt["cfg"])
+        if "boundary_mode" not in ckpt["cfg"]:  # from before the setting: it drew them all
+            cfg.boundary_mode = "all"
         for k, v in keep.items():
             setattr(cfg, k, v)
         precision = resolve_precision(cfg.amp, device)
@@ -1092,9 +1105,13 @@ def _fit(
     # default post-processing, and says so.
     if best_state is not None and is_main and reason not in (DIVERGED, CANCELLED):
         if cfg.tune_postprocess:
-            postprocess = _tune_postprocess(
-                best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode
+            postprocess, tuned_ap = _tune_postprocess(
+                best_state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
             )
+            if postprocess is not None:
+                # what users get: AP with the chosen settings (per-epoch figures use the
+                # defaults, a trend; these are chosen on the same images, so optimistic)
+                best_ap50, best_per_image_ap = postprocess.val_ap50, tuned_ap
     result = {
         "best_val_fg_jaccard": best_score if best_epoch >= 0 else None,
         "best_epoch": best_epoch if best_epoch >= 0 else None,
@@ -1116,8 +1133,7 @@ def _fit(
             best_state,
             {
                 "val_fg_jaccard": result["best_val_fg_jaccard"],
-                # AP with the tuned post-processing where it was tuned (what users get)
-                "val_ap50": postprocess.val_ap50 if postprocess else best_ap50,
+                "val_ap50": best_ap50,
                 "best_epoch": result["best_epoch"],
             },
             {
@@ -1163,23 +1179,34 @@ def _distributed_evaluate(model, val_s, n_classes, device, precision, cfg, weigh
     )
 
 
-def _tune_postprocess(best_state, cfg, val_s, n_classes, device, precision, weights, mask_mode):
-    """Post-processing settings chosen on the validation images with the best weights
-    (rank 0 alone: the search is numpy work, a few seconds)."""
+def _tune_postprocess(
+    best_state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
+) -> tuple[PostProcess | None, dict[str, float]]:
+    """Post-processing settings chosen on the validation images with the best weights,
+    and each image's AP@0.5 with them. Rank 0 alone; one image's probabilities in memory
+    at a time; Stop during the search keeps the defaults."""
     from cellseg_gui.core.unet import build_model
 
     scored = [s for s in val_s if s.instances is not None]
     if not scored:
-        return None
+        return None, {}
     m = build_model(cfg.model)
     m.load_state_dict(best_state)
-    m.to(device)
-    ev = evaluate(
-        m, scored, n_classes, device, precision=precision, tile=cfg.tile, dice=cfg.dice,
-        class_weights=weights, keep_predictions=True,
-    )  # fmt: skip
-    pp, _ = tune_postprocess(ev.predictions, [s.instances for s in scored], mask_mode)
-    return pp
+    m.to(device).eval()
+
+    def images():
+        with torch.no_grad():
+            for s in scored:
+                probs = _forward_probs(m, s.image, device, precision, cfg.tile)
+                lab = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
+                yield lab, probs.cpu().numpy(), s.instances
+
+    pp, trials, per_image = tune_postprocess(
+        images(), mask_mode, cancelled=lambda: cancel is not None and cancel.cancelled
+    )
+    if not trials:
+        return None, {}
+    return pp, {s.name: v for s, v in zip(scored, per_image, strict=True)}
 
 
 def _guard_rail(

@@ -114,8 +114,8 @@ def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> No
     truth, labels, probs = _touching_pair()
     merged = prediction_to_instances(labels, probs, "instances", DEFAULT_POSTPROCESS)
     assert merged.max() == 1  # the default merges the pair
-    pp, trials = tune_postprocess([(labels, probs)], [truth], "instances")
-    assert pp.marker_threshold is not None and pp.val_ap50 == 1.0
+    pp, trials, per_image = tune_postprocess([(labels, probs, truth)], "instances")
+    assert pp.marker_threshold is not None and pp.val_ap50 == 1.0 and per_image == [1.0]
     assert pp.chosen == "tuned on 1 validation image(s)"
     assert len(trials) == 25
     cells = prediction_to_instances(labels, probs, "instances", pp)
@@ -129,3 +129,18 @@ def test_stored_postprocess_is_validated() -> None:
     assert pp.marker_threshold is None and "between 0 and 1" in note
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 0.8, "min_size": 5}})
     assert (pp.marker_threshold, pp.min_size, note) == (0.8, 5, "")
+
+
+def test_huge_and_sparse_ids_and_binary_truth() -> None:
+    from cellseg_gui.core.instances import truth_cells
+
+    gt = np.zeros((8, 8), np.uint32)
+    gt[1:3, 1:3] = 4_000_000_000  # an id that bincount would need 30 GB for
+    gt[5:7, 5:7] = 7
+    pred = np.zeros((8, 8), np.int64)
+    pred[1:3, 1:3] = 2**40
+    assert score_instances(gt, pred).matched == 1
+    binary = (gt > 0).astype(np.uint8) * 255  # a 0/255 mask given to an instance model
+    cells, source = truth_cells(binary, "instances")
+    assert cells.max() == 2 and source == "connected components"
+    assert truth_cells(gt.astype(np.int64), "instances")[1] == "instances"

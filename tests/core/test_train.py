@@ -312,3 +312,22 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_one_does(monkeypatch,
         rest, fin = run(samples, cfg(), resume=ck)
         assert [e.epoch for e in rest if isinstance(e, EpochEnded)] == list(range(cut + 1, 7))
         assert fin.reason == "early_stop", cut
+
+
+def test_resume_reads_a_checkpoint_from_before_the_safe_loader(tmp_path: Path) -> None:
+    """Checkpoints written before numbers were stored as plain floats hold numpy scalars
+    and no boundary_mode: they still resume (numpy scalars are data), as 'all'."""
+    samples = make_samples()
+    cfg = tiny_cfg(epochs=2)
+    token, ck = CancelToken(), tmp_path / "ck.pt"
+    for ev in fit(samples, cfg, cancel=token, checkpoint_path=ck):
+        if isinstance(ev, EpochEnded) and ev.epoch == 0:
+            token.cancel()
+    old = torch.load(ck, weights_only=True)
+    old["history"]["val_fg_jaccard"] = [np.float64(v) for v in old["history"]["val_fg_jaccard"]]
+    old["best_score"] = np.float64(old["best_score"])
+    del old["cfg"]["boundary_mode"]
+    torch.save(old, ck)
+    _, fin = run(samples, cfg, resume=ck)
+    assert fin.reason == DONE, fin.message
+    assert fin.result["history"]["epoch"] == [0, 1]
