@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -134,6 +135,22 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[last] = value
 
 
+class _WheelOnlyWhenFocused(QObject):
+    """Spin and combo boxes take the mouse wheel only once clicked or tabbed into, as Qt
+    forms that scroll do: scrolling over the form must scroll it, never change Depth 4
+    into 5 behind the user's back. The wheel goes on to the scroll area instead."""
+
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802 - Qt API
+        if ev.type() != QEvent.Type.Wheel or not isinstance(obj, QWidget) or obj.hasFocus():
+            return False
+        area = obj.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:
+            QCoreApplication.sendEvent(area.viewport(), ev)
+        return True
+
+
 class TrainingForm(QWidget):
     """Edits a TrainConfig. ``changed`` fires after any user edit (to persist settings)."""
 
@@ -144,6 +161,7 @@ class TrainingForm(QWidget):
         self._fields: dict[str, Field] = {}
         self._editors: dict[str, QWidget] = {}
         self._loading = False
+        self._wheel_guard = _WheelOnlyWhenFocused(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.groups: dict[str, QGroupBox] = {}
@@ -198,6 +216,9 @@ class TrainingForm(QWidget):
                 v.setNotation(QDoubleValidator.Notation.ScientificNotation)
                 w.setValidator(v)
             w.editingFinished.connect(self._emit_changed)
+        if isinstance(w, (QComboBox, QSpinBox, QDoubleSpinBox)):
+            w.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # not WheelFocus
+            w.installEventFilter(self._wheel_guard)
         return w
 
     def _emit_changed(self, *_: Any) -> None:

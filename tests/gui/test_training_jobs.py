@@ -84,7 +84,9 @@ def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tm
     assert all(p.is_file() for p in paths.values())
     card = paths["card"].read_text()
     assert (
-        "# Model card: tiny" in card and "validation foreground Jaccard: 0.4200" in card and "m.onnx" in card
+        "# Model card: tiny" in card
+        and "validation foreground Jaccard: 0.4200" in card
+        and "m.onnx" in card
     )
     from cellseg_gui.core.bundle import load_predictor
 

@@ -317,3 +317,41 @@ def test_models_list_summary_names_the_resolution():
     old = settings_summary({"settings": {"model": {"hidden": 16, "depth": 4}}})
     assert half.startswith("h16 d4") and "1/2 res" in half
     assert "res" not in full and "res" not in old
+
+
+def test_the_mouse_wheel_scrolls_the_form_instead_of_changing_settings(qtbot):
+    """Scrolling over the form turned Depth 4 into 5 and saved it; a box takes the wheel
+    only once the user has clicked into it."""
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    from cellseg_gui.widgets.training_form import TrainingForm
+
+    form = TrainingForm()
+    area = QScrollArea()
+    area.setWidget(form)
+    area.setWidgetResizable(True)
+    area.resize(400, 200)  # shorter than the form: it scrolls
+    qtbot.addWidget(area)
+    area.show()
+    qtbot.waitExposed(area)
+    depth = form.editor("model.depth")
+    before, bar = depth.value(), area.verticalScrollBar()
+    changed = []
+    form.changed.connect(lambda: changed.append(1))
+
+    def wheel(widget, dy):
+        pos = QPointF(widget.rect().center())
+        ev = QWheelEvent(pos, QPointF(widget.mapToGlobal(pos.toPoint())), QPoint(0, dy),
+                         QPoint(0, dy), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                         Qt.ScrollPhase.NoScrollPhase, False)  # fmt: skip
+        QApplication.sendEvent(widget, ev)
+
+    wheel(depth, -120)
+    assert depth.value() == before and not changed
+    assert bar.value() > 0  # the form scrolled instead
+    depth.setFocus()
+    qtbot.waitUntil(depth.hasFocus)
+    wheel(depth, 120)
+    assert depth.value() == before + 1 and changed  # clicked into: the wheel edits it
