@@ -105,15 +105,12 @@ def _touching_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> None:
-    from cellseg_gui.core.postprocess import (
-        DEFAULT_POSTPROCESS,
-        prediction_to_instances,
-        tune_postprocess,
-    )
+    from cellseg_gui.core.postprocess import PostProcess, prediction_to_instances, tune_postprocess
 
     truth, labels, probs = _touching_pair()
-    merged = prediction_to_instances(labels, probs, "instances", DEFAULT_POSTPROCESS)
-    assert merged.max() == 1  # the default merges the pair
+    argmax = PostProcess(marker_threshold=None, min_size=15)
+    merged = prediction_to_instances(labels, probs, "instances", argmax)
+    assert merged.max() == 1  # argmax markers merge the pair
     pp, trials, per_image = tune_postprocess([(labels, probs, truth)], "instances")
     assert pp.marker_threshold is not None and pp.val_ap50 == 1.0 and per_image == [1.0]
     assert pp.chosen == "tuned on 1 validation image(s)"
@@ -123,10 +120,10 @@ def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> No
 
 
 def test_stored_postprocess_is_validated() -> None:
-    from cellseg_gui.core.postprocess import postprocess_from_meta
+    from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, postprocess_from_meta
 
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 7, "min_size": 5}})
-    assert pp.marker_threshold is None and "between 0 and 1" in note
+    assert pp == DEFAULT_POSTPROCESS and "between 0 and 1" in note
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 0.8, "min_size": 5}})
     assert (pp.marker_threshold, pp.min_size, note) == (0.8, 5, "")
 
