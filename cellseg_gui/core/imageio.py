@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,6 +358,35 @@ def image_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # see _atomic_file
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str], older_than_s: float = 600.0
+) -> list[Path]:
+    """Delete our own temporary files (``.NAME.XXXXXXXX.tmp``, left by a save that was
+    killed) in ``folder``. Only those untouched for ``older_than_s``: a second window may
+    be writing one right now. Returns what was removed."""
+    import time
+
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        if not _TEMP_NAME.match(p.name):
+            continue
+        try:
+            if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 @contextlib.contextmanager

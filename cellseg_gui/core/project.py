@@ -145,6 +145,11 @@ def open_project(path: str | os.PathLike[str]) -> Project:
     if not os.access(folder, os.R_OK | os.X_OK):
         raise ProjectError(f"{folder}: permission denied")
     project = Project(folder=folder, name=folder.name)
+    # saves killed mid-write leave .NAME.XXXXXXXX.tmp files beside masks and project file
+    from cellseg_gui.core.imageio import remove_stale_temporaries
+
+    for where in (folder, folder / "masks"):
+        remove_stale_temporaries(where)
     pfile = folder / PROJECT_FILE
     if pfile.exists():
         try:
