@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -26,6 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# the data path, the authors' validation split and the --set parser are accuracy.py's
+from accuracy import DEFAULT_DATA, VAL, _apply  # noqa: E402
+
 from cellseg_gui.core.bundle import load_bundle  # noqa: E402
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
 from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
@@ -33,24 +35,6 @@ from cellseg_gui.core.events import EpochEnded, Finished  # noqa: E402
 from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS  # noqa: E402
 from cellseg_gui.core.scoring import score_dataset, score_image  # noqa: E402
 from cellseg_gui.core.train import evaluate, fit  # noqa: E402
-
-DEFAULT_DATA = Path(os.environ.get("CELLSEG_TEST_DATA", ROOT.parent / "shared" / "data"))
-VAL = ["set46", "set47", "set48", "set49", "set50"]
-
-
-def _apply(cfg: TrainConfig, assignment: str) -> None:
-    key, _, raw = assignment.partition("=")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    *parents, leaf = key.split(".")
-    obj = cfg
-    for name in parents:
-        obj = getattr(obj, name)
-    if not hasattr(obj, leaf):
-        raise SystemExit(f"error: --set {assignment}: no setting {key!r}")
-    setattr(obj, leaf, value)
 
 
 def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:

@@ -86,7 +86,6 @@ def fake_dataset(monkeypatch):
 
 
 def test_lr_job_draws_the_finder_curve(qtbot, fake_dataset):
-    pytest.importorskip("cellseg_gui.core.lrfind")
     from cellseg_gui.app.training_jobs import lr_job
     from cellseg_gui.widgets.lr_plot import LRPlot
 
@@ -104,7 +103,6 @@ def test_lr_job_draws_the_finder_curve(qtbot, fake_dataset):
 
 
 def test_overfit_job_reports_a_result(qtbot, fake_dataset):
-    pytest.importorskip("cellseg_gui.core.overfit")
     from cellseg_gui.app.training_jobs import overfit_job
 
     token = CancelToken()

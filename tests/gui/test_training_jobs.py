@@ -169,23 +169,29 @@ def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
     assert d["fg_jaccard_mean_over_images"] == pytest.approx(pred.jaccard)
 
 
-def test_models_records_read_the_metrics_training_writes(tmp_path):
-    """A bundle written by a real training run shows its validation Jaccard and AP in the
-    models list (the list read a key that training never wrote)."""
-    from cellseg_gui.cli import main
-    from cellseg_gui.core.bundle import read_bundle_meta
+def _cells_folder(data: Path, seed: int) -> Path:
+    """images/ and masks/ with three 64x64 images of two bright cells each."""
     from cellseg_gui.core.imageio import write_mask
 
-    data = tmp_path / "d"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     for i in range(3):
         inst = np.zeros((64, 64), np.uint16)
         inst[8:24, 8:24], inst[30:50, 30:46] = 3, 9
         img = (40 + 150 * (inst > 0) + rng.normal(0, 8, inst.shape)).clip(0, 255)
         write_mask(data / "images" / f"im{i}.tif", img.astype(np.uint8))
         write_mask(data / "masks" / f"im{i}.tif", inst)
+    return data
+
+
+def test_models_records_read_the_metrics_training_writes(tmp_path):
+    """A bundle written by a real training run shows its validation Jaccard and AP in the
+    models list (the list read a key that training never wrote)."""
+    from cellseg_gui.cli import main
+    from cellseg_gui.core.bundle import read_bundle_meta
+
+    data = _cells_folder(tmp_path / "d", seed=1)
     model = tmp_path / "models" / "m.cellseg"
     model.parent.mkdir()
     args = ["train", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "2",
@@ -206,18 +212,8 @@ def test_train_info_and_model_card_name_the_same_best_epoch(tmp_path, capsys):
 
     from cellseg_gui.cli import main
     from cellseg_gui.core.bundle import read_bundle_meta
-    from cellseg_gui.core.imageio import write_mask
 
-    data = tmp_path / "d"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(3):
-        inst = np.zeros((64, 64), np.uint16)
-        inst[8:24, 8:24], inst[30:50, 30:46] = 3, 9
-        img = (40 + 150 * (inst > 0) + rng.normal(0, 8, inst.shape)).clip(0, 255)
-        write_mask(data / "images" / f"im{i}.tif", img.astype(np.uint8))
-        write_mask(data / "masks" / f"im{i}.tif", inst)
+    data = _cells_folder(tmp_path / "d", seed=2)
     model = tmp_path / "m.cellseg"
     args = ["train", str(data), "--out", str(model), "--epochs", "3", "--steps-per-epoch", "2",
             "--val", "im2", "--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2",

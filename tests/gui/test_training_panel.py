@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pytestqt")
-main_window = pytest.importorskip("cellseg_gui.app.main_window")
-pytest.importorskip("cellseg_gui.core.train")
-pytest.importorskip("cellseg_gui.core.sample")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
+from cellseg_gui.app import main_window  # noqa: E402
 from cellseg_gui.core.events import CANCELLED  # noqa: E402
 from cellseg_gui.widgets.export_dialog import ExportRequest  # noqa: E402
 
@@ -154,7 +152,7 @@ def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot
     for suffix in (".cellseg", ".pt", ".onnx", ".md"):
         assert (out / f"tiny{suffix}").is_file()
     assert "## Metrics" in (out / "tiny.md").read_text()
-    cli = pytest.importorskip("cellseg_gui.cli")
+    from cellseg_gui import cli
     from cellseg_gui.app.training_jobs import project_pairs
 
     image = project_pairs(window.project)[0].image_path

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("cellseg_gui.core.train")
-pytest.importorskip("cellseg_gui.core.dataset")
 
 from PySide6.QtCore import Qt  # noqa: E402
 from test_training_controller import FakeWindow  # noqa: E402
