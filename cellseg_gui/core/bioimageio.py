@@ -15,11 +15,9 @@ the optional ``bioimageio.spec`` (``pip install cellseg-gui[bioimageio]``), see
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import nn
 from cellseg_gui import __version__
 from cellseg_gui.core.bundle import Bundle, ExportError, architecture, load_bundle, onnx_bytes
 from cellseg_gui.core.config import ModelConfig, NormConfig
+from cellseg_gui.core.fileio import atomic_file, bytes_sha256
 
 FORMAT_VERSION = "0.5.4"
 INPUT_ID = "raw"
@@ -69,10 +68,6 @@ def synthetic_cells(size: int = 192, seed: int = 0) -> np.ndarray:
         img += 900.0 * np.clip(1.2 - d, 0.0, 1.0) ** 0.5
     img += rng.normal(0.0, 40.0, img.shape).astype(np.float32)
     return np.clip(img, 0, 65535).astype(np.uint16)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -341,7 +336,7 @@ def build_rdf(
     min_size = 4 * step  # leaves a valid core after removing the halo on both sides
 
     def src(fname: str) -> dict[str, str]:
-        return {"source": fname, "sha256": _sha256(files[fname])}
+        return {"source": fname, "sha256": bytes_sha256(files[fname])}
 
     title = _title(name or meta.get("name"))
     return {
@@ -492,19 +487,9 @@ def export_bioimageio(
     )
     files = {"rdf.yaml": _dump_yaml(rdf).encode(), **files}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for fname, data in files.items():
-                zf.writestr(fname, data)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for fname, data in files.items():
+            zf.writestr(fname, data)
     return out
 
 

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ import torch
 
 from cellseg_gui import __version__
 from cellseg_gui.core.config import ModelConfig, NormConfig
-from cellseg_gui.core.imageio import atomic_write_bytes, to_grey
+from cellseg_gui.core.fileio import atomic_path, atomic_write_bytes
+from cellseg_gui.core.imageio import to_grey
 from cellseg_gui.core.normalize import normalize
 from cellseg_gui.core.palette import class_color
 from cellseg_gui.core.postprocess import (
@@ -524,18 +524,6 @@ def _verify(path: Path, run: Any, model: UNet) -> float:
     return worst
 
 
-def _tmp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str]):
     """Script the model, embed the meta, verify the written file, then publish it.
     Returns the max abs difference found."""
@@ -547,14 +535,10 @@ def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.P
         scripted = torch.jit.script(model)
     except Exception as exc:
         raise ExportError(path, f"cannot script the model: {exc}") from None
-    tmp = _tmp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.jit.save(scripted, str(tmp), _extra_files={META_NAME: _dumps(b.meta)})
         loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
         diff = _verify(path, lambda x: loaded(x).numpy(), model)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return diff
 
 
@@ -614,13 +598,9 @@ def export_onnx(
     entry = proto.metadata_props.add()
     entry.key = ONNX_META_KEY
     entry.value = _dumps(b.meta)
-    tmp = _tmp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
         session = _ort_session(str(tmp))
         name = session.get_inputs()[0].name
         diff = _verify(path, lambda x: session.run(None, {name: x.numpy()})[0], model)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return diff

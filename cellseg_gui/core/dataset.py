@@ -8,7 +8,6 @@ list the caller shows, and the good pairs load. Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cellseg_gui.core.config import NormConfig
+from cellseg_gui.core.fileio import file_sha256
 from cellseg_gui.core.imageio import IMAGE_EXTS, ImageReadError, read_image, read_mask
 from cellseg_gui.core.instances import as_instances
 from cellseg_gui.core.masks import detect_dataset_mode, mask_to_classes
@@ -58,15 +58,6 @@ class Sample:
     # its connected components otherwise (``instance_source`` says which)
     instances: np.ndarray | None = None
     instance_source: str = ""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in chunks (images can be gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _EXT_RANK = {ext: i for i, ext in enumerate(IMAGE_EXTS)}

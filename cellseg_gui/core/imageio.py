@@ -11,16 +11,19 @@ rest.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import re
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+# One atomic writer for every file the program writes lives in core.fileio; masks are
+# this module's business, so its callers may import the writers from here too.
+from cellseg_gui.core.fileio import atomic_file as _atomic_file
+from cellseg_gui.core.fileio import atomic_write_bytes as atomic_write_bytes
+from cellseg_gui.core.fileio import atomic_write_text as atomic_write_text
+from cellseg_gui.core.fileio import remove_stale_temporaries as remove_stale_temporaries
 
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 TIFF_EXTS = (".tif", ".tiff")
@@ -358,80 +361,6 @@ def image_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # see _atomic_file
-
-
-def remove_stale_temporaries(
-    folder: str | os.PathLike[str], older_than_s: float = 600.0
-) -> list[Path]:
-    """Delete our own temporary files (``.NAME.XXXXXXXX.tmp``, left by a save that was
-    killed) in ``folder``. Only those untouched for ``older_than_s``: a second window may
-    be writing one right now. Returns what was removed."""
-    import time
-
-    removed: list[Path] = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    now = time.time()
-    for p in entries:
-        if not _TEMP_NAME.match(p.name):
-            continue
-        try:
-            if p.is_file() and now - p.stat().st_mtime > older_than_s:
-                p.unlink()
-                removed.append(p)
-        except OSError:
-            continue
-    return removed
-
-
-@contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Yield a temporary file beside ``path``; on success fsync it and rename it over
-    ``path``, so a crash or full disk leaves the old file whole, never half a mask."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes 0600 files; give the result the permissions a plain write would.
-        try:
-            mode = target.stat().st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # directory fsync: POSIX only
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temporary file, fsync, rename)."""
-    with _atomic_file(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    """Replace ``path`` with ``text`` atomically; used for project files and metadata."""
-    atomic_write_bytes(path, text.encode(encoding))
 
 
 _WIDEN = (np.uint8, np.uint16, np.uint32)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cellseg_gui.core.fileio import file_sha256
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
 
 PERCENTILES = (0.0, 1.0, 50.0, 99.0, 99.8, 100.0)
@@ -165,14 +166,6 @@ def _g(x: float | None) -> str:
     return f"{x:.4g}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _image_stats(stats: ImageStats, img: np.ndarray) -> None:
     stats.shape = tuple(int(v) for v in img.shape)
     stats.dtype = str(img.dtype)
@@ -254,7 +247,7 @@ def inspect_dataset(
         img = None
         try:
             img = read_image(ipath, channels="keep")
-            stats.sha256 = _sha256(ipath)
+            stats.sha256 = file_sha256(ipath)
             hashes.setdefault(stats.sha256, []).append(str(ipath))
             _image_stats(stats, img)
             ph = hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()

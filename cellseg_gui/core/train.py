@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import io
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from cellseg_gui.core.events import (
     Started,
     StepEnded,
 )
+from cellseg_gui.core.fileio import atomic_write_bytes
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
 from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess, tune_postprocess
@@ -564,16 +564,9 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _plain(obj: Any) -> Any:

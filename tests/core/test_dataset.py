@@ -15,10 +15,10 @@ from cellseg_gui.core.config import NormConfig
 from cellseg_gui.core.dataset import (
     DatasetError,
     ImagePair,
-    file_sha256,
     find_pairs,
     load_samples,
 )
+from cellseg_gui.core.fileio import file_sha256
 from cellseg_gui.core.imageio import ImageReadError
 
 RNG = np.random.default_rng(3)
