@@ -240,25 +240,41 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
     ]
     lines += [f"| {i} | {c.get('name', i)} |" for i, c in enumerate(classes)]
     if meta.get("mask_mode") == "instances":
-        from cellseg_gui.core.postprocess import postprocess_from_meta
+        from cellseg_gui.core.postprocess import SMOOTHING_SIGMA, postprocess_from_meta
 
         pp, _ = postprocess_from_meta(meta)
-        thr = (
-            f"the pixels whose *cell* probability is at least {pp.marker_threshold:g}"
-            if pp.marker_threshold is not None
-            else "the pixels whose most likely class is *cell*"
-        )
         lines += [
             "",
-            "Cells were trained as *cell* with a *boundary* class between touching cells. "
-            f"To get one id per cell as cellseg does: markers are {thr} (4-connected "
-            f"components; those under {pp.min_size} pixels are dropped); grow them by a "
-            "watershed on the *boundary* probability through the pixels whose most likely "
-            "class is not background; foreground blobs that no marker reached become cells "
-            f"of their own; finally drop cells under {pp.min_size} pixels. These settings "
-            f"({pp.chosen}) are in "
-            "`config.cellseg_gui.postprocess` of rdf.yaml.",
+            "Cells were trained as *cell* with a *boundary* class between touching cells.",
         ]
+        if pp.method == "distance":
+            lines.append(
+                "To get one id per cell as cellseg does: the *cores* are the pixels whose "
+                f"*cell* probability is at least {pp.marker_threshold:g} and whose most "
+                "likely class is not background; take each core pixel's Euclidean distance "
+                "to the nearest non-core pixel and smooth it (Gaussian, sigma "
+                f"{SMOOTHING_SIGMA:g} px); markers are its h-maxima of height "
+                f"{pp.peak_height:g} px (found on every second pixel, each repeated over its "
+                "2x2 block); grow them by a watershed on the negated distance through the "
+                "pixels whose most likely class is not background; finally drop cells under "
+                f"{pp.min_size} pixels."
+            )
+        else:
+            thr = (
+                f"the pixels whose *cell* probability is at least {pp.marker_threshold:g}"
+                if pp.marker_threshold is not None
+                else "the pixels whose most likely class is *cell*"
+            )
+            lines.append(
+                f"To get one id per cell as cellseg does: markers are {thr} (4-connected "
+                f"components; those under {pp.min_size} pixels are dropped); grow them by a "
+                "watershed on the *boundary* probability through the pixels whose most likely "
+                "class is not background; foreground blobs that no marker reached become cells "
+                f"of their own; finally drop cells under {pp.min_size} pixels."
+            )
+        lines[-1] += (
+            f" These settings ({pp.chosen}) are in `config.cellseg_gui.postprocess` of rdf.yaml."
+        )
     lines += [
         "",
         "## Architecture",

@@ -114,9 +114,42 @@ def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> No
     pp, trials, per_image = tune_postprocess([(labels, probs, truth)], "instances")
     assert pp.marker_threshold is not None and pp.val_ap50 == 1.0 and per_image == [1.0]
     assert pp.chosen == "tuned on 1 validation image(s)"
-    assert len(trials) == 25
+    assert len(trials) == 5 * 6 + 3 * 3 * 6  # class grid + distance grid, x 6 sizes
     cells = prediction_to_instances(labels, probs, "instances", pp)
     assert score_instances(truth, cells).ap(0.5) == 1.0
+
+
+def _sure_touching_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two discs (radius 12) overlapping at a neck, both predicted 'cell' with the same
+    confidence: no probability threshold can split them, their shape can."""
+    yy, xx = np.mgrid[:40, :70]
+    d1 = np.hypot(yy - 20, xx - 24)
+    d2 = np.hypot(yy - 20, xx - 46)
+    union = (d1 <= 12) | (d2 <= 12)
+    truth = np.where(union, np.where(d1 <= d2, 1, 2), 0).astype(np.int32)
+    p_cell = np.where(union, 0.95, 0.02)
+    probs = np.stack([1 - p_cell, p_cell, np.zeros_like(p_cell)]).astype(np.float32)
+    return truth, union.astype(np.uint8), probs
+
+
+def test_distance_markers_split_cells_that_no_threshold_splits() -> None:
+    from cellseg_gui.core.postprocess import PostProcess, prediction_to_instances, tune_postprocess
+
+    truth, labels, probs = _sure_touching_pair()
+    for thr in (None, 0.6, 0.9):
+        merged = prediction_to_instances(labels, probs, "instances", PostProcess(thr, 15))
+        assert merged.max() == 1
+    pp = PostProcess(marker_threshold=0.7, min_size=15, method="distance", peak_height=4)
+    cells = prediction_to_instances(labels, probs, "instances", pp)
+    assert cells.max() == 2 and score_instances(truth, cells).ap(0.9) == 1.0
+    assert PostProcess.from_dict(pp.to_dict()) == pp  # the bundle round trip
+    assert "distance markers" in pp.describe()
+    tuned, _, _ = tune_postprocess([(labels, probs, truth)], "instances")
+    assert tuned.method == "distance" and tuned.val_ap50 == 1.0
+    # without the distance grid (the 2-class path, or asked), the class method is kept
+    assert tune_postprocess([(labels, probs, truth)], "instances", distance=False)[0].method == (
+        "classes"
+    )
 
 
 def test_stored_postprocess_is_validated() -> None:
@@ -125,7 +158,14 @@ def test_stored_postprocess_is_validated() -> None:
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 7, "min_size": 5}})
     assert pp == DEFAULT_POSTPROCESS and "between 0 and 1" in note
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 0.8, "min_size": 5}})
-    assert (pp.marker_threshold, pp.min_size, note) == (0.8, 5, "")
+    assert (pp.marker_threshold, pp.min_size, pp.method, note) == (0.8, 5, "classes", "")
+    for bad, words in (
+        ({"method": "flows"}, "postprocess.method"),
+        ({"method": "distance", "peak_height": "high"}, "postprocess.peak_height"),
+        ({"method": "distance", "marker_threshold": None}, "needed by the distance method"),
+    ):
+        pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 0.8, **bad}})
+        assert pp == DEFAULT_POSTPROCESS and words in note, bad
 
 
 def test_huge_and_sparse_ids_and_binary_truth() -> None:
