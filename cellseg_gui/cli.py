@@ -441,7 +441,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
     path = _existing(args.model)
     if path.suffix.lower() == ".cellseg":
-        from cellseg_gui.core.bundle import read_bundle_meta
+        from cellseg_gui.core.bundle_meta import read_bundle_meta
 
         meta = read_bundle_meta(path)
     else:
@@ -855,7 +855,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     if args.resume:
         _existing(args.resume)
     if args.init:
-        from cellseg_gui.core.bundle import read_bundle_meta
+        from cellseg_gui.core.bundle_meta import read_bundle_meta
 
         read_bundle_meta(_existing(args.init))  # a bad model is bad input, reported early
     ctx = _dist_context()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -143,9 +142,10 @@ def save_settings(project: Any, data: dict[str, Any]) -> None:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """A bundle's cellseg.json without loading torch."""
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("cellseg.json"))
+    """A bundle's cellseg.json, checked, without loading torch (raises BundleError)."""
+    from cellseg_gui.core.bundle_meta import read_bundle_meta
+
+    return read_bundle_meta(path)
 
 
 def model_records(project: Any) -> list[dict[str, Any]]:
@@ -156,7 +156,7 @@ def model_records(project: Any) -> list[dict[str, Any]]:
     for path in paths:
         try:
             meta = read_meta(path)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        except (OSError, KeyError, ValueError):
             continue
         out.append(
             {
@@ -186,7 +186,7 @@ def register_model(project: Any, path: str | Path) -> None:
         return
     try:
         meta = read_meta(path)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError):
         meta = {}
     models.append(
         {

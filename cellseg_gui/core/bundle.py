@@ -15,11 +15,8 @@ raises ``ExportError`` rather than leaving a silently different model behind.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import io
-import json
 import os
-import platform
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,14 +24,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from cellseg_gui import __version__
+from cellseg_gui.core.bundle_meta import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    META_NAME,
+    ONNX_META_KEY,
+    WEIGHTS_NAME,
+    BundleError,
+    ExportError,
+    _check_file,
+    _dumps,
+    _parse_meta,
+    _read_zip,
+    architecture,
+    default_classes,
+    make_meta,
+    read_bundle_meta,
+)
 from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.fileio import atomic_path, atomic_write_bytes
 from cellseg_gui.core.imageio import to_grey
 from cellseg_gui.core.normalize import normalize
-from cellseg_gui.core.palette import class_color
 from cellseg_gui.core.postprocess import (
-    DEFAULT_POSTPROCESS,
     PostProcess,
     postprocess_from_meta,
     prediction_to_instances,
@@ -58,167 +69,7 @@ __all__ = [
     "save_bundle",
 ]
 
-BUNDLE_FORMAT = "cellseg-bundle"
-BUNDLE_VERSION = 1
-META_NAME = "cellseg.json"
-WEIGHTS_NAME = "weights.pt"
-ONNX_META_KEY = "cellseg"
 EXPORT_TOLERANCE = 1e-4
-
-
-class BundleError(ValueError):
-    """A model file that cannot be used; ``str()`` is ``"<path>: <problem>"`` for the CLI."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-class ExportError(BundleError):
-    """An export that does not reproduce the torch model (or could not be written)."""
-
-
-# ----------------------------------------------------------------------------- meta
-
-
-def default_classes(mask_mode: str, n_classes: int) -> list[dict[str, Any]]:
-    """Class names and palette colours for a mask mode; extra classes get "class N"."""
-    names = {
-        "instances": ["background", "cell", "boundary"],
-        "binary": ["background", "foreground"],
-    }.get(mask_mode, ["background"])
-    out = []
-    for k in range(int(n_classes)):
-        name = names[k] if k < len(names) else f"class {k}"
-        color = class_color(k)
-        out.append({"name": name, "color": list(color)})
-    return out
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "cellseg_gui": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def make_meta(
-    model_cfg: ModelConfig,
-    *,
-    classes: list[dict[str, Any]] | None = None,
-    mask_mode: str,
-    boundary_width: int,
-    channels: str,
-    norm: NormConfig,
-    training: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    name: str | None = None,
-    postprocess: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON record stored with a model (see the module docstring)."""
-    if classes is None:
-        classes = default_classes(mask_mode, model_cfg.n_classes)
-    if len(classes) != model_cfg.n_classes:
-        raise ValueError(f"{len(classes)} class entries for a {model_cfg.n_classes}-class model")
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_VERSION,
-        "name": name or "cellseg model",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": model_cfg.to_dict(),
-        "classes": [
-            {"name": str(c["name"]), "color": [int(v) for v in c["color"]]} for c in classes
-        ],
-        "mask_mode": mask_mode,
-        "boundary_width": int(boundary_width),
-        "channels": channels,
-        "normalization": norm.to_dict(),
-        "training": training or {},
-        "metrics": metrics or {},
-        # how predictions become cells (core.postprocess); exports carry it unchanged
-        "postprocess": postprocess or DEFAULT_POSTPROCESS.to_dict(),
-        "versions": _versions(),
-    }
-    # Plain JSON types only (numpy scalars in training records become floats), so the
-    # meta compares equal to what read_bundle_meta returns and any json.dumps works.
-    return json.loads(_dumps(meta))
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy scalars/arrays in training records become plain JSON."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _dumps(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, indent=2, default=_json_default, allow_nan=True)
-
-
-def _check_meta(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
-    if not isinstance(meta, dict):
-        raise BundleError(path, f"{META_NAME} is not a JSON object")
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(path, f"not a cellseg model (format {meta.get('format')!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise BundleError(path, f"bad format_version {version!r}")
-    if version > BUNDLE_VERSION:
-        raise BundleError(
-            path, f"made by a newer cellseg_gui (format {version}); please update to read it"
-        )
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
-        raise BundleError(path, f"{META_NAME} has no architecture")
-    return meta
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise BundleError(path, "file not found")
-    if path.is_dir():
-        raise BundleError(path, "is a folder, not a model file")
-    if path.stat().st_size == 0:
-        raise BundleError(path, "empty file (0 bytes)")
-
-
-def _read_zip(path: Path, names: tuple[str, ...]) -> dict[str, bytes]:
-    _check_file(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            present = set(zf.namelist())
-            out = {}
-            for n in names:
-                if n not in present:
-                    raise BundleError(path, f"not a cellseg bundle (no {n} inside)")
-                out[n] = zf.read(n)
-            return out
-    except BundleError:
-        raise
-    except zipfile.BadZipFile as exc:
-        raise BundleError(
-            path, f"not a cellseg bundle (damaged or not a zip file: {exc})"
-        ) from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise BundleError(path, f"cannot read bundle: {exc}") from None
-
-
-def _parse_meta(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(path, f"{META_NAME} is not valid JSON ({exc})") from None
-    return _check_meta(path, meta)
 
 
 def save_bundle(path: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -233,12 +84,6 @@ def save_bundle(path: str | os.PathLike[str], model: torch.nn.Module, meta: dict
         zf.writestr(META_NAME, _dumps(meta), compress_type=zipfile.ZIP_DEFLATED)
         zf.writestr(WEIGHTS_NAME, wbuf.getvalue(), compress_type=zipfile.ZIP_STORED)
     atomic_write_bytes(path, zbuf.getvalue())
-
-
-def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON record of a bundle, without reading its weights (cheap: for lists, info)."""
-    path = Path(path)
-    return _parse_meta(path, _read_zip(path, (META_NAME,))[META_NAME])
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -349,15 +194,6 @@ class Bundle(_Predictor):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.device))
-
-
-def architecture(meta: dict[str, Any]) -> ModelConfig:
-    """The model's architecture as recorded. Bundles from before ``downsample`` existed
-    ran at full resolution: they read as 1, never as 0 (auto)."""
-    cfg = ModelConfig.from_dict(meta.get("architecture"))
-    if not cfg.downsample:
-        cfg.downsample = 1
-    return cfg
 
 
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Bundle:

@@ -101,14 +101,33 @@ def test_preprocess_uses_bundle_normalisation(saved) -> None:
 
 
 def test_read_meta_does_not_load_torch(saved) -> None:
-    path, _, _ = saved
+    path, _, meta = saved
     code = (
-        "import sys, json, zipfile\n"
-        f"z = zipfile.ZipFile({str(path)!r}); m = json.loads(z.read('cellseg.json'))\n"
-        "print(m['architecture']['hidden'])"
+        "import sys\n"
+        "from cellseg_gui.core.bundle_meta import read_bundle_meta\n"
+        f"m = read_bundle_meta({str(path)!r})\n"
+        "print(m['architecture']['hidden'], m['versions']['torch'], 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "4"
+    assert out.stdout.split() == ["4", torch.__version__, "False"]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("hidden", 1_000_000_000), ("depth", 40), ("n_classes", 0), ("in_channels", "3"),
+     ("downsample", -1), ("dropout", 2.0)],
+)  # fmt: skip
+def test_an_impossible_architecture_is_refused_when_read(saved, tmp_path, key, value) -> None:
+    path, model, meta = saved
+    bad = json.loads(json.dumps(meta))
+    bad["architecture"][key] = value
+    target = tmp_path / "crafted.cellseg"
+    with zipfile.ZipFile(target, "w") as zf:
+        zf.writestr("cellseg.json", json.dumps(bad))
+        zf.writestr("weights.pt", b"")
+    for read in (B.read_bundle_meta, B.load_bundle):
+        with pytest.raises(B.BundleError, match=f"architecture.{key} is"):
+            read(target)
 
 
 def test_save_is_atomic_and_overwrites(saved, tmp_path) -> None:
