@@ -560,12 +560,17 @@ def _load_training_samples(
     return samples, mode, len(errors)
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+    """The run's settings: ``base`` (the project's saved training form) or the defaults,
+    then every option the user gave."""
     from cellseg_gui.core.config import TrainConfig
 
-    cfg = TrainConfig()
-    if args.device in ("cuda", "mps"):
-        cfg = TrainConfig.for_device(args.device)
+    if base:
+        cfg = TrainConfig.from_dict(base)
+    else:
+        cfg = TrainConfig()
+        if args.device in ("cuda", "mps"):
+            cfg = TrainConfig.for_device(args.device)
     cfg.device = args.device
     for attr, field in (
         ("hidden", "model.hidden"),
@@ -840,13 +845,71 @@ def _run_lr_find(samples: list[Any], cfg: Any, out: Output, args: argparse.Names
     return fin
 
 
+def _folder_project(data: str, out: Output) -> Any:
+    """The project of a data folder that has a ``cellseg-project.json`` (the window's
+    split and settings), else None. A project file that cannot be read is said, and the
+    run goes on without it."""
+    from cellseg_gui.core.project import PROJECT_FILE, ProjectError, open_project
+
+    folder = Path(data)
+    if not (folder / PROJECT_FILE).is_file():
+        return None
+    try:
+        project = open_project(folder)
+    except ProjectError as exc:
+        out.err(f"warning: {exc}; its split and settings are not used")
+        return None
+    for problem in project.problems:
+        out.err(f"warning: {problem}")
+    return project
+
+
+def _project_split(args, project, samples, out: Output) -> tuple[list[str] | None, list]:
+    """Validation names and the samples to train on, and a first line saying where the
+    split comes from: --val, the project's 'val' images, or drawn by the run."""
+    if args.val:
+        names = [n.strip() for n in args.val.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {s.name for s in samples}]
+        if unknown:
+            raise CLIError(args.data, f"--val names not in the data: {', '.join(unknown)}")
+        out.err(f"validation: {len(names)} image(s) given by --val")
+        return names, samples
+    if project is not None:
+        excluded = set(project.excluded())
+        kept = [s for s in samples if s.name not in excluded]
+        if len(kept) < len(samples):
+            out.err(
+                f"{len(samples) - len(kept)} image(s) marked 'excluded' in the project: left out"
+            )
+        val = [s.name for s in kept if project.split.get(s.name) == "val"]
+        if val and len(val) < len(kept):
+            shown = ", ".join(val[:8]) + (", ..." if len(val) > 8 else "")
+            out.err(f"validation: {len(val)} image(s) marked 'val' in {project.path} ({shown})")
+            return val, kept
+        if val:
+            out.err(f"warning: every image is marked 'val' in {project.path}; drawing a split")
+        samples = kept
+    share = getattr(args, "val_fraction", None)
+    out.err(
+        "validation: drawn by this run"
+        + (f" ({share:g} of the images)" if share is not None else "")
+        + (" (the project marks no image 'val')" if project is not None else "")
+    )
+    return None, samples
+
+
 def cmd_train(args: argparse.Namespace, out: Output) -> int:
-    cfg = _train_config(args)
+    project = _folder_project(args.data, out)
+    saved = project.training_settings().get("config") if project is not None else None
+    cfg = _train_config(args, saved if isinstance(saved, dict) else None)
+    if project is not None and isinstance(saved, dict):
+        out.err(f"settings: the training form saved in {project.path}, with the options given here")
     if args.minutes is not None:
         cfg.minutes = args.minutes
         cfg.epochs = args.epochs or 0
     elif args.epochs is not None:
         cfg.epochs = args.epochs
+        cfg.minutes = None  # a saved time budget would otherwise cut the epochs asked for
     target = Path(args.out)
     if target.suffix.lower() != ".cellseg":
         target = target.with_name(target.name + ".cellseg")
@@ -861,12 +924,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     ctx = _dist_context()
     out.quiet = out.quiet or not ctx.is_main
     samples, mode, n_bad = _load_training_samples(args, cfg, out)
-    val_names = [n.strip() for n in args.val.split(",") if n.strip()] if args.val else None
-    if val_names:
-        known = {s.name for s in samples}
-        unknown = [n for n in val_names if n not in known]
-        if unknown:
-            raise CLIError(args.data, f"--val names not in the data: {', '.join(unknown)}")
+    val_names, samples = _project_split(args, project, samples, out)
     lr_result = None
     if args.lr == "auto":
         fin = _run_lr_find(samples, cfg, out, args)

@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
-from PySide6.QtWidgets import QMainWindow
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from cellseg_gui.core import edits as E
 from cellseg_gui.core.maskdoc import (
@@ -39,6 +39,10 @@ from cellseg_gui.core.maskdoc import (
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
 from cellseg_gui.workers.gui_gc import collect_on_gui_thread
+
+if TYPE_CHECKING:
+    from cellseg_gui.app.main_window import MainWindow
+    from cellseg_gui.core.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +72,10 @@ class PatchCommand(QUndoCommand):
         self.editor.mask_changed(self.name, self.patch.bbox)
 
 
-def _is_left(obj: Any) -> bool:
-    """Whether a canvas mouse signal's buttons_and_modifiers means the left button."""
-    if isinstance(obj, dict):
-        obj = obj.get("buttons", obj.get("button"))
-    buttons = obj[0] if isinstance(obj, tuple | list) and obj else obj
-    buttons = (
-        getattr(buttons, "buttons", lambda: buttons)()
-        if callable(getattr(buttons, "buttons", None))
-        else buttons
-    )
-    if buttons is None:
-        return True
-    try:
-        return bool(Qt.MouseButton(buttons) & Qt.MouseButton.LeftButton)
-    except (TypeError, ValueError):
-        try:
-            return bool(int(buttons) & int(Qt.MouseButton.LeftButton.value))
-        except (TypeError, ValueError):
-            return True
+def _is_left(mods: dict[str, Any]) -> bool:
+    """Whether the canvas's mouse-event details (``{"buttons", "modifiers"}``) mean the
+    left button."""
+    return bool(mods["buttons"] & Qt.MouseButton.LeftButton)
 
 
 class Editor(QObject):
@@ -94,9 +83,11 @@ class Editor(QObject):
 
     saved = Signal(str)  # a mask file was written (name)
 
-    def __init__(self, window: QMainWindow) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
+        self.ask_unsaved = self._ask_unsaved  # "elsewhere" | "discard" | "cancel"; tests replace
+        self.choose_folder = self._choose_folder
         self.canvas = window.canvas
         self.docs: dict[str, MaskDocument] = {}
         self.stacks: dict[str, QUndoStack] = {}
@@ -163,14 +154,10 @@ class Editor(QObject):
         self.group.cleanChanged.connect(lambda _c: self._update_modified())
         self.group.indexChanged.connect(lambda _i: self._update_actions())
         w.currentImageChanged.connect(self._on_image_changed)
-        if hasattr(w, "projectOpened"):
-            w.projectOpened.connect(self._on_project_opened)
-        legend_signal = getattr(self.canvas, "classClicked", None)
-        if legend_signal is not None:
-            legend_signal.connect(lambda c: self.toolbar.set_class(int(c)))
+        w.projectOpened.connect(self._on_project_opened)
         w.installEventFilter(self)
-        self._on_project_opened(getattr(w, "project", None))
-        name = getattr(w, "current_name", None)
+        self._on_project_opened(w.project)
+        name = w.current_name
         if name:
             self._on_image_changed(name)
         self._update_actions()
@@ -191,70 +178,116 @@ class Editor(QObject):
         if obj is self.window and event.type() == QEvent.Type.Close:
             self._finish_stroke()
             self.flush()
+            if not self._may_close():
+                event.ignore()
+                return True
         return False
+
+    # ------------------------------------------------------------------ closing
+    def unsaved(self) -> list[str]:
+        """Images whose mask holds edits the file does not (a save failed)."""
+        return [n for n, st in self.stacks.items() if not st.isClean() and n in self.docs]
+
+    def _may_close(self) -> bool:
+        """With masks that could not be saved: ask, and offer to save them elsewhere."""
+        names = self.unsaved()
+        if not names:
+            return True
+        choice = self.ask_unsaved(names)
+        if choice == "discard":  # nothing of these edits is written after this
+            for name in names:
+                self.stacks[name].setClean()
+            return True
+        if choice == "elsewhere":
+            folder = self.choose_folder()
+            if folder is None:
+                return False
+            try:
+                written = self.save_elsewhere(names, folder)
+            except OSError as exc:
+                self._message(f"Could not save the masks in {folder}: {exc.strerror or exc}")
+                return self._may_close()  # ask again: nothing is lost on the way out
+            for name in names:
+                self.stacks[name].setClean()
+            log.info("unsaved masks written to %s", ", ".join(map(str, written)))
+            return True
+        return False
+
+    def save_elsewhere(self, names: list[str], folder: Path) -> list[Path]:
+        """Write these masks into ``folder`` under their own file names (atomic)."""
+        written = []
+        for name in names:
+            doc = self.docs[name]
+            target = Path(folder) / doc.path.name
+            save_mask(target, doc.stored())
+            written.append(target)
+        return written
+
+    def _ask_unsaved(self, names: list[str]) -> str:
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        box = QMessageBox(self.window)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Unsaved masks")
+        box.setText(f"{len(names)} mask(s) could not be saved: {shown}.")
+        box.setInformativeText("Save them in another folder, or close and lose these edits?")
+        elsewhere = box.addButton("Save elsewhere…", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard edits", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(elsewhere)
+        box.exec()
+        clicked = box.clickedButton()
+        return (
+            "elsewhere" if clicked is elsewhere else "discard" if clicked is discard else "cancel"
+        )
+
+    def _choose_folder(self) -> Path | None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Save the unsaved masks in")
+        return Path(folder) if folder else None
 
     # ------------------------------------------------------------------ project access
     @property
-    def project(self) -> Any:
-        return getattr(self.window, "project", None)
+    def project(self) -> Project | None:
+        return self.window.project
 
     @property
     def current(self) -> str | None:
-        return getattr(self.window, "current_name", None)
+        return self.window.current_name
 
     def _mask_mode(self) -> str:
-        mode = getattr(self.project, "mask_mode", None)
+        mode = self.project.mask_mode if self.project is not None else "auto"
         return mode if mode in ("binary", "classes", "instances") else "auto"
 
     def _boundary_width(self) -> int:
-        return int(getattr(self.project, "boundary_width", 2) or 2)
+        return self.project.boundary_width if self.project is not None else 2
 
     def _mask_path(self, name: str) -> Path | None:
         """The mask file of ``name``, or None when the image has none yet."""
-        p = self.project
-        if p is None:
-            return None
-        fn = getattr(p, "mask_path", None)
-        if callable(fn):
-            path = fn(name)
-            return Path(path) if path else None
-        for attr in ("pairs", "images"):
-            items = getattr(p, attr, None)
-            if isinstance(items, dict):
-                item = items.get(name)
-            else:
-                item = next((i for i in items or () if getattr(i, "name", None) == name), None)
-            if item is not None and getattr(item, "mask_path", None):
-                return Path(item.mask_path)
-        return None
+        return self.project.mask_path(name) if self.project is not None else None
 
     def _new_mask_path(self, name: str) -> Path:
         """Where a new mask goes: beside the project's other masks, named and typed like them
         (``masks/NAME.tif``, or ``NAME_mask.png`` in a flat folder), else ``masks/NAME.tif``."""
         p = self.project
-        for pair in (getattr(p, "pairs", None) or {}).values():
-            mp = getattr(pair, "mask_path", None)
+        assert p is not None
+        for pair in p.pairs.values():
+            mp = pair.mask_path
             if mp is None:
                 continue
-            mp = Path(mp)
             suffix = mp.suffix.lower() if mp.suffix.lower() in (".tif", ".tiff", ".png") else ".tif"
             tail = mp.stem[len(pair.name) :] if mp.stem.startswith(pair.name) else ""
             return mp.parent / f"{name}{tail}{suffix}"
-        return Path(p.folder) / "masks" / f"{name}.tif"
+        return p.folder / "masks" / f"{name}.tif"
 
     def _register_mask(self, name: str, path: Path) -> None:
         """Tell the project that ``name`` has a mask now, so training and the list see it."""
-        pair = (getattr(self.project, "pairs", None) or {}).get(name)
-        if pair is not None and getattr(pair, "mask_path", None) is None:
+        pair = self.project.pairs.get(name) if self.project is not None else None
+        if pair is not None and pair.mask_path is None:
             pair.mask_path = path
 
     def _image_shape(self, name: str) -> tuple[int, int] | None:
         """Height and width of ``name``: from the image shown, else the file's header."""
-        if name == self.current:
-            for attr in ("image", "raw", "raw_image"):
-                img = getattr(self.canvas, attr, None)
-                if isinstance(img, np.ndarray):
-                    return img.shape[:2]
+        if name == self.current and self.canvas.raw is not None:
+            return self.canvas.raw.shape[:2]
         path = self._image_path(name)
         if path is not None:
             from cellseg_gui.core.imageio import image_info
@@ -265,42 +298,19 @@ class Editor(QObject):
 
     def _image_path(self, name: str) -> Path | None:
         p = self.project
-        fn = getattr(p, "image_path", None)
-        if callable(fn):
-            return Path(fn(name))
-        for attr in ("pairs", "images"):
-            items = getattr(p, attr, None)
-            item = (
-                items.get(name)
-                if isinstance(items, dict)
-                else next((i for i in items or () if getattr(i, "name", None) == name), None)
-            )
-            if item is not None and getattr(item, "image_path", None):
-                return Path(item.image_path)
-        folder = getattr(p, "folder", None) or getattr(p, "path", None)
-        if folder is not None:
-            from cellseg_gui.core.imageio import IMAGE_EXTS
-
-            for ext in IMAGE_EXTS:
-                cand = Path(folder) / "images" / f"{name}{ext}"
-                if cand.exists():
-                    return cand
-        return None
+        return p.image_path(name) if p is not None and name in p.pairs else None
 
     def _prediction(self, name: str):
         """The window's latest prediction of ``name`` (class map and cells), or None."""
         return self.window.prediction(name)
 
     def _classes(self) -> list[tuple[str, tuple[int, ...]]]:
-        p = self.project
-        classes = getattr(p, "classes", None)
-        out: list[tuple[str, tuple[int, ...]]] = []
-        for i, c in enumerate(classes or ()):
-            if isinstance(c, dict):
-                out.append((str(c.get("name", i)), tuple(c.get("color", DEFAULT_PALETTE[i % 9]))))
-            else:
-                name = getattr(c, "name", str(i))
-                out.append((name, tuple(getattr(c, "color", DEFAULT_PALETTE[i % 9]))))
+        classes = self.project.classes if self.project is not None else []
+        out = [
+            (str(c.get("name", i)), tuple(c.get("color", DEFAULT_PALETTE[i % 9])))
+            for i, c in enumerate(classes)
+            if isinstance(c, dict)
+        ]
         if not out:
             if self._mask_mode() == "instances":
                 out = [("background", DEFAULT_PALETTE[0]), ("cell", DEFAULT_PALETTE[1])]
@@ -698,12 +708,7 @@ class Editor(QObject):
         self.toolbar.restore.setEnabled(bool(path) and has_original(path))
 
     def _set_image_modified(self, name: str, modified: bool) -> None:
-        lst = getattr(self.window, "image_list", None)
-        for meth in ("set_modified", "set_unsaved", "mark_modified"):
-            fn = getattr(lst, meth, None)
-            if callable(fn):
-                fn(name, modified)
-                break
+        self.window.image_list.set_modified(name, modified)
         self._update_modified()
 
     def _update_modified(self) -> None:
@@ -711,12 +716,10 @@ class Editor(QObject):
         self._update_actions()
 
     def _message(self, text: str) -> None:
-        bar = getattr(self.window, "statusBar", None)
-        if callable(bar):
-            bar().showMessage(text, 5000)
+        self.window.statusBar().showMessage(text, 5000)
 
 
-def install_editing(window: QMainWindow) -> Editor:
+def install_editing(window: MainWindow) -> Editor:
     """Add mask editing to the main window (toolbar, Edit menu, undo, autosave)."""
     editor = Editor(window)
     window.editor = editor

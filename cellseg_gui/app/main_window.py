@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -71,6 +71,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.project: Project | None = None
         self.current_name: str | None = None
         self.predictions: dict[str, ShownPrediction] = {}
+        self.project_notice: QMessageBox | None = None  # what was wrong with the project file
         self._gt: dict[str, np.ndarray] = {}
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
@@ -178,10 +179,30 @@ class MainWindow(WindowActions, QMainWindow):
             S.add_recent(project.folder)
             self._fill_recent()
         self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
+        if project.problems:
+            self._show_project_problems(project)
         self.projectOpened.emit(project)
         if entries:
             self.show_image(entries[0].name)
         return True
+
+    def _show_project_problems(self, project) -> None:
+        """Say what was wrong with the project file, without blocking (a modal dialog
+        would stop a ``--screenshot`` run): the window opened with defaults for those
+        parts and the file is copied to .bak before it is first rewritten."""
+        text = "\n".join(f"• {p}" for p in project.problems)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Problems in the project file", "", parent=self)
+        box.setText(
+            f"Opened {project.folder.name} with defaults where its project file did not fit."
+        )
+        box.setInformativeText(
+            text + "\n\nYour file stays as it is until the project is next saved; it is then "
+            "kept as cellseg-project.json.bak."
+        )
+        box.setModal(False)
+        box.show()
+        self.project_notice = box
+        self.statusBar().showMessage(project.problems[0], 15000)
 
     def show_image(self, name: str) -> bool:
         if self.project is None or name not in self.project.pairs:
@@ -359,18 +380,14 @@ class MainWindow(WindowActions, QMainWindow):
     # ------------------------------------------------------------------ drag and drop
     # ------------------------------------------------------------------ hooks and layout
     def _install_hooks(self) -> None:
-        try:
-            from cellseg_gui.app.editing import install_editing
-        except ImportError:
-            install_editing = None
-        if install_editing is not None:
-            install_editing(self)
-        try:
-            from cellseg_gui.app.training import install_training
-        except ImportError:
-            install_training = None
-        if install_training is not None:
-            install_training(self)
+        from cellseg_gui.app.editing import install_editing
+        from cellseg_gui.app.training import install_training
+
+        install_editing(self)
+        install_training(self)
+        # The editor asks about unsaved masks first: the last filter installed sees an
+        # event first, so a Cancel there leaves a running training job untouched.
+        self.installEventFilter(self.editor)
 
     def _default_sizes(self) -> None:
         """Give the image most of the room: bottom panels short, side panels narrow."""
@@ -407,5 +424,4 @@ class MainWindow(WindowActions, QMainWindow):
     def screenshot(self, path: str | Path) -> bool:
         """Render the window (thumbnails made first) into a PNG."""
         self.image_list.model_.make_all()
-        QTimer.singleShot(0, lambda: None)
         return self.grab().save(str(path))

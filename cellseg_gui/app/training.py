@@ -18,9 +18,11 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QMessageBo
 
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.app.training_results import TrainingResults
+from cellseg_gui.core.bundle_meta import BundleError
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import Finished
-from cellseg_gui.core.scoring import model_scores
+from cellseg_gui.core.model_registry import model_record, model_records, new_model_path
+from cellseg_gui.core.project import ProjectError
 from cellseg_gui.widgets.advice import AdvicePanel
 from cellseg_gui.widgets.export_dialog import ExportDialog
 from cellseg_gui.widgets.gallery import Gallery
@@ -160,7 +162,7 @@ class TrainingController(TrainingResults, QObject):
         self._set_enabled(project is not None)
         if project is None:
             return
-        saved = J.load_settings(project)
+        saved = project.training_settings()
         self._has_saved_config = bool(saved.get("config"))
         if saved.get("config"):
             self.panel.form.set_config(TrainConfig.from_dict(saved["config"]))
@@ -177,7 +179,7 @@ class TrainingController(TrainingResults, QObject):
         from the defaults in a folder that has stored nothing."""
         if self.project is None:
             return
-        saved = J.load_settings(self.project)
+        saved = self.project.training_settings()
         data = dict(saved)
         data.update(config=self.panel.form.get_config().to_dict(), active_model=self.active_model)
         if only_if_changed:
@@ -187,21 +189,18 @@ class TrainingController(TrainingResults, QObject):
                 return
         self._has_saved_config = True
         try:
-            J.save_settings(self.project, data)
+            self.project.set_training_settings(data)
         except OSError as exc:
             self.panel.show_message(f"Could not save the training settings: {exc}", "warning")
 
     def refresh_models(self) -> None:
-        records = J.model_records(self.project) if self.project is not None else []
+        records = model_records(self.project) if self.project is not None else []
         if self.active_model is None and records:
-            self.active_model = records[0]["path"]
-        if self.active_model and not any(r["path"] == self.active_model for r in records):
+            self.active_model = records[0].path
+        if self.active_model and not any(r.path == self.active_model for r in records):
             try:
-                meta = J.read_meta(self.active_model)
-                records.insert(0, {"name": meta.get("name", Path(self.active_model).stem), "path": self.active_model,
-                                   "created": meta.get("created", ""), "training": meta.get("training") or {},
-                                   "best_val": model_scores(meta)[0], "best_ap50": model_scores(meta)[1]})  # fmt: skip
-            except Exception:  # noqa: BLE001 - a vanished or broken file: forget it
+                records.insert(0, model_record(self.active_model))
+            except (BundleError, OSError):  # a vanished or broken file: forget it
                 self.active_model = None
         self.models.set_models(records, self.active_model)
         self.panel.set_models_available(self.active_model is not None)
@@ -268,7 +267,7 @@ class TrainingController(TrainingResults, QObject):
         editor = getattr(self.window, "editor", None)
         if editor is not None and hasattr(editor, "flush"):
             editor.flush()
-        return J.project_pairs(self.project)
+        return self.project.training_pairs()
 
     def train(self, init_bundle: str | None = None) -> JobWorker | None:
         if self.project is None or self.running:
@@ -279,10 +278,13 @@ class TrainingController(TrainingResults, QObject):
         pairs = [p for p in self._snapshot() if p.mask_path]
         names = [p.name for p in pairs]
         try:
-            _, val = J.get_split(self.project, names, cfg.val_fraction, cfg.seed)
-            out = J.new_model_path(self.project, "finetune" if init_bundle else "run")
+            _, val = self.project.training_split(names, cfg.val_fraction, cfg.seed)
+            out = new_model_path(self.project, "finetune" if init_bundle else "run")
+        except ProjectError as exc:  # every image marked 'val'
+            self.panel.show_message(str(exc), "warning")
+            return None
         except OSError as exc:  # a read-only folder: say so, start nothing
-            where = getattr(exc, "filename", None) or J.project_folder(self.project)
+            where = exc.filename or self.project.folder
             self.panel.show_message(
                 f"Cannot train here: {where} is not writable ({exc.strerror or exc}). "
                 "Copy the folder somewhere you can write to, and open the copy.",
@@ -391,7 +393,7 @@ class TrainingController(TrainingResults, QObject):
             return None
         from cellseg_gui.core.jobs import CancelToken
 
-        pairs = J.project_pairs(self.project)
+        pairs = self.project.training_pairs()
         if names is not None:
             pairs = [p for p in pairs if p.name in names]
         token = CancelToken()
@@ -420,7 +422,7 @@ class TrainingController(TrainingResults, QObject):
             return None
         if request is None:
             dialog = ExportDialog(
-                Path(self.active_model).stem, J.project_folder(self.project) / "export", self.window
+                Path(self.active_model).stem, self.project.folder / "export", self.window
             )
             if not dialog.exec():
                 return None

@@ -1,228 +1,25 @@
 """The jobs the Training panel runs, as zero-argument generator factories, plus the small
-project bookkeeping they need (split, settings, models folder, model cards).
+model card and the ranking the noisy-labels list shows.
 
 No Qt here: every factory is called inside the worker thread, so the engine (and torch)
-load there, never on the GUI thread. Project access is defensive (``getattr`` with
-fallbacks to the folder layout) so the training helper works with the project model as
-it evolves.
+load there, never on the GUI thread. The project's split, settings and model registry
+live in core (``Project``, ``core.model_registry``), shared with the CLI.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, Message, Predicted, Started
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.scoring import model_scores, shown_metrics
-
-SETTINGS_FILE = "cellseg-training.json"  # used only when the project has no settings store
+from cellseg_gui.core.scoring import shown_metrics
 
 
-# --- project access ------------------------------------------------------------------------
-def project_folder(project: Any) -> Path:
-    for attr in ("folder", "root", "path"):
-        value = getattr(project, attr, None)
-        if value:
-            p = Path(value)
-            return p.parent if p.suffix == ".json" else p
-    raise ValueError("the project has no folder")
-
-
-def models_dir(project: Any, create: bool = True) -> Path:
-    """The project's models/ folder; made only when a model is about to be written, so
-    that looking at a folder leaves it as it was (and a read-only one opens)."""
-    d = getattr(project, "models_dir", None)
-    folder = Path(d() if callable(d) else d) if d else project_folder(project) / "models"
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def project_pairs(project: Any) -> list[Any]:
-    """The project's ImagePairs (name, image_path, mask_path), excluded images left out."""
-    pairs = None
-    for attr in ("pairs", "image_pairs"):
-        value = getattr(project, attr, None)
-        value = value() if callable(value) else value
-        if value:
-            pairs = list(value.values()) if isinstance(value, dict) else list(value)
-            break
-    if pairs is None:
-        from cellseg_gui.core.dataset import find_pairs
-
-        pairs = find_pairs(project_folder(project))
-    excluded = set(_call_or_attr(project, "excluded") or ())
-    return [p for p in pairs if p.name not in excluded]
-
-
-def _call_or_attr(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    return value() if callable(value) else value
-
-
-def _save_project(project: Any) -> None:
-    save = getattr(project, "save", None)
-    if callable(save):
-        save()
-
-
-def get_split(
-    project: Any, names: list[str], val_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Train/validation names. The split lives in the project so validation images stay
-    the same from run to run; new images go to training, a missing split is made once."""
-    split = _call_or_attr(project, "split")
-    val: list[str] | None = None
-    if isinstance(split, dict):
-        if split.get("val") is not None:
-            val = list(split["val"])
-        elif split:  # {name: "train" | "val" | "excluded"}
-            val = [n for n, role in split.items() if role == "val"]
-    if not val:
-        rng = random.Random(seed)
-        shuffled = sorted(names)
-        rng.shuffle(shuffled)
-        n_val = (
-            max(1, round(len(names) * val_fraction)) if len(names) > 1 and val_fraction > 0 else 0
-        )
-        val = sorted(shuffled[:n_val])
-        _store_split(project, names, val)
-    val = [n for n in val if n in names]
-    return [n for n in names if n not in val], val
-
-
-def _store_split(project: Any, names: list[str], val: list[str]) -> None:
-    setter = getattr(project, "set_split", None)
-    if callable(setter):
-        try:
-            setter({n: ("val" if n in val else "train") for n in names})
-        except TypeError:
-            setter([n for n in names if n not in val], val)
-    else:
-        split = getattr(project, "split", None)
-        if isinstance(split, dict) and not callable(split):
-            split.clear()
-            split.update({n: ("val" if n in val else "train") for n in names})
-        else:
-            try:
-                project.split = {n: ("val" if n in val else "train") for n in names}
-            except AttributeError:
-                return
-    _save_project(project)
-
-
-def load_settings(project: Any) -> dict[str, Any]:
-    """Saved training settings and state ({"config": ..., "active_model": ...})."""
-    settings = getattr(project, "settings", None)
-    if isinstance(settings, dict) and isinstance(settings.get("training"), dict):
-        return dict(settings["training"])
-    path = project_folder(project) / SETTINGS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def save_settings(project: Any, data: dict[str, Any]) -> None:
-    settings = getattr(project, "settings", None)
-    if isinstance(settings, dict):
-        settings["training"] = data
-        _save_project(project)
-        return
-    from cellseg_gui.core.imageio import atomic_write_text
-
-    atomic_write_text(project_folder(project) / SETTINGS_FILE, json.dumps(data, indent=1))
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """A bundle's cellseg.json, checked, without loading torch (raises BundleError)."""
-    from cellseg_gui.core.bundle_meta import read_bundle_meta
-
-    return read_bundle_meta(path)
-
-
-def model_records(project: Any) -> list[dict[str, Any]]:
-    """One record per bundle in the project's models folder, newest first."""
-    out = []
-    paths = sorted(models_dir(project, create=False).glob("*.cellseg"))
-    paths += [p for p in _listed_models(project) if p.resolve() not in {q.resolve() for q in paths}]
-    for path in paths:
-        try:
-            meta = read_meta(path)
-        except (OSError, KeyError, ValueError):
-            continue
-        out.append(
-            {
-                "name": meta.get("name") or path.stem,
-                "path": str(path),
-                "created": meta.get("created", ""),
-                "training": meta.get("training") or {},
-                "best_val": model_scores(meta)[0],
-                "best_ap50": model_scores(meta)[1],
-            }
-        )
-    out.sort(key=lambda r: r["created"], reverse=True)
-    return out
-
-
-def register_model(project: Any, path: str | Path) -> None:
-    """Add a model to the project's models list (project file), once."""
-    models = getattr(project, "models", None)
-    if not isinstance(models, list):
-        return
-    path = Path(path)
-    try:
-        rel = str(path.resolve().relative_to(project_folder(project).resolve()))
-    except ValueError:
-        rel = str(path.resolve())
-    if any(m.get("path") in (rel, str(path)) for m in models if isinstance(m, dict)):
-        return
-    try:
-        meta = read_meta(path)
-    except (OSError, KeyError, ValueError):
-        meta = {}
-    models.append(
-        {
-            "name": meta.get("name") or path.stem,
-            "path": rel,
-            "created": meta.get("created", now_iso()),
-            "best_val_fg_jaccard": model_scores(meta)[0],
-            "best_val_ap50": model_scores(meta)[1],
-        }
-    )
-    _save_project(project)
-
-
-def _listed_models(project: Any) -> list[Path]:
-    """Models the project lists that live outside its models folder (loaded from disk)."""
-    out = []
-    for m in getattr(project, "models", None) or []:
-        p = Path(m.get("path", "")) if isinstance(m, dict) else None
-        if p is not None and str(p):
-            p = p if p.is_absolute() else project_folder(project) / p
-            if p.suffix == ".cellseg" and p.is_file():
-                out.append(p)
-    return out
-
-
-def new_model_path(project: Any, prefix: str = "run") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = models_dir(project) / f"{prefix}-{stamp}.cellseg"
-    i = 2
-    while path.exists():
-        path = models_dir(project) / f"{prefix}-{stamp}-{i}.cellseg"
-        i += 1
-    return path
-
-
-# --- jobs ------------------------------------------------------------------------------
 def device_probe_job() -> Callable[[], Iterator[Any]]:
     """Load torch in the worker and name the device "auto" would pick, so the form's
     defaults fit it (and torch is warm before the first Train click)."""

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cellseg_gui.app import training_jobs as J
+from cellseg_gui.core.bundle_meta import BundleError, read_bundle_meta
 from cellseg_gui.core.events import Finished
+from cellseg_gui.core.model_registry import register_model
 from cellseg_gui.widgets.gallery import GalleryItem
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class TrainingResults:
             except Exception as exc:  # noqa: BLE001 - advice is optional, the run is not
                 log.warning("advice failed: %s", exc)
         if ev.bundle_path and Path(ev.bundle_path).exists():
-            J.register_model(self.project, ev.bundle_path)
+            register_model(self.project, ev.bundle_path)
             self.active_model = str(ev.bundle_path)
             self.save_settings()
             self.refresh_models()
@@ -99,7 +101,7 @@ class TrainingResults:
                 return
 
     def _gallery_add(self, ev: Any) -> None:
-        pair = next((p for p in J.project_pairs(self.project) if p.name == ev.name), None)
+        pair = next((p for p in self.project.training_pairs() if p.name == ev.name), None)
         if pair is None or not pair.mask_path:
             return
         try:
@@ -130,12 +132,12 @@ class TrainingResults:
 
     def load_model(self, path: str) -> None:
         try:
-            J.read_meta(path)
-        except Exception as exc:  # noqa: BLE001
-            self.panel.show_message(f"{path}: not a cellseg bundle ({exc})", "error")
+            read_bundle_meta(path)
+        except (BundleError, OSError) as exc:
+            self.panel.show_message(str(exc), "error")
             return
         if self.project is not None:
-            J.register_model(self.project, path)
+            register_model(self.project, path)
         self.set_active_model(str(path))
 
     def _show(self, name: str) -> None:

@@ -158,10 +158,6 @@ class MaskDocument:
         self.display[Y0:Y1, X0:X1] = classes[Y0 - P0 : Y1 - P0, X0 - Q0 : X1 - Q0]
         return Y0, X0, Y1, X1
 
-    def refresh_all(self) -> None:
-        if self.is_instances:
-            self.display[...] = instances_to_classes(self.data, self.boundary_width)
-
     def stored(self) -> np.ndarray:
         """A copy of the mask in the file's values (0/255 binary kept), safe to hand to a
         saving thread while editing goes on."""

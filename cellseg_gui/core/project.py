@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from cellseg_gui.core.dataset import DatasetError, ImagePair, find_pairs
-from cellseg_gui.core.imageio import IMAGE_EXTS, atomic_write_text
+from cellseg_gui.core.fileio import atomic_write_bytes, atomic_write_text
+from cellseg_gui.core.imageio import IMAGE_EXTS
 from cellseg_gui.core.palette import PALETTE
+from cellseg_gui.core.project_schema import PROJECT_VERSION, read_project_data
+from cellseg_gui.core.split import split_train_val
 
 PROJECT_FILE = "cellseg-project.json"
 SPLITS = ("train", "val", "excluded")
@@ -44,6 +47,11 @@ class Project:
     models: list[dict[str, Any]] = field(default_factory=list)
     pairs: dict[str, ImagePair] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    version: int = PROJECT_VERSION
+    # what was wrong with the project file when it was opened, one sentence each; the
+    # file is copied to cellseg-project.json.bak before it is first rewritten then
+    problems: list[str] = field(default_factory=list)
+    _backed_up: bool = field(default=False, repr=False, compare=False)
 
     # ---------------------------------------------------------------- paths
     @property
@@ -90,12 +98,49 @@ class Project:
     def excluded(self) -> list[str]:
         return [n for n, r in self.split.items() if r == "excluded"]
 
+    def training_pairs(self) -> list[ImagePair]:
+        """The images that take part in training (all but the excluded), in name order."""
+        excluded = set(self.excluded())
+        return [self.pairs[n] for n in self.names if n not in excluded]
+
+    def training_split(
+        self, names: list[str], val_fraction: float, seed: int
+    ) -> tuple[list[str], list[str]]:
+        """Train / validation names among ``names``. The split lives in the project so the
+        validation images stay the same from run to run and between the window and the
+        CLI: images marked 'val' are validation, the rest train. With none marked yet, one
+        is drawn by ``core.split`` (the CLI's function: at least one image of each kind)
+        and stored. Raises ProjectError when every image is marked 'val'."""
+        val = [n for n in names if self.split.get(n) == "val"]
+        if not val:
+            train, val = split_train_val(names, val_fraction, seed)
+            self.set_split({n: ("val" if n in val else "train") for n in names})
+            self.save()
+            return train, val
+        train = [n for n in names if n not in val]
+        if not train:
+            raise ProjectError(
+                f"{self.path}: every image with a mask is marked 'val'; "
+                "mark at least one as 'train' (right-click it in the image list)"
+            )
+        return train, val
+
+    # ---------------------------------------------------------------- settings
+    def training_settings(self) -> dict[str, Any]:
+        """The training form and state the window saved ({"config": ..., "active_model"})."""
+        saved = self.settings.get("training")
+        return dict(saved) if isinstance(saved, dict) else {}
+
+    def set_training_settings(self, data: dict[str, Any]) -> None:
+        self.settings["training"] = data
+        self.save()
+
     # ---------------------------------------------------------------- io
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.extra)
         out.update(
             format="cellseg-project",
-            version=1,
+            version=max(self.version, PROJECT_VERSION),
             name=self.name or self.folder.name,
             classes=self.classes,
             images={
@@ -108,8 +153,13 @@ class Project:
         return out
 
     def save(self) -> None:
-        """Write the project file atomically (temporary file, then rename)."""
+        """Write the project file atomically (temporary file, then rename). A file that
+        had problems when opened is first kept as ``cellseg-project.json.bak``, so what the
+        user wrote by hand is never lost to the defaults that replaced its broken parts."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.problems and not self._backed_up and self.path.is_file():
+            atomic_write_bytes(self.path.with_name(PROJECT_FILE + ".bak"), self.path.read_bytes())
+            self._backed_up = True
         atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1, sort_keys=False))
 
     def rescan(self) -> None:
@@ -146,41 +196,39 @@ def open_project(path: str | os.PathLike[str]) -> Project:
         raise ProjectError(f"{folder}: permission denied")
     project = Project(folder=folder, name=folder.name)
     # saves killed mid-write leave .NAME.XXXXXXXX.tmp files beside masks and project file
-    from cellseg_gui.core.imageio import remove_stale_temporaries
+    from cellseg_gui.core.fileio import remove_stale_temporaries
 
     for where in (folder, folder / "masks"):
         remove_stale_temporaries(where)
     pfile = folder / PROJECT_FILE
     if pfile.exists():
         try:
-            data = json.loads(pfile.read_text(encoding="utf-8"))
+            raw = json.loads(pfile.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ProjectError(f"{pfile}: not a readable project file ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ProjectError(f"{pfile}: not a project file")
-        known = {"format", "version", "name", "classes", "images", "settings", "models"}
-        project.extra = {k: v for k, v in data.items() if k not in known}
-        project.name = str(data.get("name") or folder.name)
-        if data.get("classes"):
-            project.classes = list(data["classes"])
-        for n, info in (data.get("images") or {}).items():
-            if isinstance(info, dict):
-                if info.get("split") in SPLITS:
-                    project.split[n] = info["split"]
-                project.verified[n] = bool(info.get("verified", False))
-        project.settings = dict(data.get("settings") or {})
-        project.models = list(data.get("models") or [])
+        data = read_project_data(raw)
+        project.problems = [f"{pfile}: {p}" for p in data.problems]
+        project.extra = data.extra
+        project.version = data.version
+        project.name = data.name or folder.name
+        if data.classes:
+            project.classes = data.classes
+        for n, info in data.images.items():
+            project.split[n] = info["split"]
+            project.verified[n] = info["verified"]
+        project.settings = data.settings
+        project.models = data.models
     try:
         project.pairs = {p.name: p for p in find_pairs(folder)}
     except DatasetError as exc:
         raise ProjectError(str(exc)) from exc
     if not project.pairs:
         raise ProjectError(f"{folder}: no images found (expected images/ + masks/ or NAME.tif)")
+    missing = sorted(n for n in project.split if n not in project.pairs)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        project.problems.append(
+            f"{pfile}: {len(missing)} image(s) it names are not in the folder ({shown}); "
+            "their entries are kept in case the files come back"
+        )
     return project
-
-
-def make_sample_project() -> Project:
-    """Generate (first use) and open the built-in synthetic sample."""
-    from cellseg_gui.core.sample import make_sample
-
-    return open_project(make_sample())

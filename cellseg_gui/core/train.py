@@ -54,6 +54,7 @@ from cellseg_gui.core.predict import (
     tune_cpu_allocator,
 )
 from cellseg_gui.core.scoring import score_image
+from cellseg_gui.core.split import split_train_val
 
 __all__ = [
     "fit",
@@ -68,30 +69,6 @@ __all__ = [
 
 # Largest image (pixels) validated with one forward pass instead of tiles.
 WHOLE_FORWARD_MAX_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
-
-
-# --------------------------------------------------------------------------- split
-
-
-def split_train_val(
-    names: list[str], val_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Split image names into train and validation, reproducibly for a seed.
-
-    At least one validation image whenever there are two or more images, and at least
-    one training image always. Order within each part follows the input order so the
-    split reads naturally in reports.
-    """
-    names = list(names)
-    if len(names) < 2:
-        return names, []
-    n_val = min(len(names) - 1, max(1, int(round(len(names) * float(val_fraction)))))
-    order = list(range(len(names)))
-    random.Random(int(seed)).shuffle(order)
-    val_idx = set(order[:n_val])
-    train = [n for i, n in enumerate(names) if i not in val_idx]
-    val = [n for i, n in enumerate(names) if i in val_idx]
-    return train, val
 
 
 # --------------------------------------------------------------------------- precision

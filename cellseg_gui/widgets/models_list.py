@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cellseg_gui.core.model_registry import ModelRecord
+
 COLUMNS = ["", "Name", "Best val J", "Val AP@0.5", "Date", "Settings"]
 
 
@@ -93,11 +95,11 @@ class ModelsList(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.table, 1)
         layout.addLayout(bar)
-        self._records: list[dict[str, Any]] = []
+        self._records: list[ModelRecord] = []
         self._active: str | None = None
         self._update_buttons()
 
-    def set_models(self, records: list[dict[str, Any]], active: str | None = None) -> None:
+    def set_models(self, records: list[ModelRecord], active: str | None = None) -> None:
         """Newest first, as given."""
         self._records = list(records)
         self._active = active
@@ -105,13 +107,13 @@ class ModelsList(QWidget):
         bold = QFont()
         bold.setBold(True)
         for row, rec in enumerate(records):
-            best = rec.get("best_val")
-            ap = rec.get("best_ap50")
-            created = str(rec.get("created", ""))[5:16].replace("T", " ")
-            summary = settings_summary(rec.get("training"))
+            best = rec.best_val
+            ap = rec.best_ap50
+            created = rec.created[5:16].replace("T", " ")
+            summary = settings_summary(rec.training)
             cells = [
-                "★" if rec.get("path") == active else "",
-                str(rec.get("name", "")),
+                "★" if rec.path == active else "",
+                rec.name,
                 "" if best is None else f"{best:.3f}",
                 "" if ap is None else f"{ap:.3f}",
                 created,
@@ -119,10 +121,8 @@ class ModelsList(QWidget):
             ]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(
-                    f"{rec.get('path', '')}\n{summary}" if summary else str(rec.get("path", ""))
-                )
-                if rec.get("path") == active:
+                item.setToolTip(f"{rec.path}\n{summary}" if summary else rec.path)
+                if rec.path == active:
                     item.setFont(bold)
                 self.table.setItem(row, col, item)
         self._update_buttons()
@@ -131,11 +131,11 @@ class ModelsList(QWidget):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return None
-        return self._records[rows[0].row()].get("path")
+        return self._records[rows[0].row()].path
 
     def select(self, path: str) -> None:
         for row, rec in enumerate(self._records):
-            if rec.get("path") == path:
+            if rec.path == path:
                 self.table.selectRow(row)
 
     def _update_buttons(self) -> None:

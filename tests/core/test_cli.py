@@ -480,6 +480,44 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
+    """Images marked 'val' in the window were trained on by the CLI, which drew its own
+    split: now the project's split and saved form are used, and the first lines say so."""
+    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.config import TrainConfig
+    from cellseg_gui.core.project import open_project
+
+    data = _dataset(tmp_path / "d", n=4)
+    project = open_project(data)
+    project.set_split({"im0": "train", "im1": "val", "im2": "train", "im3": "excluded"})
+    saved = TrainConfig()
+    saved.model.hidden, saved.model.depth, saved.crop, saved.batch_size = 4, 2, 64, 2
+    saved.seed = 7
+    project.set_training_settings({"config": saved.to_dict()})
+    target = tmp_path / "m.cellseg"
+    code, out, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "1", "--steps-per-epoch", "1",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    split = read_bundle_meta(target)["training"]["split"]
+    assert split["val"] == ["im1"] and sorted(split["train"]) == ["im0", "im2"]
+    assert f"validation: 1 image(s) marked 'val' in {project.path} (im1)" in err
+    assert "1 image(s) marked 'excluded' in the project: left out" in err
+    assert "settings: the training form saved in" in err
+    meta = read_bundle_meta(target)
+    assert meta["architecture"]["hidden"] == 4 and meta["training"]["settings"]["seed"] == 7
+    # an option given on the command line still wins, and --val overrides the project
+    code, out, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "1", "--steps-per-epoch", "1",
+        "--device", "cpu", "--hidden", "6", "--val", "im0",
+    )  # fmt: skip
+    assert code == 0, err
+    meta = read_bundle_meta(target)
+    assert meta["architecture"]["hidden"] == 6 and meta["training"]["split"]["val"] == ["im0"]
+    assert "validation: 1 image(s) given by --val" in err
+
+
 @needs_dataset
 def test_train_bad_inputs(tmp_path, capsys):
     code, _, err = _run(capsys, "train", tmp_path / "nope", "--out", tmp_path / "m", *TINY)

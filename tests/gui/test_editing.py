@@ -17,12 +17,9 @@ pg = pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QGraphicsView  # noqa: E402
 
+from cellseg_gui.app import main_window  # noqa: E402
 from cellseg_gui.core import edits as E  # noqa: E402
 from cellseg_gui.core.imageio import read_mask, write_mask  # noqa: E402
-
-main_window = pytest.importorskip(
-    "cellseg_gui.app.main_window", reason="the main window is not written yet"
-)
 
 H, W = 120, 160
 LEFT = Qt.MouseButton.LeftButton
@@ -188,6 +185,72 @@ def test_fill_lasso_smooth_and_accept_prediction(qtbot, window, class_mask) -> N
     assert (after[60:75] == before[60:75]).all()  # outside the brushed band: unchanged
     ed.toolbar.accept_all.trigger()
     np.testing.assert_array_equal(_data(window), pred)
+
+
+def _unsaveable(monkeypatch) -> None:
+    """The folder refuses writes (tests run as root, whom chmod does not stop)."""
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("cellseg_gui.app.editing.save_mask", refuse)
+
+
+def _paint(qtbot, window) -> None:
+    """One brush stroke of class 2 across background, then every save attempted."""
+    window.editor.toolbar.set_tool("brush")
+    window.editor.toolbar.size_slider.setValue(5)
+    window.editor.toolbar.set_class(2)
+    _drag(qtbot, window.canvas, [(70.5, 60.5), (100.5, 60.5)])
+    window.editor.flush()
+
+
+@pytest.mark.parametrize("choice", ["cancel", "elsewhere", "discard"])
+def test_quitting_with_masks_that_could_not_be_saved_asks_first(
+    qtbot, window, class_mask, tmp_path, monkeypatch, choice
+) -> None:
+    """In a read-only folder the list showed '00 *' and Ctrl+Q closed without a word."""
+    _unsaveable(monkeypatch)
+    _paint(qtbot, window)
+    assert window.editor.unsaved() == ["a"]
+    painted = _data(window).copy()
+    asked: list[list[str]] = []
+    elsewhere = tmp_path / "rescue"
+    elsewhere.mkdir()
+
+    def ask(names):
+        asked.append(names)
+        if len(asked) > 1:
+            return "cancel"
+        monkeypatch.undo()  # the other folder is writable
+        return choice
+
+    window.editor.ask_unsaved = ask
+    window.editor.choose_folder = lambda: elsewhere
+    closed = window.close()
+    assert asked[0] == ["a"]
+    assert closed == (choice != "cancel")
+    if choice == "cancel":
+        assert window.isVisible() and window.editor.unsaved() == ["a"]
+        assert window.training is not None and not window.training._closing
+    if choice == "elsewhere":
+        assert np.array_equal(read_mask(elsewhere / "a.tif"), painted)
+        assert not np.array_equal(read_mask(window.project.mask_path("a")), painted)
+    if choice == "discard":
+        assert not list(elsewhere.iterdir())
+    window.editor.ask_unsaved = lambda names: "discard"  # let the fixture close it
+
+
+def test_a_mask_saved_elsewhere_failing_asks_again(qtbot, window, tmp_path, monkeypatch) -> None:
+    _unsaveable(monkeypatch)
+    _paint(qtbot, window)
+    answers = iter(["elsewhere", "cancel"])
+    window.editor.ask_unsaved = lambda names: next(answers)
+    window.editor.choose_folder = lambda: tmp_path
+    assert not window.close()  # the second folder failed too: asked again, then cancelled
+    assert window.editor.unsaved() == ["a"]
+    assert "Could not save the masks in" in window.statusBar().currentMessage()
+    window.editor.ask_unsaved = lambda names: "discard"  # let the fixture close it
 
 
 def test_saved_file_equals_mask_in_memory_and_clean_marker(qtbot, window, tmp_path) -> None:

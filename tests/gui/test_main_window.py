@@ -190,6 +190,42 @@ def test_unreadable_folder_gives_a_dialog(window, tmp_path, monkeypatch):
     assert shown and "missing" in shown[0]
 
 
+def _broken_project(tmp_path, sample) -> Path:
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(sample, folder)
+    data = json.loads((folder / "cellseg-project.json").read_text())
+    data["classes"] = "abc"
+    data["settings"] = [1, 2]
+    (folder / "cellseg-project.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_a_broken_project_file_opens_with_defaults_and_says_what(window, tmp_path, sample):
+    """ "classes": "abc" gave a traceback and an empty window with no message."""
+    folder = _broken_project(tmp_path, sample)
+    before = (folder / "cellseg-project.json").read_text()
+    assert window.open_project(folder)
+    assert window.image_list.model_.rowCount() == len(window.project.pairs) > 0
+    assert window.current_name is not None
+    notice = window.project_notice
+    assert notice is not None and notice.isVisible() and not notice.isModal()
+    said = notice.informativeText()
+    assert "classes: Input should be a valid list (found 'abc')" in said
+    assert "settings: Input should be a valid dictionary" in said
+    assert "classes" in window.statusBar().currentMessage()
+    assert (folder / "cellseg-project.json").read_text() == before
+
+
+def test_a_broken_project_file_does_not_stop_a_screenshot(tmp_path, sample):
+    folder = _broken_project(tmp_path, sample)
+    shot = tmp_path / "shot.png"
+    out = _run_gui([str(folder), "--screenshot", str(shot)], {"CELLSEG_NO_WARMUP": "1"}, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_project_file_round_trip(tmp_path, sample):
     import shutil
 

@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("pytestqt")
 pytest.importorskip("pyqtgraph")
 
-from cellseg_gui.app import training_jobs as J  # noqa: E402
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
 from cellseg_gui.core.project import open_project  # noqa: E402
 from cellseg_gui.core.sample import make_sample  # noqa: E402
@@ -33,7 +32,7 @@ def _home(tmp_path: Path, **config) -> Path:
     cfg.model.hidden, cfg.model.depth, cfg.crop, cfg.batch_size = 4, 2, 64, 2
     for key, value in config.items():
         setattr(cfg, key, value)
-    J.save_settings(project, {"config": cfg.to_dict()})
+    project.set_training_settings({"config": cfg.to_dict()})
     return home
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +32,19 @@ from cellseg_gui.core.events import (  # noqa: E402
 )
 
 
-@dataclass
-class Pair:
-    name: str
-    image_path: Path
-    mask_path: Path | None
+def real_project(folder: Path, n: int = 5):
+    """A real Project on a real folder: n tiny images img0.. with masks."""
+    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.project import open_project
 
-
-class FakeProject:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.pairs = [
-            Pair(f"img{i}", folder / f"img{i}.tif", folder / f"m{i}.tif") for i in range(5)
-        ]
-        self.settings: dict = {}
-        self.split: dict = {}
-        self.saved = 0
-
-    def save(self) -> None:
-        self.saved += 1
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(n):
+        mask = np.zeros((16, 16), np.uint16)
+        mask[4:10, 4:10] = 1
+        write_mask(folder / "images" / f"img{i}.tif", (mask * 200 + 20).astype(np.uint8))
+        write_mask(folder / "masks" / f"img{i}.tif", mask)
+    return open_project(folder)
 
 
 class FakeWindow(QMainWindow):
@@ -97,13 +90,15 @@ class FakeWindow(QMainWindow):
 
 
 def write_bundle(path: Path, best: float) -> None:
-    meta = {
-        "format": "cellseg-bundle",
-        "name": path.stem,
-        "created": "2026-01-01T00:00:00",
-        "metrics": {"best_val_fg_jaccard": best},
-        "training": {"settings": {"crop": 64}},
-    }
+    """A bundle's record as training writes it (the weights are not read here)."""
+    from cellseg_gui.core.bundle_meta import make_meta
+    from cellseg_gui.core.config import ModelConfig, NormConfig
+
+    meta = make_meta(
+        ModelConfig(hidden=4, depth=2, downsample=1), mask_mode="instances", boundary_width=2,
+        channels="grey", norm=NormConfig(), name=path.stem,
+        training={"settings": {"crop": 64}}, metrics={"val_fg_jaccard": best},
+    )  # fmt: skip
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("cellseg.json", json.dumps(meta))
 
@@ -189,7 +184,7 @@ def win(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(J, "predict_job", fake_predict)
     monkeypatch.setattr(J, "lr_job", fake_lr)
     monkeypatch.setattr("cellseg_gui.app.training.default_torch_threads", lambda: None)
-    w = FakeWindow(FakeProject(tmp_path))
+    w = FakeWindow(real_project(tmp_path))
     qtbot.addWidget(w)
     install_training(w)
     yield w

@@ -53,11 +53,11 @@ def test_real_cuda_oom_twice_fails_cleanly(qtbot):
 
 def test_form_defaults_fit_the_gpu(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSEG_NO_WARMUP", "0")
-    from test_training_controller import FakeProject, FakeWindow
+    from test_training_controller import FakeWindow, real_project
 
     from cellseg_gui.app.training import install_training
 
-    w = FakeWindow(FakeProject(tmp_path))
+    w = FakeWindow(real_project(tmp_path))
     qtbot.addWidget(w)
     t = install_training(w)
     qtbot.waitUntil(lambda: t.device_type == "cuda", timeout=60000)

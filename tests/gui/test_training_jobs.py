@@ -97,30 +97,57 @@ def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tm
         )
 
 
-class Proj:
-    def __init__(self, folder):
-        self.folder = folder
-        self.saved = 0
+def _project(folder: Path, n: int = 3):
+    """A real project on a real folder of n tiny images with masks."""
+    from cellseg_gui.core.project import open_project
 
-    def save(self):
-        self.saved += 1
+    return open_project(_cells_folder(folder, seed=0, n=n))
 
 
 def test_split_is_made_once_and_kept(tmp_path):
-    p = Proj(tmp_path)
-    names = [f"n{i}" for i in range(10)]
-    train, val = J.get_split(p, names, 0.2, seed=0)
+    from cellseg_gui.core.project import open_project
+
+    p = _project(tmp_path / "d", n=10)
+    names = p.names
+    train, val = p.training_split(names, 0.2, seed=0)
     assert len(val) == 2 and set(train) | set(val) == set(names)
-    again = J.get_split(p, names + ["new"], 0.5, seed=1)
+    reopened = open_project(p.folder)  # the split is in the project file
+    again = reopened.training_split(names + ["new"], 0.5, seed=1)
     assert again[1] == val and "new" in again[0]  # same validation images, new one trains
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_a_large_validation_share_still_leaves_an_image_to_train_on(tmp_path, n):
+    """The window's split and the CLI's are one function: with 2-4 images and a share of
+    0.9 the window once put every image in validation, and training then failed."""
+    from cellseg_gui.core.split import split_train_val
+
+    p = _project(tmp_path / "d", n=n)
+    train, val = p.training_split(p.names, 0.9, seed=0)
+    assert (train, val) == split_train_val(p.names, 0.9, 0)
+    assert train and val
+
+
+def test_every_image_marked_val_is_refused_with_a_sentence(tmp_path):
+    from cellseg_gui.core.project import ProjectError
+
+    p = _project(tmp_path / "d")
+    p.set_split({n: "val" for n in p.names})
+    with pytest.raises(ProjectError, match="mark at least one as 'train'"):
+        p.training_split(p.names, 0.2, seed=0)
+
+
 def test_settings_and_models_records(tmp_path, tiny_bundle):
-    p = Proj(tmp_path)
-    J.save_settings(p, {"config": {"lr": 0.01}, "active_model": str(tiny_bundle)})
-    assert J.load_settings(p)["config"]["lr"] == 0.01
-    recs = J.model_records(p)
-    assert recs[0]["name"] == "tiny" and recs[0]["best_val"] == pytest.approx(0.42)
+    from cellseg_gui.core.model_registry import model_records
+    from cellseg_gui.core.project import open_project
+
+    p = _project(tmp_path / "d")
+    p.models_dir().mkdir()
+    (p.models_dir() / tiny_bundle.name).write_bytes(tiny_bundle.read_bytes())
+    p.set_training_settings({"config": {"lr": 0.01}, "active_model": str(tiny_bundle)})
+    assert open_project(p.folder).training_settings()["config"]["lr"] == 0.01
+    recs = model_records(p)
+    assert recs[0].name == "tiny" and recs[0].best_val == pytest.approx(0.42)
     assert J.rank_losses({"a": 1.0, "b": 1.1, "c": 0.9, "d": 9.0})[0] == ("d", 9.0, True)
 
 
@@ -169,14 +196,14 @@ def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
     assert d["fg_jaccard_mean_over_images"] == pytest.approx(pred.jaccard)
 
 
-def _cells_folder(data: Path, seed: int) -> Path:
-    """images/ and masks/ with three 64x64 images of two bright cells each."""
+def _cells_folder(data: Path, seed: int, n: int = 3) -> Path:
+    """images/ and masks/ with n 64x64 images of two bright cells each."""
     from cellseg_gui.core.imageio import write_mask
 
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
     rng = np.random.default_rng(seed)
-    for i in range(3):
+    for i in range(n):
         inst = np.zeros((64, 64), np.uint16)
         inst[8:24, 8:24], inst[30:50, 30:46] = 3, 9
         img = (40 + 150 * (inst > 0) + rng.normal(0, 8, inst.shape)).clip(0, 255)
@@ -200,10 +227,13 @@ def test_models_records_read_the_metrics_training_writes(tmp_path):
     assert main(args) == 0
     metrics = read_bundle_meta(model)["metrics"]
 
-    recs = J.model_records(Proj(tmp_path))
-    rec = next(r for r in recs if r["path"] == str(model))
-    assert rec["best_val"] == pytest.approx(metrics["val_fg_jaccard"])
-    assert rec["best_ap50"] == pytest.approx(metrics["val_ap50"])
+    from cellseg_gui.core.model_registry import model_records
+    from cellseg_gui.core.project import Project
+
+    recs = model_records(Project(tmp_path))
+    rec = next(r for r in recs if r.path == str(model))
+    assert rec.best_val == pytest.approx(metrics["val_fg_jaccard"])
+    assert rec.best_ap50 == pytest.approx(metrics["val_ap50"])
 
 
 def test_train_info_and_model_card_name_the_same_best_epoch(tmp_path, capsys):

@@ -15,16 +15,10 @@ from PySide6.QtCore import Qt  # noqa: E402
 from test_training_controller import FakeWindow  # noqa: E402
 
 from cellseg_gui.app.training import install_training  # noqa: E402
+from cellseg_gui.core.project import open_project  # noqa: E402
 
 TINY = {"model.hidden": 4, "model.depth": 2, "crop": 64, "batch_size": 2, "steps_per_epoch": 3,
         "epochs": 2, "patience": 0, "device": "cpu", "tile": 128}  # fmt: skip
-
-
-class FolderProject:
-    """Just a folder with images/ and masks/ (the helper falls back to find_pairs)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
 
 
 def make_folder(root: Path, n: int = 4, size: int = 80) -> Path:
@@ -48,7 +42,7 @@ def make_folder(root: Path, n: int = 4, size: int = 80) -> Path:
 @pytest.fixture
 def win(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
-    w = FakeWindow(FolderProject(make_folder(tmp_path / "proj")))
+    w = FakeWindow(open_project(make_folder(tmp_path / "proj")))
     w.current_name = "cell0"
     qtbot.addWidget(w)
     t = install_training(w)

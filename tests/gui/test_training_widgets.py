@@ -9,7 +9,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from cellseg_gui.core.config import TrainConfig  # noqa: E402
+from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import (
     DIVERGED,
     DIVERGED_HINT,
@@ -19,6 +19,7 @@ from cellseg_gui.core.events import (
     Started,
     StepEnded,
 )  # noqa: E402
+from cellseg_gui.core.model_registry import ModelRecord
 from cellseg_gui.widgets.advice import AdvicePanel  # noqa: E402
 from cellseg_gui.widgets.export_dialog import ExportDialog  # noqa: E402
 from cellseg_gui.widgets.gallery import Gallery, GalleryItem, difference_rgb  # noqa: E402
@@ -236,20 +237,15 @@ def test_models_list_marks_active_and_emits_paths(qtbot):
     w = ModelsList()
     qtbot.addWidget(w)
     recs = [
-        {
-            "name": "run2",
-            "path": "/p/run2.cellseg",
-            "created": "2026-01-02T10:00:00",
-            "best_val": 0.8,
-            "best_ap50": 0.55,
-            "training": {"settings": TrainConfig().to_dict()},
-        },
-        {
-            "name": "run1",
-            "path": "/p/run1.cellseg",
-            "created": "2026-01-01T10:00:00",
-            "best_val": None,
-        },
+        ModelRecord(
+            name="run2",
+            path="/p/run2.cellseg",
+            created="2026-01-02T10:00:00",
+            best_val=0.8,
+            best_ap50=0.55,
+            training={"settings": TrainConfig().to_dict()},
+        ),
+        ModelRecord(name="run1", path="/p/run1.cellseg", created="2026-01-01T10:00:00"),
     ]
     w.set_models(recs, active="/p/run1.cellseg")
     assert w.table.item(1, 0).text() == "★" and w.table.item(0, 2).text() == "0.800"
