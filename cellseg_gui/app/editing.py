@@ -19,22 +19,29 @@ Design (see ``core/edits.py`` and ``core/maskdoc.py``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from cellseg_gui.core import edits as E
+from cellseg_gui.core.imageio import ImageReadError, read_mask
+from cellseg_gui.core.journal import APPLY, REVERT, MaskJournal, journal_path, recover
 from cellseg_gui.core.maskdoc import (
+    MaskConflict,
     MaskDocument,
+    disk_hash,
     has_original,
     original_path,
     save_mask,
+    save_mask_checked,
 )
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
@@ -61,15 +68,22 @@ class PatchCommand(QUndoCommand):
     def redo(self) -> None:
         if self._skip_redo:
             self._skip_redo = False
-            return
-        doc = self.editor.docs[self.name]
-        self.patch.apply(doc.data)
-        self.editor.mask_changed(self.name, self.patch.bbox)
+        else:
+            self.patch.apply(self.editor.docs[self.name].data)
+            self.editor.mask_changed(self.name, self.patch.bbox)
+        self.editor.journal(self.name, APPLY, self.patch)
 
     def undo(self) -> None:
-        doc = self.editor.docs[self.name]
-        self.patch.revert(doc.data)
+        self.patch.revert(self.editor.docs[self.name].data)
         self.editor.mask_changed(self.name, self.patch.bbox)
+        self.editor.journal(self.name, REVERT, self.patch)
+
+
+def _save_and_hash(path: Path, stored: np.ndarray, expected: str | None) -> str:
+    """Write a mask on the saving thread if the file is still what this window knew
+    (else MaskConflict), and return the written file's hash: the document and the crash
+    journal name it as their new starting point."""
+    return save_mask_checked(path, stored, expected)
 
 
 def _is_left(mods: dict[str, Any]) -> bool:
@@ -91,6 +105,9 @@ class Editor(QObject):
         self.canvas = window.canvas
         self.docs: dict[str, MaskDocument] = {}
         self.stacks: dict[str, QUndoStack] = {}
+        self.journals: dict[str, MaskJournal] = {}
+        self.recovered: dict[str, str] = {}  # what opening found in crash journals, per image
+        self.merged: dict[str, str] = {}  # masks merged with a change made outside, per image
         self.group = QUndoGroup(self)
         self.toolbar = EditToolbar(window)
         self.tool = "pan"
@@ -197,6 +214,7 @@ class Editor(QObject):
         if choice == "discard":  # nothing of these edits is written after this
             for name in names:
                 self.stacks[name].setClean()
+            self._close_journals(names, discard=True)
             return True
         if choice == "elsewhere":
             folder = self.choose_folder()
@@ -209,6 +227,7 @@ class Editor(QObject):
                 return self._may_close()  # ask again: nothing is lost on the way out
             for name in names:
                 self.stacks[name].setClean()
+            self._close_journals(names, discard=True)  # the edits are safe elsewhere
             log.info("unsaved masks written to %s", ", ".join(map(str, written)))
             return True
         return False
@@ -335,6 +354,8 @@ class Editor(QObject):
         if doc is not None:
             return doc
         path = self._mask_path(name)
+        if path is None and journal_path(self._new_mask_path(name)).is_file():
+            create = True  # a new mask that a crash took before its first save
         if path is not None and path.exists():
             doc = MaskDocument.load(path, self._mask_mode(), self._boundary_width())
         elif create:
@@ -353,8 +374,113 @@ class Editor(QObject):
         self.docs[name] = doc
         self._register_mask(name, doc.path)
         self.stack(name)
+        self._start_journal(name, doc)
         self._show_doc(name)
         return doc
+
+    # ------------------------------------------------------------------ outside changes
+    def _merge_outside_change(self, name: str) -> None:
+        """The mask file changed under this window (another window, Fiji, a script):
+        keep that version and put this window's changes back on top of it, then save."""
+        doc = self.docs.get(name)
+        if doc is None:
+            return
+        try:
+            theirs = doc.values_from_stored(read_mask(doc.path))
+        except (ImageReadError, OSError) as exc:
+            self._message(f"{doc.path.name} changed on disk and cannot be read ({exc}); not saved")
+            return
+        if theirs.shape != doc.data.shape:
+            self._message(f"{doc.path.name} changed on disk to another size; this window's "
+                          "edits are kept unsaved (File > Export cells or save elsewhere)")  # fmt: skip
+            return
+        ours = doc.data != doc.disk_data
+        merged = theirs.copy()
+        merged[ours] = doc.data[ours]
+        theirs_sha = disk_hash(doc.path)
+        patch = E.accept_prediction(doc.data, merged)
+        doc.disk_sha, doc.disk_data = theirs_sha, theirs
+        journal = self.journals.get(name)
+        if journal is not None:  # the journal now starts from their file
+            onto_theirs = E.accept_prediction(theirs, merged)
+            journal.restart(theirs_sha, [] if onto_theirs is None else [(APPLY, onto_theirs)])
+        if patch is not None:
+            with self._quiet_journal(name):
+                self.push(name, patch, "Merge with the file changed on disk")
+        n = int(ours.sum())
+        note = (
+            f"{doc.path.name} was changed outside this window while it was open: those "
+            f"changes are kept, and this window's {n} changed pixel(s) were put back on top "
+            "(where both changed a pixel, this window's value won)"
+        )
+        self.merged[name] = note
+        self._message(note)
+        self.save(name)
+
+    @contextlib.contextmanager
+    def _quiet_journal(self, name: str):
+        journal = self.journals.pop(name, None)
+        try:
+            yield
+        finally:
+            if journal is not None:
+                self.journals[name] = journal
+
+    # ------------------------------------------------------------------ crash journal
+    def _start_journal(self, name: str, doc: MaskDocument) -> None:
+        """Replay what a crash left in the mask's journal, then journal from here on."""
+        if self.read_only:  # the window that has the project keeps its journal
+            return
+        found = recover(doc.path, doc.shape)
+        journal = MaskJournal(doc.path, doc.shape)
+        try:
+            journal.begin()
+        except OSError as exc:
+            self._message(f"{name}: no crash journal ({exc.strerror or exc}); saving as usual")
+            journal = None
+        if journal is not None:
+            self.journals[name] = journal
+        if found.changes:
+            after = doc.data.copy()
+            for op, patch in found.changes:
+                (patch.apply if op == APPLY else patch.revert)(after)
+            restored = E.accept_prediction(doc.data, after)
+            if restored is not None:
+                self.push(name, restored, "Strokes restored after a crash")
+            self.recovered[name] = (
+                f"{name}: {found.message}; restored (not saved yet, Ctrl+Z undoes it)"
+            )
+            self._message(self.recovered[name])
+        elif found.message:
+            self.recovered[name] = f"{name}: {found.message}"
+            self._message(self.recovered[name])
+
+    def journal(self, name: str, op: int, patch: E.Patch) -> None:
+        """Make a change durable at once (called for every stroke, undo and redo)."""
+        journal = self.journals.get(name)
+        if journal is None:
+            return
+        try:
+            journal.append(op, patch)
+        except OSError as exc:
+            self.journals.pop(name, None)
+            self._message(f"{name}: the crash journal stopped ({exc.strerror or exc})")
+
+    def _close_journals(self, names=None, *, discard: bool = False) -> None:
+        for name in list(self.journals) if names is None else names:
+            journal = self.journals.pop(name, None)
+            if journal is not None:
+                journal.close(discard=discard)
+
+    def _restore_crashed(self) -> None:
+        """Open every mask of the project that a crash left strokes for, so they are
+        restored (and then saved) without waiting for the user to open each image."""
+        if self.project is None or self.read_only:
+            return
+        for name, pair in self.project.pairs.items():
+            where = pair.mask_path or self._new_mask_path(name)
+            if journal_path(where).is_file():
+                self.document(name, create=pair.mask_path is None)
 
     def stack(self, name: str) -> QUndoStack:
         st = self.stacks.get(name)
@@ -384,6 +510,9 @@ class Editor(QObject):
     def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
         """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""
         if patch is None:
+            return False
+        if self.read_only:
+            self._message("Read-only: this project is open in another window")
             return False
         self.stack(name).push(PatchCommand(self, name, patch, text, applied))
         if applied:
@@ -417,8 +546,15 @@ class Editor(QObject):
             return under
         return doc.next_instance_id()
 
+    @property
+    def read_only(self) -> bool:
+        return self.project is not None and self.project.read_only
+
     def _on_press(self, x: float, y: float, obj: Any = None) -> None:
         if self.tool == "pan" or not _is_left(obj):
+            return
+        if self.read_only:
+            self._message("Read-only: this project is open in another window")
             return
         name = self.current
         doc = self.document(name, create=self.tool in ("brush", "lasso", "fill"))
@@ -610,27 +746,33 @@ class Editor(QObject):
     def save(self, name: str, *, wait: bool = True) -> None:
         """Write ``name``'s mask now; mark its stack clean when the file holds its state."""
         doc = self.docs.get(name)
-        if doc is None:
+        if doc is None or self.read_only:
             return
         index = self.stack(name).index()
         if self._executor is None:
             collect_on_gui_thread()  # no Qt object may be collected on the save thread
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
-        fut = self._executor.submit(save_mask, doc.path, doc.stored())
-        self._pending[name] = (fut, index)
+        if name in self._pending:  # one write of a mask at a time: a second one would
+            # check the file against a hash that the first is about to change
+            self._on_save_done(name, *self._pending.pop(name))
+        journal = self.journals.get(name)
+        upto = len(journal.records) if journal is not None else 0
+        snapshot = doc.data.copy()
+        fut = self._executor.submit(_save_and_hash, doc.path, doc.stored(), doc.disk_sha)
+        self._pending[name] = (fut, index, upto, snapshot)
         if wait:
             self._pending.pop(name, None)
-            self._on_save_done(name, index, fut.exception())
+            self._on_save_done(name, index, fut, upto, snapshot)
         else:
             self._poll.start()
 
     def _collect_saves(self) -> None:
         """Report finished background saves (polled on the GUI thread: no cross-thread
         signal can reach an editor that is already gone)."""
-        for name, (fut, index) in list(self._pending.items()):
+        for name, (fut, index, upto, snapshot) in list(self._pending.items()):
             if fut.done():
                 del self._pending[name]
-                self._on_save_done(name, index, fut.exception())
+                self._on_save_done(name, index, fut, upto, snapshot)
         if not self._pending:
             self._poll.stop()
 
@@ -644,11 +786,27 @@ class Editor(QObject):
             if not st.isClean() and name in self.docs:
                 self.save(name, wait=False)
 
-    def _on_save_done(self, name: str, index: int, error: object) -> None:
+    def _on_save_done(
+        self, name: str, index: int, fut: Future, upto: int, snapshot: np.ndarray
+    ) -> None:
+        error = fut.exception()  # waits for the write
+        if isinstance(error, MaskConflict):
+            self._merge_outside_change(name)
+            return
+        doc = self.docs.get(name)
+        if error is None and doc is not None:
+            doc.disk_sha, doc.disk_data = fut.result(), snapshot
         if error is not None:
             log.error("saving %s failed: %s", name, error)
             self._message(f"Could not save the mask of {name}: {error}")
             return
+        journal = self.journals.get(name)
+        if journal is not None:
+            try:
+                journal.saved(upto, fut.result())
+            except OSError as exc:
+                self.journals.pop(name, None)
+                self._message(f"{name}: the crash journal stopped ({exc.strerror or exc})")
         st = self.stacks.get(name)
         if st is not None and st.index() == index and not st.isClean():
             st.setClean()
@@ -659,13 +817,13 @@ class Editor(QObject):
         self._timer.stop()
         self.autosave()
         pending, self._pending = self._pending, {}
-        for name, (fut, index) in pending.items():
-            error = fut.exception()  # waits for the write
-            self._on_save_done(name, index, error)
+        for name, (fut, index, upto, snapshot) in pending.items():
+            self._on_save_done(name, index, fut, upto, snapshot)
 
     def shutdown(self) -> None:
         self._finish_stroke()
         self.flush()
+        self._close_journals()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -673,13 +831,16 @@ class Editor(QObject):
     # ------------------------------------------------------------------ window state
     def _on_project_opened(self, project: Any) -> None:
         self.shutdown_docs()
+        self.recovered.clear()
         if project is not None:
             self.toolbar.set_classes(self._classes())
+            self._restore_crashed()
 
     def shutdown_docs(self) -> None:
         """A new project: save what is unsaved, forget the old documents and stacks."""
         if self.docs:
             self.flush()
+        self._close_journals()
         for st in self.stacks.values():
             self.group.removeStack(st)
             st.deleteLater()
@@ -708,11 +869,19 @@ class Editor(QObject):
         self.toolbar.restore.setEnabled(bool(path) and has_original(path))
 
     def _set_image_modified(self, name: str, modified: bool) -> None:
+        # Undo stacks emit cleanChanged while Qt tears the window down on quit; the list
+        # and the stacks may be gone by then (it printed "Internal C++ object already
+        # deleted" on every quit).
+        if not shiboken6.isValid(self.window) or not shiboken6.isValid(self.window.image_list):
+            return
         self.window.image_list.set_modified(name, modified)
         self._update_modified()
 
     def _update_modified(self) -> None:
-        self.window.setWindowModified(any(not s.isClean() for s in self.stacks.values()))
+        if not shiboken6.isValid(self.window):
+            return
+        stacks = [s for s in self.stacks.values() if shiboken6.isValid(s)]
+        self.window.setWindowModified(any(not s.isClean() for s in stacks))
         self._update_actions()
 
     def _message(self, text: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtCore import QByteArray, QLockFile, Qt, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -39,6 +39,8 @@ from cellseg_gui.core.project import Project, ProjectError, open_project
 from cellseg_gui.widgets.image_list import Entry, ImageList
 from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
+
+LOCK_FILE = ".cellseg.lock"  # held while a window has the project open
 
 log = logging.getLogger(__name__)
 MENUS = ("File", "Edit", "View", "Train", "Help")
@@ -72,6 +74,14 @@ class MainWindow(WindowActions, QMainWindow):
         self.current_name: str | None = None
         self.predictions: dict[str, ShownPrediction] = {}
         self.project_notice: QMessageBox | None = None  # what was wrong with the project file
+        self._project_lock: QLockFile | None = None
+        # shown for as long as the project is read-only here (hover text replaces messages)
+        self.read_only_label = QLabel("Read-only: open in another window")
+        self.read_only_label.setStyleSheet("color: #c0392b; font-weight: bold; padding: 0 6px;")
+        self.statusBar().addPermanentWidget(self.read_only_label)
+        self.read_only_label.hide()
+        self.lock_notice: QMessageBox | None = None
+        self.locked_by: tuple[int, str] = (0, "")
         self._gt: dict[str, np.ndarray] = {}
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
@@ -163,6 +173,11 @@ class MainWindow(WindowActions, QMainWindow):
         except (ProjectError, OSError) as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
+        lock = self._lock(project)
+        if lock is not self._project_lock:
+            self._release_lock()
+        self._project_lock = lock
+        project.read_only = lock is None
         self.project = project
         self.predictions.clear()
         self._gt.clear()
@@ -174,17 +189,72 @@ class MainWindow(WindowActions, QMainWindow):
             for n in project.names
         ]
         self.image_list.model_.set_entries(entries)
-        self.setWindowTitle(f"{project.name} — cellseg-gui[*]")
+        ro = " (read-only: open in another window)" if project.read_only else ""
+        self.read_only_label.setVisible(project.read_only)
+        self.setWindowTitle(f"{project.name}{ro} — cellseg-gui[*]")
         if (project.folder / "cellseg-project.json").exists() or project.pairs:
             S.add_recent(project.folder)
             self._fill_recent()
         self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
         if project.problems:
             self._show_project_problems(project)
+        if project.read_only:
+            self._tell_locked(project)
         self.projectOpened.emit(project)
         if entries:
             self.show_image(entries[0].name)
         return True
+
+    # ------------------------------------------------------------------ one window per project
+    def _lock(self, project: Project) -> QLockFile | None:
+        """Hold the project's lock file while it is open here; None when another window
+        has it (a lock whose process has gone is recovered): the project then opens
+        read-only, and a notice names the other window and offers to edit anyway."""
+        held = self._project_lock
+        path = project.folder / LOCK_FILE
+        if held is not None and held.isLocked() and Path(held.fileName()) == path:
+            return held  # this window opens its own project again (after a rescan)
+        lock = QLockFile(str(path))
+        lock.setStaleLockTime(0)  # only a lock whose process has ended is stale
+        if lock.tryLock(0):
+            return lock
+        if lock.error() != QLockFile.LockError.LockFailedError:
+            return lock  # no lock possible (a read-only folder): nothing to protect from
+        info = lock.getLockInfo()  # (pid, host, application)
+        self.locked_by = (int(info[-3]), str(info[-2])) if len(info) >= 3 else (0, "")
+        return None
+
+    def _tell_locked(self, project: Project) -> None:
+        pid, host = self.locked_by
+        box = QMessageBox(QMessageBox.Icon.Warning, "Project open elsewhere", "", parent=self)
+        box.setText(
+            f"{project.folder.name} is open in another cellseg-gui window (process {pid} "
+            f"on {host or 'this computer'}), so it opened read-only here."
+        )
+        box.setInformativeText(
+            "Nothing is painted or saved in this window. Editing anyway is safe for masks "
+            "(a save merges what the other window wrote), but both windows will then save "
+            "settings and models."
+        )
+        edit = box.addButton("Edit anyway", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Stay read-only", QMessageBox.ButtonRole.AcceptRole)
+        edit.clicked.connect(self.edit_anyway)
+        box.setModal(False)  # a --screenshot run or a test must never wait on it
+        box.show()
+        self.lock_notice = box
+
+    def edit_anyway(self) -> None:
+        """Leave read-only although another window has the project."""
+        if self.project is None:
+            return
+        self.project.read_only = False
+        self.read_only_label.hide()
+        self.setWindowTitle(f"{self.project.name} — cellseg-gui[*]")
+
+    def _release_lock(self) -> None:
+        if self._project_lock is not None and self._project_lock.isLocked():
+            self._project_lock.unlock()
+        self._project_lock = None
 
     def _show_project_problems(self, project) -> None:
         """Say what was wrong with the project file, without blocking (a modal dialog
@@ -419,6 +489,7 @@ class MainWindow(WindowActions, QMainWindow):
 
     def closeEvent(self, ev) -> None:  # noqa: N802
         self.save_layout()
+        self._release_lock()
         super().closeEvent(ev)
 
     def screenshot(self, path: str | Path) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellseg_gui.core.fileio import file_sha256
 from cellseg_gui.core.imageio import atomic_write_bytes, read_mask, write_mask
 from cellseg_gui.core.masks import detect_mask_mode, instances_to_classes
 
@@ -77,6 +78,35 @@ def save_mask(
     write_mask(path, stored, like=like)
 
 
+class MaskConflict(RuntimeError):
+    """The mask file is no longer what this window read or last wrote: another window or
+    program changed it. Nothing was written."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: changed on disk since it was opened")
+
+
+def disk_hash(path: str | os.PathLike[str]) -> str | None:
+    """The file's SHA-256, or None when there is no file."""
+    try:
+        return file_sha256(path)
+    except FileNotFoundError:
+        return None
+
+
+def save_mask_checked(
+    mask_path: str | os.PathLike[str], stored: np.ndarray, expected: str | None
+) -> str:
+    """Write the mask only if the file is still the one with hash ``expected`` (None: no
+    file); returns the new file's hash. Raises MaskConflict and writes nothing otherwise,
+    so a stale copy never replaces someone else's strokes."""
+    if disk_hash(mask_path) != expected:
+        raise MaskConflict(mask_path)
+    save_mask(mask_path, stored)
+    return file_sha256(mask_path)
+
+
 class MaskDocument:
     """The edited mask of one image: ``data`` (what tools change), ``display`` (what the
     canvas shows), and how to turn ``data`` back into the file's values."""
@@ -98,6 +128,10 @@ class MaskDocument:
         self.binary_value = int(binary_value)
         self.data = data
         self.display = data if mode != "instances" else instances_to_classes(data, boundary_width)
+        # the file as this document last read or wrote it: its hash, and its content in
+        # this document's values (what an outside change is merged against)
+        self.disk_sha: str | None = disk_hash(self.path)
+        self.disk_data: np.ndarray = data.copy()
 
     @classmethod
     def load(

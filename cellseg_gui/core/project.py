@@ -52,6 +52,8 @@ class Project:
     # file is copied to cellseg-project.json.bak before it is first rewritten then
     problems: list[str] = field(default_factory=list)
     _backed_up: bool = field(default=False, repr=False, compare=False)
+    # opened read-only (another window has the project): nothing here is written
+    read_only: bool = field(default=False, compare=False)
 
     # ---------------------------------------------------------------- paths
     @property
@@ -156,6 +158,8 @@ class Project:
         """Write the project file atomically (temporary file, then rename). A file that
         had problems when opened is first kept as ``cellseg-project.json.bak``, so what the
         user wrote by hand is never lost to the defaults that replaced its broken parts."""
+        if self.read_only:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.problems and not self._backed_up and self.path.is_file():
             atomic_write_bytes(self.path.with_name(PROJECT_FILE + ".bak"), self.path.read_bytes())

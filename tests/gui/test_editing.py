@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -46,7 +47,7 @@ def class_mask() -> np.ndarray:
     return m
 
 
-def _open(qtbot, monkeypatch, folder: Path, name: str):
+def _open(qtbot, monkeypatch, folder: Path, name: str, *, edit_anyway: bool = False):
     monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")  # no torch-loading thread in these tests
     win = main_window.MainWindow()
     qtbot.addWidget(win)
@@ -54,6 +55,10 @@ def _open(qtbot, monkeypatch, folder: Path, name: str):
     win.show()
     qtbot.waitExposed(win)
     win.open_project(folder)
+    if edit_anyway:
+        assert win.project.read_only
+        next(b for b in win.lock_notice.buttons() if b.text() == "Edit anyway").click()
+    assert not win.project.read_only, "the project was locked by another window"
     win.show_image(name)
     qtbot.waitUntil(lambda: win.current_name == name)
     return win
@@ -61,9 +66,8 @@ def _open(qtbot, monkeypatch, folder: Path, name: str):
 
 def _close(win) -> None:
     win.editor.shutdown()
-    training = getattr(win, "training", None)
-    if training is not None:
-        training.shutdown()
+    win.training.shutdown()
+    win.close()  # and the project's lock goes with the window
 
 
 @pytest.fixture
@@ -193,7 +197,8 @@ def _unsaveable(monkeypatch) -> None:
     def refuse(path, data):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("cellseg_gui.app.editing.save_mask", refuse)
+    monkeypatch.setattr("cellseg_gui.core.maskdoc.save_mask", refuse)  # saves in the project
+    monkeypatch.setattr("cellseg_gui.app.editing.save_mask", refuse)  # "save elsewhere"
 
 
 def _paint(qtbot, window) -> None:
@@ -370,6 +375,204 @@ def test_killing_the_app_mid_session_leaves_masks_readable(tmp_path: Path) -> No
             if path.exists():
                 m = read_mask(path)
                 assert m.shape == (H, W) and len(np.unique(m)) == 1
+
+
+def test_a_mask_changed_by_another_program_is_merged_not_overwritten(
+    qtbot, window, class_mask, tmp_path
+) -> None:
+    """Fiji (here: a plain write) changes the open mask; the window's next save used to
+    replace it with the window's stale copy."""
+    _paint(qtbot, window)  # saved: the window knows this version
+    path = window.project.mask_path("a")
+    outside = read_mask(path)
+    outside[100:110, 0:20] = 1  # someone else's stroke, away from ours
+    outside[60, 80] = 1  # and one pixel that our next stroke paints over too
+    write_mask(path, outside)
+    window.editor.toolbar.set_class(1)
+    _drag(qtbot, window.canvas, [(70.5, 60.5), (90.5, 60.5)])  # our second stroke
+    ours = _data(window).copy()
+    window.editor.flush()
+    on_disk = read_mask(path)
+    assert (on_disk[100:110, 0:20] == 1).all()  # their stroke survived
+    assert (on_disk[60, 72:89] == 1).all()  # ours too
+    assert "changed outside this window" in window.editor.merged["a"]
+    assert "changed outside this window" in window.statusBar().currentMessage()
+    assert np.array_equal(_data(window), on_disk) and window.editor.unsaved() == []
+    assert not np.array_equal(ours, on_disk)  # the window now shows their change as well
+
+
+def test_two_windows_on_one_project_keep_both_windows_strokes(
+    qtbot, monkeypatch, tmp_path, class_mask
+) -> None:
+    """Window B paints and saves; window A, which had the mask open, paints again: B's
+    511 changed pixels became 0."""
+    folder = _project(tmp_path / "two", {"a": class_mask})
+    a = _open(qtbot, monkeypatch, folder, "a")
+    b = _open(qtbot, monkeypatch, folder, "a", edit_anyway=True)
+    try:
+        a.editor.document("a")
+        _paint(qtbot, b)  # B: class 2 along row 60, saved
+        b_pixels = read_mask(folder / "masks" / "a.tif") == 2
+        assert b_pixels.sum() > 100
+        a.editor.toolbar.set_tool("brush")
+        a.editor.toolbar.set_class(1)
+        _drag(qtbot, a.canvas, [(20.5, 100.5), (60.5, 100.5)])  # A: elsewhere
+        a.editor.flush()
+        final = read_mask(folder / "masks" / "a.tif")
+        assert (final[b_pixels] == 2).all()  # B's stroke kept
+        assert (final[100, 25:55] == 1).all()  # and A's
+        assert "changed outside this window" in a.editor.merged["a"]
+    finally:
+        _close(a)
+        _close(b)
+
+
+def test_a_second_window_is_told_and_opens_read_only(qtbot, monkeypatch, tmp_path,
+                                                     class_mask) -> None:  # fmt: skip
+    """Two windows on one project overwrote each other and neither said a word."""
+    folder = _project(tmp_path / "two", {"a": class_mask})
+    first = _open(qtbot, monkeypatch, folder, "a")
+    second = main_window.MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    try:
+        assert second.open_project(folder)
+        notice = second.lock_notice
+        assert notice is not None and notice.isVisible() and not notice.isModal()
+        assert f"process {os.getpid()}" in notice.text()  # it names the other window
+        assert "read-only" in second.windowTitle() and second.project.read_only
+        assert second.read_only_label.isVisible()
+        second.show_image("a")
+        before = (folder / "masks" / "a.tif").read_bytes()
+        project_file = folder / "cellseg-project.json"
+        had = project_file.read_bytes() if project_file.exists() else None
+        _paint(qtbot, second)
+        assert (folder / "masks" / "a.tif").read_bytes() == before  # nothing painted or saved
+        second.project.save()
+        assert (project_file.read_bytes() if project_file.exists() else None) == had
+        edit = next(b for b in notice.buttons() if b.text() == "Edit anyway")
+        edit.click()
+        assert not second.project.read_only and not second.read_only_label.isVisible()
+        _paint(qtbot, second)
+        assert (folder / "masks" / "a.tif").read_bytes() != before
+    finally:
+        _close(second)
+        _close(first)
+    third = main_window.MainWindow()  # both windows have gone: not read-only now
+    qtbot.addWidget(third)
+    assert third.open_project(folder) and not third.project.read_only
+
+
+def test_a_lock_left_by_a_killed_window_is_recovered(qtbot, tmp_path, class_mask) -> None:
+    folder = _project(tmp_path / "stale", {"a": class_mask})
+    code = (
+        "import sys; from PySide6.QtCore import QLockFile\n"
+        f"lock = QLockFile({str(folder / '.cellseg.lock')!r}); assert lock.tryLock(0)\n"
+        "print('locked', flush=True); import time; time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (folder / ".cellseg.lock").exists()
+    win = main_window.MainWindow()
+    qtbot.addWidget(win)
+    assert win.open_project(folder) and not win.project.read_only  # not taken for a live one
+
+
+_STROKES = textwrap.dedent(
+    """
+    import os, sys, time
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    os.environ["CELLSEG_NO_WARMUP"] = "1"
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+    from cellseg_gui.app.main_window import MainWindow
+    app = QApplication([])
+    win = MainWindow()
+    win.open_project(sys.argv[1])
+    win.show_image(sys.argv[2])
+    ed = win.editor
+    ed._timer.setInterval(60_000)  # the worst moment: the stroke is over, no save yet
+    ed.set_tool("brush")
+    ed.toolbar.size_slider.setValue(5)
+    ed.toolbar.set_class(2)
+    left = {"buttons": Qt.MouseButton.LeftButton, "modifiers": Qt.KeyboardModifier.NoModifier}
+    for k in range(int(sys.argv[3])):
+        y = 10.5 + 12 * k
+        ed._on_press(20.5, y, left)
+        ed._on_drag(60.5, y, left)
+        ed._on_release(100.5, y, left)
+        print("stroke", k, flush=True)  # the stroke has ended: from here it must survive
+    while True:
+        app.processEvents()
+        time.sleep(0.01)
+    """
+)
+
+
+@pytest.mark.parametrize("name, strokes", [("a", 1), ("a", 3), ("b", 2)])
+def test_kill_9_right_after_a_stroke_loses_no_stroke(qtbot, monkeypatch, tmp_path, class_mask,
+                                                      name, strokes) -> None:  # fmt: skip
+    """14 of 24 kills within a second of a stroke lost it, and reopening offered nothing.
+    'b' has no mask file yet: the crash takes a new mask before its first save."""
+    folder = _project(tmp_path / "crash", {"a": class_mask, "b": None})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STROKES, str(folder), name, str(strokes)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for k in range(strokes):
+            assert proc.stdout.readline().split() == ["stroke", str(k)]
+    finally:
+        proc.kill()  # SIGKILL at once, the moment the last stroke ended
+        proc.wait()
+    before = read_mask(folder / "masks" / "a.tif")
+    assert np.array_equal(before, class_mask)  # nothing was saved: only the journal has it
+    assert not (folder / "masks" / "b.tif").exists()
+
+    win = _open(qtbot, monkeypatch, folder, name)
+    try:
+        data = _data(win)
+        for k in range(strokes):
+            row = int(10.5 + 12 * k)
+            assert (data[row, 25:95] == 2).all(), k
+        assert "restored" in win.editor.recovered[name] and win.editor.unsaved() == [name]
+        assert "restored" in win.statusBar().currentMessage()
+        win.editor.flush()  # saved into the project, and the journal emptied
+        assert np.array_equal(read_mask(folder / "masks" / f"{name}.tif"), data)
+    finally:
+        _close(win)
+    again = _open(qtbot, monkeypatch, folder, name)
+    try:
+        assert name not in again.editor.recovered  # nothing replayed twice
+        assert np.array_equal(again.editor.document(name).data, data)
+    finally:
+        _close(again)
+
+
+def test_a_journal_for_another_version_of_the_mask_is_set_aside(qtbot, monkeypatch, tmp_path,
+                                                                 class_mask) -> None:  # fmt: skip
+    folder = _project(tmp_path / "crash", {"a": class_mask})
+    proc = subprocess.Popen([sys.executable, "-c", _STROKES, str(folder), "a", "1"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().split() == ["stroke", "0"]
+    finally:
+        proc.kill()
+        proc.wait()
+    other = class_mask.copy()
+    other[100:110, 0:20] = 1  # another program changed the mask after the crash
+    write_mask(folder / "masks" / "a.tif", other)
+    win = _open(qtbot, monkeypatch, folder, "a")
+    try:
+        assert np.array_equal(_data(win), other)  # never applied to the wrong mask
+        assert "not applied" in win.editor.recovered["a"]
+        assert (folder / "masks" / ".cellseg-journal" / "a.tif.journal.unused").is_file()
+    finally:
+        _close(win)
 
 
 def test_predicted_cells_are_shown_counted_accepted_and_exported(
