@@ -11,8 +11,19 @@ import cellseg_gui
 
 
 def versions() -> dict[str, str]:
-    out = {"cellseg_gui": cellseg_gui.__version__, "python": platform.python_version()}
-    for dist in ("torch", "PySide6", "pyqtgraph", "numpy", "tifffile", "scipy"):
+    """Versions of what the window runs on. Qt's binding comes from the imported module:
+    the distribution may be PySide6 or PySide6-Essentials (the About box said "PySide6
+    not installed" under the latter)."""
+    import pyqtgraph
+    import PySide6
+
+    out = {
+        "cellseg_gui": cellseg_gui.__version__,
+        "python": platform.python_version(),
+        "PySide6": f"{PySide6.__version__} (Qt {PySide6.QtCore.qVersion()})",
+        "pyqtgraph": pyqtgraph.__version__,
+    }
+    for dist in ("torch", "numpy", "tifffile", "scipy", "scikit-image"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -198,6 +198,8 @@ class MainWindow(WindowActions, QMainWindow):
         self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
         if project.problems:
             self._show_project_problems(project)
+        if self.ready:  # the editor exists once the window is built
+            self.editor.toolbar.setEnabled(not project.read_only)
         if project.read_only:
             self._tell_locked(project)
         self.projectOpened.emit(project)
@@ -249,6 +251,7 @@ class MainWindow(WindowActions, QMainWindow):
             return
         self.project.read_only = False
         self.read_only_label.hide()
+        self.editor.toolbar.setEnabled(True)
         self.setWindowTitle(f"{self.project.name} — cellseg-gui[*]")
 
     def _release_lock(self) -> None:

@@ -41,7 +41,7 @@ class WindowActions:
             "File", "Export cells of all predicted images…", lambda: export_cells_dialog(self, True)
         )
         self.menu("File").addSeparator()
-        self._act("File", "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._act("File", "&Quit", self.close, "Ctrl+Q")
         o = self.overlays
         self._act("View", "Ground truth overlay", lambda: o.toggle("gt"), "Ctrl+G")
         self._act("View", "Prediction overlay", lambda: o.toggle("pred"), "Ctrl+P")
@@ -59,8 +59,12 @@ class WindowActions:
             self.docks_menu.addAction(dock.toggleViewAction())
         self._act("View", "&Reset layout", self._reset_layout, "Ctrl+Shift+R")
         from cellseg_gui.app.about import show_about
+        from cellseg_gui.app.help import show_guide, show_shortcuts
 
-        self._act("Help", "&About cellseg-gui", lambda: show_about(self), "F1")
+        self._act("Help", "&Guide", lambda: show_guide(self), "F1")
+        self._act("Help", "&Keyboard shortcuts", lambda: show_shortcuts(self), "Ctrl+/")
+        self.menu("Help").addSeparator()
+        self._act("Help", "&About cellseg-gui", lambda: show_about(self))
 
     def _toggle_outline(self) -> None:
         combo = self.overlays.styles["pred"]

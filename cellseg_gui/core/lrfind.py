@@ -19,20 +19,16 @@ from cellseg_gui.core.augment import Augmenter
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, LRProbe, Started
 from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.objective import build_optimizer, segmentation_loss
+from cellseg_gui.core.precision import autocast_context, resolve_precision
 from cellseg_gui.core.predict import select_device, tune_cpu_allocator
-from cellseg_gui.core.train import (
-    _make_sampler,
-    autocast_context,
-    build_optimizer,
-    choose_downsample,
-    resolve_precision,
-    segmentation_loss,
-)
+from cellseg_gui.core.sampling import _make_sampler, choose_downsample
 
 __all__ = ["lr_find", "suggest"]
 
 SMOOTHING = 0.9  # exponential smoothing of the loss (with bias correction)
 STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
+MIN_POINTS = 5  # fewer points than this make no curve to read a learning rate from
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
@@ -137,6 +133,16 @@ def lr_find(
         opt.load_state_dict(saved_opt)
         model.train(was_training)
     suggested, steepest = suggest(lrs, smoothed)
+    why = ""
+    if reason == CANCELLED:
+        why = (
+            f"stopped after {len(lrs)} of {steps} steps: no suggestion from part of a "
+            "sweep (run it to the end)"
+        )
+    elif len(lrs) < MIN_POINTS:
+        why = f"only {len(lrs)} usable point(s): too few for a suggestion"
+    if why:  # Stop gave "1.2e-07" from 2-3 points, with the button enabled
+        suggested = steepest = float("nan")
     result = {
         "lrs": lrs,
         "losses": losses,
@@ -147,6 +153,13 @@ def lr_find(
         "max_lr": max_lr,
         "steps": len(lrs),
         "seconds": time.perf_counter() - t0,
+        "no_suggestion": why,
     }
-    msg = f"suggested lr {suggested:.3g} (steepest descent at {steepest:.3g})" if lrs else ""
+    msg = (
+        why
+        if why
+        else f"suggested lr {suggested:.3g} (steepest descent at {steepest:.3g})"
+        if lrs
+        else ""
+    )
     yield Finished(reason=reason, message=msg, result=result)

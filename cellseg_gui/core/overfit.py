@@ -33,12 +33,9 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.objective import segmentation_loss
+from cellseg_gui.core.precision import autocast_context, resolve_precision
 from cellseg_gui.core.predict import class_argmax, select_device, tune_cpu_allocator
-from cellseg_gui.core.train import (
-    autocast_context,
-    resolve_precision,
-    segmentation_loss,
-)
 
 __all__ = ["overfit_check", "OVERFIT_DEFAULTS", "pick_region"]
 

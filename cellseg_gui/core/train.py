@@ -11,24 +11,35 @@ CPU) and the tiled predictor otherwise.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import random
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.augment import Augmenter
 from cellseg_gui.core.bundle import architecture, load_bundle, make_meta, save_bundle
+from cellseg_gui.core.checkpoint import (  # noqa: F401
+    _atomic_torch_save,
+    _plain,
+    _state_cpu,
+    _unwrap,
+    load_checkpoint,
+)
 from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.evaluation import (  # noqa: F401
+    WHOLE_FORWARD_MAX_PIXELS,
+    EvalResult,
+    _distributed_evaluate,
+    _fg_from_confusion,
+    _guard_rail,
+    _tune_postprocess,
+    evaluate,
+)
 from cellseg_gui.core.events import (
     CANCELLED,
     DIVERGED,
@@ -43,17 +54,26 @@ from cellseg_gui.core.events import (
     Started,
     StepEnded,
 )
-from cellseg_gui.core.fileio import atomic_write_bytes
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
-from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess, tune_postprocess
+from cellseg_gui.core.metrics import jaccard_from_confusion
+from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
+from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess
+from cellseg_gui.core.precision import autocast_context, resolve_precision  # noqa: F401
 from cellseg_gui.core.predict import (
     class_argmax,
-    predict_tiled,
     select_device,
     tune_cpu_allocator,
 )
-from cellseg_gui.core.scoring import score_image
+from cellseg_gui.core.sampling import (  # noqa: F401
+    THIN_SHARE,
+    CropSampler,
+    _downsample_message,
+    _make_sampler,
+    choose_downsample,
+    edge_counts,
+    split_weights,
+    training_targets,
+)
 from cellseg_gui.core.split import split_train_val
 
 __all__ = [
@@ -66,452 +86,6 @@ __all__ = [
     "segmentation_loss",
     "evaluate",
 ]
-
-# Largest image (pixels) validated with one forward pass instead of tiles.
-WHOLE_FORWARD_MAX_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
-
-
-# --------------------------------------------------------------------------- precision
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """bf16 autocast only pays on CPUs with AMX or AVX512-BF16; on AVX2 it is slower."""
-    try:
-        cap = torch.backends.cpu.get_cpu_capability().upper()
-    except Exception:  # pragma: no cover - very old torch
-        cap = ""
-    if "AMX" in cap or "BF16" in cap:
-        return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as fh:
-            flags = fh.read(200_000)
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(amp: str, device: torch.device) -> str:
-    """Map the user's ``amp`` setting to "fp32" | "bf16" | "fp16" for this device."""
-    amp = (amp or "auto").lower()
-    if amp in ("off", "fp32", "none", "false"):
-        return "fp32"
-    if device.type == "cuda":
-        if amp == "fp16":
-            return "fp16"
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-            return "bf16"
-        return "fp16"
-    if device.type == "cpu":
-        if amp in ("bf16", "fp16", "on", "true"):
-            return "bf16"  # fp16 autocast on CPU is slow and fragile; bf16 is the CPU path
-        return "bf16" if _cpu_has_fast_bf16() else "fp32"
-    return "fp32"  # mps: autocast support varies; keep it exact
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# --------------------------------------------------------------------------- data
-
-
-class CropSampler:
-    """Random crops from images held as tensors on the training device.
-
-    Images smaller than the crop are reflect-padded once up front. Each epoch walks a
-    fresh permutation of the images (so every training image is seen), and a share of
-    crops (``foreground_bias``) is centred on a random foreground pixel so sparse
-    images still teach the model what a cell looks like.
-    """
-
-    def __init__(
-        self,
-        images: list[np.ndarray],
-        targets: list[np.ndarray],
-        crop: int,
-        device: torch.device,
-        foreground_bias: float,
-        gen: torch.Generator,
-        levels: list[np.ndarray] | None = None,
-        n_classes: int = 0,
-    ) -> None:
-        self.crop = int(crop)
-        self.bias = float(foreground_bias)
-        self.gen = gen
-        self.images: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self.fg: list[np.ndarray] = []
-        self.offsets: list[tuple[int, int]] = []
-        self.widths: list[int] = []  # original widths: foreground indices are flat in them
-        for i, (img, tgt) in enumerate(zip(images, targets, strict=True)):
-            h, w = tgt.shape
-            self.widths.append(int(w))
-            ph, pw = max(0, self.crop - h), max(0, self.crop - w)
-            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-            y = torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.uint8)).long()
-            if levels is not None:
-                # separation weights ride in the class map (class + K * level), so every
-                # geometric augmentation moves them with the classes; see split_weights
-                y = y + int(n_classes) * torch.from_numpy(levels[i]).long()
-            if ph or pw:
-                # reflect where the image is large enough, else repeat the edge
-                mode = "reflect" if ph < h and pw < w else "replicate"
-                x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
-                y = F.pad(y, (0, pw, 0, ph), value=0)
-            self.images.append(x.to(device))
-            self.targets.append(y.to(device))
-            self.fg.append(np.flatnonzero(np.asarray(tgt) > 0).astype(np.int64))
-            self.offsets.append((int(y.shape[-2]), int(y.shape[-1])))
-        self.weighted = levels is not None
-
-    def positions(self, idx: int) -> tuple[int, int]:
-        h, w = self.offsets[idx]
-        c = self.crop
-        fg = self.fg[idx]
-        r = torch.rand(3, generator=self.gen)
-        if len(fg) and float(r[0]) < self.bias:
-            p = int(fg[int(r[1] * len(fg)) % len(fg)])
-            cy, cx = divmod(p, self.widths[idx])
-            y0 = min(max(0, cy - c // 2), h - c)
-            x0 = min(max(0, cx - c // 2), w - c)
-        else:
-            y0 = int(r[1] * (h - c + 1))
-            x0 = int(r[2] * (w - c + 1))
-        return y0, x0
-
-    def batch(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[tuple]]:
-        """Crops for the given image indices: x (B, C, c, c), y (B, c, c) long, boxes."""
-        c = self.crop
-        xs, ys, boxes = [], [], []
-        for i in order:
-            y0, x0 = self.positions(i)
-            xs.append(self.images[i][:, y0 : y0 + c, x0 : x0 + c])
-            ys.append(self.targets[i][y0 : y0 + c, x0 : x0 + c])
-            boxes.append((i, y0, x0))
-        return torch.stack(xs), torch.stack(ys), boxes
-
-
-def training_targets(samples: list, cfg: TrainConfig) -> list:
-    """The samples with the class maps this run trains on: with ``boundary_mode``
-    "touching", instance masks get their boundary class only where cells touch."""
-    if cfg.boundary_mode not in ("all", "touching"):
-        raise ValueError(f"boundary_mode must be 'all' or 'touching', not {cfg.boundary_mode!r}")
-    from dataclasses import replace
-
-    from cellseg_gui.core.masks import instances_to_classes
-
-    touching = cfg.boundary_mode == "touching"
-    # rebuilt from the cell ids with this run's width too: a resumed run keeps its own
-    return [
-        replace(
-            s,
-            target=instances_to_classes(s.instances, cfg.boundary_width, touching_only=touching),
-        )
-        if s.instances is not None and s.mask_mode == "instances"
-        else s
-        for s in samples
-    ]
-
-
-def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> CropSampler:
-    levels = None
-    if cfg is not None and cfg.separation_weight > 0:
-        if all(s.instances is not None and s.mask_mode == "instances" for s in samples):
-            from cellseg_gui.core.separation import separation_weights, weight_levels
-
-            levels = [
-                weight_levels(
-                    separation_weights(s.instances, cfg.separation_weight, cfg.separation_sigma),
-                    cfg.separation_weight,
-                )
-                for s in samples
-            ]
-    return CropSampler(
-        [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
-        levels=levels, n_classes=n_classes,
-    )  # fmt: skip
-
-
-def split_weights(y: torch.Tensor, n_classes: int, w0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoded targets (class + K * level) -> (classes, per-pixel loss weights)."""
-    from cellseg_gui.core.separation import WEIGHT_LEVELS
-
-    level = torch.div(y, n_classes, rounding_mode="floor")
-    return y - level * n_classes, 1.0 + level.float() * (w0 / WEIGHT_LEVELS)
-
-
-# --------------------------------------------------------------------------- resolution
-
-# A class whose pixels lie within 2 px of another class more often than this is too thin
-# to survive a 2x2 average. Measured: EM membranes 0.5-0.6, dsb2018 nuclei 0.29, usiigaci
-# phase-contrast cells 0.13-0.33 per image, about 0.2 over a set.
-THIN_SHARE = 0.25
-
-
-def edge_counts(target: np.ndarray, mask_mode: str = "") -> dict[int, tuple[int, int]]:
-    """Per class: (pixels within 2 px of another class, all its pixels); image borders do
-    not count as edges. Instance masks count as cell vs background: their boundary class
-    is derived and thin by construction."""
-    from cellseg_gui.core.lazy import ndimage as ndi
-
-    t = np.asarray(target)
-    if mask_mode == "instances":
-        t = (t > 0).astype(np.uint8)
-    out: dict[int, tuple[int, int]] = {}
-    for c in np.unique(t):
-        m = t == c
-        core = ndi.binary_erosion(m, iterations=2, border_value=1)
-        total = int(np.count_nonzero(m))
-        out[int(c)] = (total - int(np.count_nonzero(core)), total)
-    return out
-
-
-def choose_downsample(samples: list) -> int:
-    """``downsample`` for ``ModelConfig.downsample = 0`` (auto): 2 when every class,
-    over all training masks together, has at most THIN_SHARE of its pixels near an edge,
-    else 1. On usiigaci phase contrast 2 gave validation Jaccard 0.635 against 0.602 at
-    full resolution in the same 10 minutes on one CPU thread (3.6x the steps)."""
-    near: dict[int, int] = {}
-    total: dict[int, int] = {}
-    with_masks = [s for s in samples if s.target is not None]
-    step = max(1, len(with_masks) // 16)  # 16 images tell; a large set need not be read
-    for s in with_masks[::step]:
-        for c, (n, t) in edge_counts(s.target, str(getattr(s, "mask_mode", "") or "")).items():
-            near[c] = near.get(c, 0) + n
-            total[c] = total.get(c, 0) + t
-    if not total:
-        return 1
-    worst = max(near[c] / total[c] for c in total)
-    return 2 if worst <= THIN_SHARE else 1
-
-
-def _downsample_message(ds: int) -> str:
-    if ds > 1:
-        return (
-            f"downsample {ds}: the objects in the masks are large, so the network works at "
-            f"1/{ds} resolution (about {ds * ds}x faster); set it to 1 for finer edges"
-        )
-    return "downsample 1: some structures in the masks are thin, so full resolution"
-
-
-# --------------------------------------------------------------------------- loss
-
-
-def segmentation_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    class_weights: torch.Tensor | None = None,
-    dice: bool = True,
-    pixel_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy (+ soft Dice over the foreground classes); with ``pixel_weights``
-    (B, H, W) the cross-entropy is their weighted mean (separation borders).
-
-    Returns (loss, per-crop cross-entropy (B,)) — the second feeds the noisy-label finder
-    at no extra cost.
-    """
-    logits = logits.float()
-    ce_map = F.cross_entropy(logits, target, weight=class_weights, reduction="none")
-    per_crop = ce_map.mean(dim=(1, 2))
-    if pixel_weights is None:
-        loss = per_crop.mean()
-    else:
-        loss = (ce_map * pixel_weights).sum() / pixel_weights.sum()
-    if dice and logits.shape[1] > 1:
-        probs = logits.softmax(1)[:, 1:]
-        onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
-        dims = (0, 2, 3)
-        inter = (probs * onehot).sum(dims)
-        denom = probs.sum(dims) + onehot.sum(dims)
-        loss = loss + (1 - (2 * inter + 1.0) / (denom + 1.0)).mean()
-    return loss, per_crop.detach()
-
-
-# --------------------------------------------------------------------------- optimiser
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float | None = None):
-    lr = cfg.lr if lr is None else lr
-    params = [p for p in model.parameters() if p.requires_grad]
-    name = cfg.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
-        )
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
-
-
-@dataclass
-class LRSchedule:
-    """Learning rate as a function of progress, so epoch- and time-limited runs share it.
-
-    ``progress`` is the fraction of the run done (steps or minutes, whichever is
-    further); ``epoch_pos`` is epochs done as a float (for step and SGDR schedules).
-    Stateless apart from the config: resuming restores progress and so the rate.
-    """
-
-    kind: str
-    base_lr: float
-    warmup_epochs: float = 0.0
-    step_epochs: int = 10
-    step_gamma: float = 0.3
-    sgdr_period: int = 10
-
-    def factor(self, progress: float, epoch_pos: float) -> float:
-        p = min(max(progress, 0.0), 1.0)
-        kind = self.kind.lower()
-        if kind == "constant":
-            f = 1.0
-        elif kind == "step":
-            f = self.step_gamma ** int(epoch_pos // max(1, self.step_epochs))
-        elif kind == "cosine":
-            f = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
-        elif kind == "sgdr":
-            period, start = float(max(1, self.sgdr_period)), 0.0
-            while epoch_pos >= start + period:
-                start, period = start + period, period * 2
-            q = (epoch_pos - start) / period
-            f = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q))
-        elif kind == "onecycle":
-            up = 0.25
-            if p < up:
-                f = 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / up))
-            else:
-                q = (p - up) / (1 - up)
-                f = 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * q))
-        else:
-            raise ValueError(f"unknown schedule {self.kind!r}")
-        if self.warmup_epochs > 0 and epoch_pos < self.warmup_epochs:
-            f *= max(0.01, epoch_pos / self.warmup_epochs)
-        return f
-
-    def lr(self, progress: float, epoch_pos: float) -> float:
-        return self.base_lr * self.factor(progress, epoch_pos)
-
-    def patience_from(self) -> float:
-        """The progress from which early stopping counts epochs without improvement.
-
-        One-cycle and cosine runs do most of their improving while the rate comes down at
-        the end; validation is noisy and often flat while the rate is high, so counting
-        then stopped a 30-minute one-cycle run at 7 minutes, worse than a 10-minute run
-        (measured). They count from where the rate is half its peak on the way down."""
-        kind = self.kind.lower()
-        return {"onecycle": 0.25 + 0.75 * 0.5, "cosine": 0.5}.get(kind, 0.0)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    per_class: list[float]
-    fg_jaccard: float
-    per_image: dict[str, float] = field(default_factory=dict)
-    confusion: np.ndarray | None = None
-    loss_sum: float = 0.0
-    pixels: int = 0
-    # instance scores (None when the images carry no cell ids): AP@0.5, mean over images
-    ap50: float | None = None
-    per_image_ap50: dict[str, float] = field(default_factory=dict)
-    # with keep_predictions: each image's (class map, probabilities), for tuning
-    predictions: list = field(default_factory=list)
-
-
-def _forward_probs(model, image: np.ndarray, device, precision: str, tile: int) -> torch.Tensor:
-    """Class probabilities (K, H, W) on the device for one whole image."""
-    h, w = image.shape[-2:]
-    if h * w <= WHOLE_FORWARD_MAX_PIXELS.get(device.type, 1024 * 1024):
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
-        with autocast_context(device, precision):
-            logits = model(x)
-        return logits.float().softmax(1)[0]
-    pred = predict_tiled(
-        model, image, tile=tile, device=device, amp=precision != "fp32", return_probs=True
-    )
-    return torch.from_numpy(pred.probs).to(device)
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    samples: list,
-    n_classes: int,
-    device: torch.device,
-    *,
-    precision: str = "fp32",
-    tile: int = 512,
-    dice: bool = True,
-    class_weights: torch.Tensor | None = None,
-    postprocess: PostProcess = DEFAULT_POSTPROCESS,
-    keep_predictions: bool = False,
-) -> EvalResult:
-    """Score whole images: loss (same formula as training), per-class and foreground
-    Jaccard summed over images, each image's own foreground Jaccard and, where the
-    samples carry cell ids, AP@0.5 (``core.scoring``, the definition the CLI uses)."""
-    was_training = model.training
-    model.eval()
-    acc = JaccardAccumulator(n_classes)
-    per_image: dict[str, float] = {}
-    per_image_ap: dict[str, float] = {}
-    predictions: list = []
-    cells = any(s.instances is not None for s in samples)
-    loss_sum, pixels = 0.0, 0
-    try:
-        for s in samples:
-            probs = _forward_probs(model, s.image, device, precision, tile)
-            tgt = torch.from_numpy(np.ascontiguousarray(s.target, dtype=np.uint8)).to(device).long()
-            logp = probs.clamp_min(1e-8).log()
-            loss, _ = segmentation_loss(
-                logp[None], tgt[None], class_weights=class_weights, dice=dice
-            )
-            npx = int(tgt.numel())
-            loss_sum += float(loss) * npx
-            pixels += npx
-            pred = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
-            target = np.asarray(s.target)
-            acc.update(pred, target)
-            probs_np = probs.cpu().numpy() if (cells or keep_predictions) else None
-            if keep_predictions:
-                predictions.append((pred, probs_np))
-            if s.instances is not None:
-                score = score_image(
-                    s.name, pred, probs_np, target, s.instances, s.mask_mode or "instances",
-                    postprocess, source=s.instance_source or "instances",
-                )  # fmt: skip
-                per_image[s.name] = score.fg_jaccard
-                per_image_ap[s.name] = score.ap50
-            else:
-                p, t = pred > 0, target > 0
-                union = int((p | t).sum())
-                per_image[s.name] = 1.0 if union == 0 else float((p & t).sum()) / union
-    finally:
-        model.train(was_training)
-    return EvalResult(
-        loss=loss_sum / max(pixels, 1),
-        per_class=[float(v) for v in acc.per_class()],
-        fg_jaccard=float(acc.foreground()),
-        per_image=per_image,
-        confusion=acc.cm.copy() if hasattr(acc, "cm") else None,
-        loss_sum=loss_sum,
-        pixels=pixels,
-        ap50=float(np.mean(list(per_image_ap.values()))) if per_image_ap else None,
-        per_image_ap50=per_image_ap,
-        predictions=predictions,
-    )
-
-
-def _fg_from_confusion(cm: np.ndarray) -> float:
-    union = cm.sum() - cm[0, 0]
-    return 1.0 if union == 0 else float(cm[1:, 1:].sum() / union)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -530,65 +104,6 @@ def _empty_history() -> dict[str, list]:
         "lr": [],
         "seconds": [],
     }
-
-
-def _state_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _plain(obj: Any) -> Any:
-    """Numpy scalars and arrays as Python numbers and lists, recursively, so that the
-    checkpoint loads with ``weights_only=True`` (which refuses numpy objects)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint, read as data only (``weights_only=True``): a checkpoint from
-    a colleague is untrusted input, and a pickle holding an object would run its code.
-
-    Checkpoints hold tensors, numbers, strings, lists and dicts only, so nothing else
-    is needed. Anything else is refused with one sentence naming the file; torch's own
-    advice to retry with ``weights_only=False`` is not passed on.
-    """
-    path = Path(path)
-    # Checkpoints written before numbers were stored as plain floats hold numpy scalars:
-    # allowed by name (they carry a dtype and bytes, nothing callable).
-    safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32))]
-    try:
-        safe.append(np._core.multiarray.scalar)  # numpy >= 2
-    except AttributeError:  # pragma: no cover - numpy 1.x
-        safe.append(np.core.multiarray.scalar)
-    try:
-        with torch.serialization.safe_globals(safe):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # UnpicklingError, RuntimeError from a damaged zip, ...
-        kind = "holds objects other than tensors and plain data"
-        if "weights_only" not in str(exc) and "Unsupported" not in str(exc):
-            kind = "is damaged or not a cellseg checkpoint"
-        raise ValueError(f"{path}: checkpoint {kind}; refused (nothing in it was run)") from None
-    if not isinstance(ckpt, dict) or not {"cfg", "model", "split"} <= set(ckpt):
-        raise ValueError(f"{path}: not a cellseg training checkpoint")
-    return ckpt
 
 
 def _seed_everything(seed: int) -> None:
@@ -1118,100 +633,3 @@ def _fit(
         yield Finished(
             reason=reason, message=message.strip(), hint=hint, bundle_path=bundle, result=result
         )
-
-
-def _distributed_evaluate(model, val_s, n_classes, device, precision, cfg, weights, world, rank):
-    """Each rank scores its share of the validation images; sums are combined."""
-    mine = val_s[rank::world] if world > 1 else val_s
-    ev = evaluate(
-        _unwrap(model), mine, n_classes, device, precision=precision, tile=cfg.tile,
-        dice=cfg.dice, class_weights=weights,
-    )  # fmt: skip
-    if world == 1:
-        return ev
-    cm = torch.from_numpy(
-        ev.confusion if ev.confusion is not None else np.zeros((n_classes, n_classes), np.int64)
-    ).to(device)
-    cm = dist.all_reduce_sum(cm, world).cpu().numpy()
-    sums = dist.all_reduce_sum(
-        torch.tensor([ev.loss_sum, float(ev.pixels)], dtype=torch.float64, device=device), world
-    ).cpu()
-    per_image = dist.gather_dict(ev.per_image, world)
-    per_image_ap = dist.gather_dict(ev.per_image_ap50, world)
-    return EvalResult(
-        loss=float(sums[0] / max(sums[1], 1.0)),
-        per_class=[float(v) for v in jaccard_from_confusion(cm)],
-        fg_jaccard=_fg_from_confusion(cm),
-        per_image=per_image,
-        confusion=cm,
-        ap50=float(np.mean(list(per_image_ap.values()))) if per_image_ap else None,
-        per_image_ap50=per_image_ap,
-    )
-
-
-def _tune_postprocess(
-    best_state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
-) -> tuple[PostProcess | None, dict[str, float]]:
-    """Post-processing settings chosen on the validation images with the best weights,
-    and each image's AP@0.5 with them. Rank 0 alone; one image's probabilities in memory
-    at a time; Stop during the search keeps the defaults."""
-    from cellseg_gui.core.unet import build_model
-
-    scored = [s for s in val_s if s.instances is not None]
-    if not scored:
-        return None, {}
-    m = build_model(cfg.model)
-    m.load_state_dict(best_state)
-    m.to(device).eval()
-
-    def images():
-        with torch.no_grad():
-            for s in scored:
-                probs = _forward_probs(m, s.image, device, precision, cfg.tile)
-                lab = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
-                yield lab, probs.cpu().numpy(), s.instances
-
-    pp, trials, per_image = tune_postprocess(
-        images(), mask_mode, cancelled=lambda: cancel is not None and cancel.cancelled
-    )
-    if not trials:
-        return None, {}
-    return pp, {s.name: v for s, v in zip(scored, per_image, strict=True)}
-
-
-def _guard_rail(
-    init_model, best_state, cfg, val_s, n_classes, device, precision, weights, world, rank
-):
-    """Score the starting model and the new one on the same validation images."""
-    from cellseg_gui.core.unet import build_model
-
-    new = build_model(cfg.model)
-    new.load_state_dict(best_state)
-    new.to(device)
-    old = copy.deepcopy(init_model).to(device)
-    e_old = _distributed_evaluate(
-        old, val_s, n_classes, device, precision, cfg, weights, world, rank
-    )
-    e_new = _distributed_evaluate(
-        new, val_s, n_classes, device, precision, cfg, weights, world, rank
-    )
-    worse = e_new.fg_jaccard < e_old.fg_jaccard
-    if worse:
-        text = (
-            f"The new model is WORSE than the one it started from on the same validation "
-            f"images: foreground Jaccard {e_new.fg_jaccard:.3f} vs {e_old.fg_jaccard:.3f}. "
-            "Keep the old model, or train longer / with a lower learning rate."
-        )
-    else:
-        text = (
-            f"The new model is at least as good as the one it started from: foreground "
-            f"Jaccard {e_new.fg_jaccard:.3f} vs {e_old.fg_jaccard:.3f}."
-        )
-    return {
-        "init_val_fg_jaccard": e_old.fg_jaccard,
-        "new_val_fg_jaccard": e_new.fg_jaccard,
-        "init_per_image": e_old.per_image,
-        "new_per_image": e_new.per_image,
-        "new_is_worse": bool(worse),
-        "text": text,
-    }

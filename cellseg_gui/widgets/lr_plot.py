@@ -108,7 +108,11 @@ class LRPlot(QWidget):
             extra = f" (steepest descent at {steep:.2g})" if steep else ""
             self.label.setText(f"Suggested learning rate: {self.suggested:.2g}{extra}")
         else:
-            self.label.setText("No suggestion: the loss never fell. Check the data.")
+            self.suggested = None
+            self.marker.setVisible(False)
+            self.use_button.setEnabled(False)
+            why = result.get("no_suggestion") or "the loss never fell. Check the data."
+            self.label.setText(f"No suggestion: {why}")
         self.redraw()
 
     def set_failed(self, text: str) -> None:

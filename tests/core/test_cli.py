@@ -555,6 +555,8 @@ def test_check_runs_inspection_and_overfit(tmp_path, capsys):
     assert code in (0, 1), err
     assert "2 image(s), 2 with masks" in out
     assert "overfit check" in out and "after" in out
+    # it said "ETA 18:09" for a check that passed in 50 s: the step budget is a bound
+    assert "(ends when it passes)" in err and "ETA" not in err
 
 
 def test_history_csv_spreads_per_class_columns(tmp_path):
@@ -675,7 +677,8 @@ def test_export_bioimageio_package(model_path, tmp_path, capsys):
 
 
 def test_augment_takes_a_preset_or_a_list_of_names(capsys):
-    from cellseg_gui.cli import _train_config, build_parser
+    from cellseg_gui.cli import build_parser
+    from cellseg_gui.cli.training import _train_config
 
     def augment(*flag):
         args = build_parser().parse_args(["train", "d", "--out", "m", *flag])

@@ -15,12 +15,12 @@ import torch
 
 from cellseg_gui.core import bundle as B
 from cellseg_gui.core.bioimageio import export_bioimageio
+from cellseg_gui.core.checkpoint import _atomic_torch_save
 from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.fileio import atomic_file, atomic_path, atomic_write_text
 from cellseg_gui.core.imageio import write_mask
 from cellseg_gui.core.measure import write_csv, write_rois
 from cellseg_gui.core.project import Project
-from cellseg_gui.core.train import _atomic_torch_save
 
 
 @pytest.fixture(scope="module")

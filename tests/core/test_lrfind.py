@@ -40,6 +40,23 @@ def test_sweep_stops_early_when_the_loss_explodes() -> None:
     assert events[-1].result["steps"] < 60
 
 
+def test_stop_during_the_sweep_gives_no_suggestion() -> None:
+    """Stop during Find LR offered '1.2e-07' from 2-3 points, with the button enabled."""
+    from cellseg_gui.core.events import CANCELLED
+    from cellseg_gui.core.jobs import CancelToken
+
+    token = CancelToken()
+    events = []
+    for ev in lr_find(make_samples(), tiny_cfg(), steps=40, cancel=token):
+        events.append(ev)
+        if isinstance(ev, LRProbe) and ev.step == 2:
+            token.cancel()
+    fin = events[-1]
+    assert fin.reason == CANCELLED
+    assert np.isnan(fin.result["suggested_lr"]) and "stopped after 3 of 40" in fin.message
+    assert "no suggestion" in fin.result["no_suggestion"]
+
+
 def test_suggest_picks_min_over_ten_and_steepest_descent() -> None:
     lrs = list(np.logspace(-6, 1, 50))
     x = np.log10(lrs)

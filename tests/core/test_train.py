@@ -77,12 +77,11 @@ def test_split_is_reproducible_disjoint_and_keeps_a_validation_image() -> None:
 
 
 def test_auto_precision_is_fp32_on_a_cpu_without_fast_bf16(monkeypatch) -> None:
-    import cellseg_gui.core.train as train_mod
 
-    monkeypatch.setattr(train_mod, "_cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("cellseg_gui.core.precision._cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(train_mod, "_cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("cellseg_gui.core.precision._cpu_has_fast_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 

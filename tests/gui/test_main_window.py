@@ -370,3 +370,40 @@ def test_display_panel_keeps_to_its_rows_and_the_training_panel_gets_the_height(
     # the display panel is no taller than its rows need, the training panel got the rest
     assert display.widget().height() <= display.widget().sizeHint().height()
     assert grown >= 150
+
+
+def test_help_guide_and_shortcuts_come_from_the_real_menus(qtbot, window, sample):
+    """The Help menu held only About; help.md was never shown and named menus that do not
+    exist ("File > Export"). Every **Menu > Item** in the guide must be a real action."""
+    import re
+
+    from PySide6.QtWidgets import QTableWidget, QTextBrowser
+
+    from cellseg_gui.app.help import guide_markdown, menu_paths
+
+    window.open_project(sample)
+    paths = {p for p, _ in menu_paths(window)}
+    text = guide_markdown(window)
+    named = re.findall(r"\*\*([A-Z][\w ]*(?: > [^*]+)+)\*\*", text)
+    assert len(named) >= 15
+    missing = [n for n in named if n not in paths]
+    assert not missing, f"the guide names menu items that do not exist: {missing}"
+    help_menu = window.menu("Help")
+    by_text = {a.text().replace("&", ""): a for a in help_menu.actions()}
+    assert by_text["Guide"].shortcut().toString() == "F1"
+    by_text["Guide"].trigger()
+    browser = next(w for w in window.findChildren(QTextBrowser) if w.objectName() == "guide")
+    assert browser.isVisible() and "Training, step by step" in browser.toPlainText()
+    assert "Ctrl+T" in browser.toPlainText()  # the shortcut table, made from the actions
+    by_text["Keyboard shortcuts"].trigger()
+    table = next(w for w in window.findChildren(QTableWidget) if w.objectName() == "shortcuts")
+    rows = {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+    assert rows["Train > Train"] == "Ctrl+T" and rows["File > Quit"] == "Ctrl+Q"
+    assert rows["Edit > Undo"] == "Ctrl+Z"
+
+
+def test_about_names_the_qt_binding_that_is_installed():
+    from cellseg_gui.app.about import versions
+
+    v = versions()
+    assert v["PySide6"] != "not installed" and "Qt 6" in v["PySide6"]

@@ -176,6 +176,12 @@ def test_lr_plot_marks_suggestion_and_button_emits_it(qtbot):
     with qtbot.waitSignal(w.useLearningRate, timeout=1000) as sig:
         qtbot.mouseClick(w.use_button, Qt.MouseButton.LeftButton)
     assert sig.args[0] == pytest.approx(3e-3)
+    # a stopped sweep afterwards: no suggestion, and the earlier one is not offered
+    w.set_result({"lrs": list(lrs[:3]), "losses": [1.0] * 3, "smoothed": [1.0] * 3,
+                  "suggested_lr": float("nan"),
+                  "no_suggestion": "stopped after 3 of 30 steps: no suggestion"})  # fmt: skip
+    assert not w.use_button.isEnabled() and not w.marker.isVisible()
+    assert "stopped after 3 of 30" in w.label.text()
 
 
 def test_gallery_sorts_worst_first_and_click_names_image(qtbot):

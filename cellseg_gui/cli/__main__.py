@@ -1,0 +1,7 @@
+"""``python -m cellseg_gui.cli`` (what torchrun runs)."""
+
+import sys
+
+from cellseg_gui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,319 @@
+"""The model commands: predict (cells, measurements, ROIs), evaluate, export and info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cellseg_gui.cli.common import (
+    _check_finite,
+    _collect_images,
+    _existing,
+    _find_pairs,
+    _load_model,
+)
+from cellseg_gui.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    CLIError,
+    Output,
+    _expected_errors,
+    _fmt,
+    _one_line,
+)
+
+
+def cmd_predict(args: argparse.Namespace, out: Output) -> int:
+    import numpy as np
+
+    from cellseg_gui.core.imageio import read_image, write_mask
+
+    if (args.measure or args.rois) and not args.instances:
+        raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
+    predictor = _load_model(args.model, args.device)
+    files, errors = _collect_images(args.inputs)
+    for e in errors:
+        out.error(e)
+    if not files:
+        return EXIT_BAD_INPUT
+    summary: list[dict[str, Any]] = []
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = predictor.meta
+    channels = meta.get("channels", "grey")
+    n_bad = len(errors)
+    stems: set[str] = set()
+    if args.instances:
+        pp, note = predictor.postprocess
+        out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
+    for i, path in enumerate(files):
+        try:
+            raw = read_image(path, channels=channels)
+            _check_finite(raw, path)
+            try:
+                if args.instances:
+                    labels, pred = predictor.predict_cells(raw, tile=args.tile, tta=args.tta)
+                else:
+                    pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=False)
+            except ValueError as exc:  # normalisation or channel mismatch: the file's fault
+                raise CLIError(path, _one_line(exc)) from None
+        except _expected_errors() as exc:
+            out.error(exc)
+            n_bad += 1
+            continue
+        stem = path.stem
+        if stem in stems:  # same stem from two folders: do not overwrite
+            stem = f"{path.parent.name}_{stem}"
+        stems.add(stem)
+        target = out_dir / f"{stem}.{args.ext}"
+        if args.instances:
+            n = int(labels.max()) if labels.size else 0  # ids are 1..N
+            write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
+            extra = ""
+            if args.measure or args.rois:
+                from cellseg_gui.core.measure import export_cells
+
+                row, written = export_cells(
+                    out_dir, stem, labels, raw, measure=args.measure, rois=args.rois
+                )
+                if args.measure:
+                    summary.append(dict(row, image=path.name))
+                extra = "".join(f", {p.name}" for p in written)
+            out.out(f"{path.name} -> {target}  ({n} cells{extra})")
+        else:
+            write_mask(target, pred.labels.astype(np.uint8))
+            fg = float((pred.labels > 0).mean())
+            out.out(f"{path.name} -> {target}  (foreground {100 * fg:.1f}%)")
+        out.bar((i + 1) / len(files), f"{i + 1}/{len(files)} images")
+    out.clear_bar()
+    if summary:
+        from cellseg_gui.core.measure import write_csv
+
+        write_csv(out_dir / "cells_summary.csv", summary)
+        out.out(f"summary: {out_dir / 'cells_summary.csv'}")
+    if n_bad:
+        out.err(f"{n_bad} of {len(files) + len(errors)} input(s) failed")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
+    from cellseg_gui.core.imageio import read_image, read_mask
+    from cellseg_gui.core.instances import truth_cells
+    from cellseg_gui.core.masks import mask_to_classes
+    from cellseg_gui.core.scoring import score_dataset, score_image
+
+    predictor = _load_model(args.model, args.device)
+    pairs = [p for p in _find_pairs(args.data) if p.mask_path]
+    meta = predictor.meta
+    n_classes = int(predictor.n_classes)
+    mode = meta.get("mask_mode") or "auto"
+    width = int(meta.get("boundary_width", 2))
+    channels = meta.get("channels", "grey")
+    pp, note = predictor.postprocess
+    if note:
+        out.err(f"note: {note}")
+    n_bad = 0
+    scores = []
+    for pair in pairs:
+        try:
+            raw = read_image(pair.image_path, channels=channels)
+            _check_finite(raw, Path(pair.image_path))
+            mask = read_mask(pair.mask_path)
+            if mask.shape[:2] != raw.shape[:2]:
+                raise CLIError(
+                    pair.mask_path,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                    f"{raw.shape[1]}x{raw.shape[0]}",
+                )
+            try:
+                target, _, used = mask_to_classes(mask, mode=mode, boundary_width=width)
+                truth, source = truth_cells(mask, used)
+            except ValueError as exc:
+                raise CLIError(pair.mask_path, _one_line(exc)) from None
+            top = int(target.max()) if target.size else 0
+            if top >= n_classes:
+                raise CLIError(
+                    pair.mask_path,
+                    f"mask has class {top} but the model knows {n_classes} classes "
+                    f"(0..{n_classes - 1})",
+                )
+            try:
+                pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=True)
+            except ValueError as exc:
+                raise CLIError(pair.image_path, _one_line(exc)) from None
+        except _expected_errors() as exc:
+            out.error(exc)
+            n_bad += 1
+            continue
+        model_mode = mode if mode != "auto" else used
+        scores.append(
+            score_image(
+                pair.name, pred.labels, pred.probs, target, truth, model_mode, pp, source=source
+            )
+        )
+        out.bar(len(scores) / len(pairs), f"evaluated {len(scores)} of {len(pairs)} image(s)")
+    out.clear_bar()
+    if not scores:
+        if n_bad == 0:
+            out.error(CLIError(args.data, "no images with masks to evaluate"))
+        return EXIT_BAD_INPUT
+    result = score_dataset(scores)
+    if n_bad:
+        out.err(f"{n_bad} image(s) could not be evaluated")
+    if args.json:
+        d = result.to_dict()
+        d["postprocess"] = pp.to_dict()
+        out.out(json.dumps(d, indent=2))
+    else:
+        for line in evaluation_lines(result, pp):
+            out.out(line)
+    return EXIT_BAD_INPUT if n_bad else EXIT_OK
+
+
+def evaluation_lines(result: Any, pp: Any) -> list[str]:
+    """The table and summary of ``cellseg evaluate``: one row per image, then one line
+    per figure naming how it was combined; the last two are the headline figures."""
+    summ = result.instances
+    rows = [
+        f"{'image':<28} {'fg jaccard':>10} {'AP@0.5':>7} {'AP@0.75':>7} "
+        f"{'true':>6} {'pred':>6} {'merged':>6} {'split':>6}"
+    ]
+    for s in result.images:
+        name = s.name if len(s.name) <= 28 else s.name[:25] + "..."
+        i = s.instances
+        rows.append(
+            f"{name:<28} {s.fg_jaccard:>10.4f} {i.ap(0.5):>7.4f} {i.ap(0.75):>7.4f} "
+            f"{i.n_true:>6} {i.n_pred:>6} {i.merged:>6} {i.split:>6}"
+        )
+    if summ.sources != ("instances",):
+        rows.append("note: these are not instance masks; cells are their connected components")
+    rows += [
+        f"cells from the prediction: {pp.describe()}",
+        f"true cells (total): {summ.n_true}",
+        f"predicted cells (total): {summ.n_pred}",
+        f"matched at IoU 0.5 (total): {summ.matched}",
+        f"merged, one prediction over several true cells (total): {summ.merged}",
+        f"split, one true cell in several predictions (total): {summ.split}",
+        f"foreground jaccard (pooled over pixels): {result.fg_jaccard_pooled:.4f}",
+        f"AP@0.5 (pooled over cells): {summ.ap(0.5, pooled=True):.4f}",
+        f"AP@0.9 (mean over images): {summ.ap(0.9):.4f}",
+        f"AP@0.75 (mean over images): {summ.ap(0.75):.4f}",
+        f"foreground jaccard (mean over images): {result.fg_jaccard_mean:.4f}",
+        f"AP@0.5 (mean over images): {summ.ap(0.5):.4f}",
+    ]
+    return rows
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from cellseg_gui.core.bundle import ExportError, export_onnx, export_torchscript, load_bundle
+
+    bundle = load_bundle(_existing(args.model), device="cpu")
+    target = Path(args.out)
+    if target.parent and not target.parent.exists():
+        raise CLIError(target.parent, "output folder does not exist")
+    try:
+        if args.format == "torchscript":
+            export_torchscript(bundle, target)
+        elif args.format == "bioimageio":
+            from cellseg_gui.core.bioimageio import export_bioimageio
+
+            target = export_bioimageio(bundle, target, sample_image=args.sample)
+        else:
+            export_onnx(bundle, target)
+    except ExportError as exc:
+        out.error(exc)
+        return EXIT_FAILED
+    out.out(f"wrote {target} ({args.format}, checked against the torch model)")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> int:
+    path = _existing(args.model)
+    if path.suffix.lower() == ".cellseg":
+        from cellseg_gui.core.bundle_meta import read_bundle_meta
+
+        meta = read_bundle_meta(path)
+    else:
+        meta = _load_model(args.model, "cpu").meta
+    if args.json:
+        out.out(json.dumps(meta, indent=2, default=str))
+        return EXIT_OK
+    for line in describe_meta(meta, path):
+        out.out(line)
+    return EXIT_OK
+
+
+def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
+    """A model's record in plain lines (also useful for the window's model list)."""
+    arch = meta.get("architecture") or {}
+    lines = [f"model: {meta.get('name') or (path.name if path else '?')}"]
+    if path is not None:
+        size = path.stat().st_size
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        lines.append(f"file: {path} ({shown})")
+    lines.append(
+        "architecture: U-Net, hidden {h}, depth {d}, downsample {s}, {c} input channel(s), "
+        "{k} classes, dropout {p}, batch-norm {bn}".format(
+            h=arch.get("hidden"),
+            d=arch.get("depth"),
+            s=arch.get("downsample") or 1,
+            c=arch.get("in_channels"),
+            k=arch.get("n_classes"),
+            p=arch.get("dropout"),
+            bn="on" if arch.get("batchnorm") else "off",
+        )
+    )
+    classes = meta.get("classes") or []
+    if classes:
+        lines.append("classes: " + ", ".join(str(c.get("name")) for c in classes))
+    lines.append(
+        f"masks: {meta.get('mask_mode')} (boundary width {meta.get('boundary_width')}), "
+        f"channels: {meta.get('channels')}"
+    )
+    norm = meta.get("normalization") or {}
+    if norm:
+        lines.append(
+            f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')} percentiles"
+        )
+    from cellseg_gui.core.scoring import shown_metrics
+
+    metrics = shown_metrics(meta)
+    if metrics:
+        lines.append("metrics: " + ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in metrics.items()))
+    if meta.get("mask_mode") == "instances" or "postprocess" in meta:
+        from cellseg_gui.core.postprocess import postprocess_from_meta
+
+        pp, note = postprocess_from_meta(meta)
+        lines.append(f"cells: {note}" if note else f"cells: {pp.describe()}")
+    training = meta.get("training") or {}
+    if training:
+        hist = training.get("history") or {}
+        split = training.get("split") or {}
+        settings = training.get("settings") or {}
+        parts = []
+        if hist.get("epoch"):
+            parts.append(f"{len(hist['epoch'])} epochs")
+        if split:
+            parts.append(
+                f"{len(split.get('train', []))} train / {len(split.get('val', []))} val images"
+            )
+        if settings:
+            parts.append(
+                f"{settings.get('optimizer')} lr {_fmt(settings.get('lr'), '.3g')}, "
+                f"{settings.get('schedule')}, crop {settings.get('crop')}, "
+                f"batch {settings.get('batch_size')}, seed {settings.get('seed')}"
+            )
+        if training.get("device"):
+            parts.append(f"on {training.get('device')} ({training.get('precision', '?')})")
+        if parts:
+            lines.append("training: " + "; ".join(parts))
+    versions = meta.get("versions") or {}
+    if versions:
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if meta.get("created"):
+        lines.append(f"created: {meta['created']}")
+    return lines

@@ -1,0 +1,339 @@
+"""``cellseg train``: settings from the options (and the project's saved form), the
+split, and the run."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from cellseg_gui.cli.common import (
+    _Cancel,
+    _dist_context,
+    _drive,
+    _existing,
+    _find_pairs,
+    _finished_code,
+)
+from cellseg_gui.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CLIError,
+    Output,
+    _fmt,
+)
+
+
+def _load_training_samples(
+    args: argparse.Namespace, cfg: Any, out: Output, *, names: list[str] | None = None
+) -> tuple[list[Any], str, int]:
+    """Samples with masks, the data set's mask mode and the number of bad files."""
+    from cellseg_gui.core.dataset import load_samples
+
+    pairs = _find_pairs(args.data)
+    if names is not None:
+        pairs = [p for p in pairs if p.name in set(names)]
+    with_masks = [p for p in pairs if p.mask_path]
+    if not with_masks:
+        raise CLIError(args.data, "no image has a mask (training needs masks)")
+    n_classes = getattr(args, "classes", None)
+    samples, errors = load_samples(
+        with_masks,
+        mask_mode=cfg.mask_mode,
+        boundary_width=cfg.boundary_width,
+        norm=cfg.norm,
+        channels=cfg.channels,
+        n_classes=n_classes,
+        require_masks=True,
+    )
+    for e in errors:
+        out.error(e)
+    if not samples:
+        raise CLIError(args.data, "no usable image with a mask")
+    # load_samples decides one mode for the whole set ("auto"); the bundle records it
+    mode = str(getattr(samples[0], "mask_mode", None) or cfg.mask_mode)
+    return samples, mode, len(errors)
+
+
+def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
+    """The run's settings: ``base`` (the project's saved training form) or the defaults,
+    then every option the user gave."""
+    from cellseg_gui.core.config import TrainConfig
+
+    if base:
+        cfg = TrainConfig.from_dict(base)
+    else:
+        cfg = TrainConfig()
+        if args.device in ("cuda", "mps"):
+            cfg = TrainConfig.for_device(args.device)
+    cfg.device = args.device
+    for attr, field in (
+        ("hidden", "model.hidden"),
+        ("depth", "model.depth"),
+        ("downsample", "model.downsample"),
+        ("dropout", "model.dropout"),
+        ("crop", "crop"),
+        ("batch", "batch_size"),
+        ("optimizer", "optimizer"),
+        ("schedule", "schedule"),
+        ("seed", "seed"),
+        ("mask_mode", "mask_mode"),
+        ("weight_decay", "weight_decay"),
+        ("steps_per_epoch", "steps_per_epoch"),
+        ("patience", "patience"),
+        ("val_fraction", "val_fraction"),
+        ("boundary", "boundary_mode"),
+        ("boundary_width", "boundary_width"),
+        ("separation_weight", "separation_weight"),
+    ):
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if "." in field:
+            outer, inner = field.split(".")
+            setattr(getattr(cfg, outer), inner, value)
+        else:
+            setattr(cfg, field, value)
+    if getattr(args, "augment", None):
+        from cellseg_gui.core.config import AugmentConfig
+
+        preset = {"default": AugmentConfig, "none": AugmentConfig.none, "all": AugmentConfig.all}
+        if args.augment in preset:
+            cfg.augment = preset[args.augment]()
+        else:  # a list of names (checked by _augment): these on, the rest off
+            cfg.augment = AugmentConfig.none()
+            for name in args.augment:
+                setattr(cfg.augment, name, True)
+    amp = getattr(args, "amp", None)
+    if amp is not None:
+        cfg.amp = amp
+    return cfg
+
+
+def write_history_csv(path: Path, history: dict[str, Any]) -> None:
+    """One row per epoch; per-class Jaccards spread into columns (train_jaccard_0, ...)."""
+    from cellseg_gui.core.imageio import atomic_write_text
+
+    n = len(history.get("epoch") or [])
+    cols: list[str] = []
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, values in history.items():
+        values = list(values or [])
+        if any(isinstance(v, list | tuple) for v in values):
+            width = max((len(v) for v in values if isinstance(v, list | tuple)), default=0)
+            names = [f"{key}_{k}" for k in range(width)]
+            cols.extend(names)
+            for i, v in enumerate(values[:n]):
+                for k, name in enumerate(names):
+                    rows[i][name] = v[k] if isinstance(v, list | tuple) and k < len(v) else ""
+        else:
+            cols.append(key)
+            for i, v in enumerate(values[:n]):
+                rows[i][key] = "" if v is None else v
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _run_lr_find(samples: list[Any], cfg: Any, out: Output, args: argparse.Namespace) -> Any:
+    from cellseg_gui.core.jobs import CancelToken
+    from cellseg_gui.core.lrfind import lr_find
+
+    token = CancelToken()
+    with _Cancel(token, out):
+        fin = _drive(
+            lr_find(
+                samples,
+                cfg,
+                cancel=token,
+                min_lr=args.min_lr,
+                max_lr=args.max_lr,
+                steps=args.lr_steps,
+            ),
+            out,
+            label="learning-rate finder",
+        )
+    return fin
+
+
+def _folder_project(data: str, out: Output) -> Any:
+    """The project of a data folder that has a ``cellseg-project.json`` (the window's
+    split and settings), else None. A project file that cannot be read is said, and the
+    run goes on without it."""
+    from cellseg_gui.core.project import PROJECT_FILE, ProjectError, open_project
+
+    folder = Path(data)
+    if not (folder / PROJECT_FILE).is_file():
+        return None
+    try:
+        project = open_project(folder)
+    except ProjectError as exc:
+        out.err(f"warning: {exc}; its split and settings are not used")
+        return None
+    for problem in project.problems:
+        out.err(f"warning: {problem}")
+    return project
+
+
+def _project_split(args, project, samples, out: Output) -> tuple[list[str] | None, list]:
+    """Validation names and the samples to train on, and a first line saying where the
+    split comes from: --val, the project's 'val' images, or drawn by the run."""
+    if args.val:
+        names = [n.strip() for n in args.val.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {s.name for s in samples}]
+        if unknown:
+            raise CLIError(args.data, f"--val names not in the data: {', '.join(unknown)}")
+        out.err(f"validation: {len(names)} image(s) given by --val")
+        return names, samples
+    if project is not None:
+        excluded = set(project.excluded())
+        kept = [s for s in samples if s.name not in excluded]
+        if len(kept) < len(samples):
+            out.err(
+                f"{len(samples) - len(kept)} image(s) marked 'excluded' in the project: left out"
+            )
+        val = [s.name for s in kept if project.split.get(s.name) == "val"]
+        if val and len(val) < len(kept):
+            shown = ", ".join(val[:8]) + (", ..." if len(val) > 8 else "")
+            out.err(f"validation: {len(val)} image(s) marked 'val' in {project.path} ({shown})")
+            return val, kept
+        if val:
+            out.err(f"warning: every image is marked 'val' in {project.path}; drawing a split")
+        samples = kept
+    share = getattr(args, "val_fraction", None)
+    out.err(
+        "validation: drawn by this run"
+        + (f" ({share:g} of the images)" if share is not None else "")
+        + (" (the project marks no image 'val')" if project is not None else "")
+    )
+    return None, samples
+
+
+def cmd_train(args: argparse.Namespace, out: Output) -> int:
+    project = _folder_project(args.data, out)
+    saved = project.training_settings().get("config") if project is not None else None
+    cfg = _train_config(args, saved if isinstance(saved, dict) else None)
+    if project is not None and isinstance(saved, dict):
+        out.err(f"settings: the training form saved in {project.path}, with the options given here")
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
+        cfg.epochs = args.epochs or 0
+    elif args.epochs is not None:
+        cfg.epochs = args.epochs
+        cfg.minutes = None  # a saved time budget would otherwise cut the epochs asked for
+    target = Path(args.out)
+    if target.suffix.lower() != ".cellseg":
+        target = target.with_name(target.name + ".cellseg")
+    if not target.parent.exists():
+        raise CLIError(target.parent, "output folder does not exist")
+    if args.resume:
+        _existing(args.resume)
+    if args.init:
+        from cellseg_gui.core.bundle_meta import read_bundle_meta
+
+        read_bundle_meta(_existing(args.init))  # a bad model is bad input, reported early
+    ctx = _dist_context()
+    out.quiet = out.quiet or not ctx.is_main
+    samples, mode, n_bad = _load_training_samples(args, cfg, out)
+    val_names, samples = _project_split(args, project, samples, out)
+    lr_result = None
+    if args.lr == "auto":
+        fin = _run_lr_find(samples, cfg, out, args)
+        code = _finished_code(fin, out)
+        if code != EXIT_OK:
+            return code
+        lr_result = dict(fin.result)
+        if not math.isfinite(float(lr_result["suggested_lr"])):
+            out.error(f"--lr auto: {lr_result.get('no_suggestion') or 'the sweep found no rate'}")
+            return EXIT_FAILED
+        cfg.lr = float(lr_result["suggested_lr"])
+        if ctx.world_size > 1:  # every rank must train with rank 0's choice
+            import torch.distributed as tdist
+
+            box = [cfg.lr, lr_result]
+            tdist.broadcast_object_list(box, src=0)
+            cfg.lr, lr_result = float(box[0]), box[1]
+        out.err(f"learning-rate finder suggests {cfg.lr:.3g}: training with it")
+    elif args.lr is not None:
+        cfg.lr = float(args.lr)
+    from cellseg_gui.core.jobs import CancelToken
+    from cellseg_gui.core.train import fit
+
+    token = CancelToken()
+    ckpt = Path(args.checkpoint) if args.checkpoint else target.with_suffix(".ckpt")
+    seen: dict[str, Any] = {}
+    with _Cancel(token, out):
+        fin = _drive(
+            fit(
+                samples,
+                cfg,
+                cancel=token,
+                val_names=val_names,
+                init_bundle=args.init,
+                resume=args.resume,
+                out_path=target,
+                checkpoint_path=ckpt if ctx.is_main else None,
+                lr_finder=lr_result,
+                mask_mode=mode,
+            ),
+            out,
+            label="training",
+            seen=seen,
+        )
+    if fin is None and not ctx.is_main:
+        return EXIT_OK  # only rank 0 gets the Finished event (it reports for everyone)
+    code = _finished_code(fin, out)
+    if fin is None:
+        return code
+    res = fin.result or {}
+    history = res.get("history") or {}
+    if ctx.is_main and history.get("epoch"):
+        csv_path = target.with_name(target.stem + "_history.csv")
+        write_history_csv(csv_path, history)
+        out.out(f"history: {csv_path}")
+    if fin.bundle_path:
+        out.out(
+            f"model: {fin.bundle_path} (best validation foreground Jaccard "
+            f"{_fmt(res.get('best_val_fg_jaccard'))} at epoch "
+            f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1})"
+        )
+        pp = res.get("postprocess")
+        if pp:
+            from cellseg_gui.core.postprocess import PostProcess
+
+            chosen = PostProcess.from_dict(pp)
+            out.out(
+                f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)} "
+                "(the epoch lines' AP uses the default post-processing)"
+            )
+    elif code == EXIT_INTERRUPTED:
+        out.err("stopped before the first epoch ended: no model written")
+    guard = res.get("guard_rail")
+    if guard:
+        verdict = guard.get("text") or guard.get("verdict") or guard.get("message") or guard
+        out.out(f"guard-rail: {verdict}")
+    losses = seen.get("sample_losses")
+    if losses is not None and losses.losses:
+        from cellseg_gui.core.diagnostics import noisy_labels
+
+        flagged = [(n, v) for n, v, o in noisy_labels(losses.losses) if o]
+        if flagged:
+            shown = ", ".join(f"{n} ({v:.3g})" for n, v in flagged[:10])
+            out.out(f"possibly noisy labels (training loss far above the rest): {shown}")
+    if history:
+        from cellseg_gui.core.diagnostics import advise
+
+        for a in advise(history, cfg):
+            changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())
+            out.out(f"advice: {a.text}" + (f" [{changes}]" if changes else ""))
+    if code == EXIT_OK and n_bad:
+        return EXIT_BAD_INPUT
+    return code
