@@ -164,6 +164,9 @@ def _run_lr_find(samples: list[Any], cfg: Any, out: Output, args: argparse.Names
     return fin
 
 
+USELESS_JACCARD = 0.01  # a best validation Jaccard below this: the run found nothing
+
+
 def _folder_project(data: str, out: Output) -> Any:
     """The project of a data folder that has a ``cellseg-project.json`` (the window's
     split and settings), else None. A project file that cannot be read is said, and the
@@ -334,6 +337,15 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         for a in advise(history, cfg):
             changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())
             out.out(f"advice: {a.text}" + (f" [{changes}]" if changes else ""))
+    best = res.get("best_val_fg_jaccard")
+    if code == EXIT_OK and isinstance(best, (int, float)) and best < USELESS_JACCARD:
+        # "--lr 1000" trained to a model that finds nothing, and the run exited 0
+        out.error(
+            f"{fin.bundle_path or target}: the model learned nothing usable (best validation "
+            f"foreground Jaccard {best:.4f}); lower the learning rate (--lr auto finds one) "
+            "or check the masks (cellseg check)"
+        )
+        return EXIT_FAILED
     if code == EXIT_OK and n_bad:
         return EXIT_BAD_INPUT
     return code

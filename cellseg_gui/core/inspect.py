@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cellseg_gui.core.fileio import file_sha256
-from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
+from cellseg_gui.core.imageio import ImageReadError, image_info, read_image, read_mask
 
 PERCENTILES = (0.0, 1.0, 50.0, 99.0, 99.8, 100.0)
 SATURATION_WARN = 0.01  # share of pixels at the top of the range worth a warning
@@ -257,6 +257,18 @@ def inspect_dataset(
             problems.append(Problem("unreadable", str(ipath), stats.error, "error"))
         if img is not None:
             _image_problems(stats, ipath, problems)
+            try:
+                pages = int(image_info(ipath).get("pages", 1))
+            except (ImageReadError, OSError, ValueError):
+                pages = 1
+            if pages > 1:  # a stack read as its first plane, said rather than silent
+                problems.append(
+                    Problem(
+                        "stack", str(ipath),
+                        f"holds {pages} planes (a stack or time series); only plane 0 is "
+                        "used: save the plane you mean as its own image",
+                    )
+                )  # fmt: skip
         if mpath is None:
             problems.append(
                 Problem("no_mask", str(ipath), "no mask (cannot train on it until annotated)")
@@ -281,6 +293,14 @@ def inspect_dataset(
         fg = 1.0 - stats.class_fractions.get("0", 1.0 if not stats.class_fractions else 0.0)
         if stats.n_mask_values <= 1 and (not stats.mask_values or stats.mask_values[0] == 0):
             problems.append(Problem("empty_mask", str(mpath), "mask is empty (all background)"))
+        elif fg > 1.0 - FOREGROUND_WARN and stats.n_mask_values >= 1:
+            problems.append(
+                Problem(
+                    "full_mask", str(mpath),
+                    f"mask is all foreground ({100 * fg:.3f}%, no background): inverted, "
+                    "or a constant value",
+                )
+            )  # fmt: skip
         elif fg < FOREGROUND_WARN:
             problems.append(
                 Problem(

@@ -103,6 +103,15 @@ def overfit_check(
     if sample.target is None:
         yield Finished(reason="failed", message=f"{sample.name}: no mask to overfit")
         return
+    side = 2 ** int(d["depth"])
+    if min(sample.image.shape[-2:]) < side:
+        h, w = sample.image.shape[-2:]
+        yield Finished(
+            reason="failed",
+            message=f"{sample.name}: {w}x{h} pixels, smaller than the {side} pixels on a side "
+            "the check's network needs; pick a larger image",
+        )
+        return
     device = select_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()

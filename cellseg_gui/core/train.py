@@ -121,12 +121,34 @@ def _steps_per_epoch(cfg: TrainConfig, samples: list, world: int) -> int:
     return max(1, math.ceil(total / world))
 
 
-def _check_samples(samples: list) -> None:
+def min_image_side(cfg: TrainConfig) -> int:
+    """The smallest image side this network learns from: one cell of its coarsest level
+    (2**depth, times the downsampling; auto counts as 2, the larger choice). A 1x1 image
+    made batch-norm raise in the check and validated as J 0.0000 in training."""
+    ds = int(cfg.model.downsample or 2)
+    return 2 ** int(cfg.model.depth) * max(ds, 1)
+
+
+def _check_samples(samples: list, cfg: TrainConfig) -> tuple[list, str]:
+    """The samples training can use; too-small images are refused by name (ValueError when
+    none is left)."""
     if not samples:
         raise ValueError("no images to train on")
     for s in samples:
         if s.target is None:
             raise ValueError(f"{s.name}: no mask (training needs a mask for every image)")
+    side = min_image_side(cfg)
+    small = [s for s in samples if min(s.image.shape[-2:]) < side]
+    if small:
+        shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})" for s in small[:5])
+        text = (
+            f"{len(small)} image(s) smaller than {side} pixels on a side, the least this "
+            f"network (depth {cfg.model.depth}) learns from, are left out: {shown}"
+        )
+        if len(small) == len(samples):
+            raise ValueError(text.replace("are left out", "and no other image remains"))
+        return [s for s in samples if s not in small], text
+    return samples, ""
 
 
 # --------------------------------------------------------------------------- fit
@@ -162,7 +184,13 @@ def _fit(
     samples, cfg: TrainConfig, *, cancel, val_names, init_bundle, resume, out_path,
     checkpoint_path, lr_finder, classes, mask_mode,
 ):  # fmt: skip
-    _check_samples(samples)
+    given = {s.name for s in samples}
+    samples, too_small = _check_samples(samples, cfg)
+    if too_small:
+        yield Message(level="warning", text=too_small)
+        kept = {s.name for s in samples}
+        if val_names:  # a too-small validation image is left out, not "unknown"
+            val_names = [n for n in val_names if n in kept or n not in given]
     cfg = TrainConfig.from_dict(copy.deepcopy(cfg.to_dict()))  # never mutate the caller's
     ctx = dist.context()
     world, rank, is_main = ctx.world_size, ctx.rank, ctx.is_main

@@ -480,6 +480,19 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_run_that_learned_nothing_does_not_exit_0(tmp_path, capsys):
+    """--lr 1000 trained to a model that finds no cell, and the run said success."""
+    data = _dataset(tmp_path / "d", n=4)
+    target = tmp_path / "m.cellseg"
+    code, out, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "3", "--steps-per-epoch", "5",
+        "--lr", "1000", *TINY,
+    )  # fmt: skip
+    assert code == 1, err
+    assert "the model learned nothing usable" in err and "lower the learning rate" in err
+    assert target.exists()  # the model is still written: the user may look at it
+
+
 def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
     """Images marked 'val' in the window were trained on by the CLI, which drew its own
     split: now the project's split and saved form are used, and the first lines say so."""

@@ -100,3 +100,35 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
         raise OSError("killed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs, where the test may mount one (root with CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tiny_disk) -> None:
+    target = tiny_disk / "m.png"
+    write_mask(target, _cells())
+    before = target.read_bytes()
+    big = np.random.default_rng(0).integers(0, 2**31, (400, 400), dtype=np.int64)
+    with pytest.raises(OSError) as err:
+        atomic_write_text(target, big.tobytes().hex())  # about 2.5 MB into 64 KiB
+    assert err.value.errno == 28 and str(target) in str(err.value)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["m.png"]

@@ -81,6 +81,11 @@ def test_every_problem_kind_is_found(tmp_path):
     inst[1:5, 1:5], inst[10:15, 10:15] = 40, 41
     tifffile.imwrite(tmp_path / "masks" / "mixed.tif", inst)
     pairs.append(Pair("mixed", mixed.image_path, tmp_path / "masks" / "mixed.tif"))
+    full = _write(tmp_path, "full", _img(8), np.ones((32, 40), np.uint8))
+    pairs.append(full)
+    stack = tmp_path / "images" / "stack.tif"
+    tifffile.imwrite(stack, np.stack([_img(k) for k in range(9, 14)]))
+    pairs.append(Pair("stack", stack, _write(tmp_path, "stackmask", _img(9), _mask()).mask_path))
     rep = inspect_dataset(pairs, n_classes=3)
     by_kind = {}
     for p in rep.problems:
@@ -92,6 +97,9 @@ def test_every_problem_kind_is_found(tmp_path):
     assert by_kind["values_outside"] == ["classes.png"]
     assert by_kind["saturated"] == ["saturated.tif"]
     assert by_kind["nan"] == ["nan.tif"]
+    # a 100% foreground mask and a stack read as its first plane were not said
+    assert by_kind["full_mask"] == ["full.png"]
+    assert by_kind["stack"] == ["stack.tif"]
     assert by_kind["unreadable"] == ["text.png"]
     assert len(by_kind["mixed_modes"]) == 1  # binary, classes and instance masks together
     assert {Path(p.path).name for p in rep.errors} >= {
@@ -104,8 +112,9 @@ def test_every_problem_kind_is_found(tmp_path):
     assert "mask is 40x30 but its image is 40x32" in text
     assert "values 5 outside the model's 3 classes" in text
     assert "same file content as" in text
+    assert "holds 5 planes" in text and "mask is all foreground" in text
     d = json.loads(json.dumps(rep.to_dict()))
-    assert d["n_images"] == 10 and len(d["problems"]) == len(rep.problems)
+    assert d["n_images"] == 12 and len(d["problems"]) == len(rep.problems)
 
 
 def test_instance_masks_count_cells_and_sixteen_bit_saturation(tmp_path):

@@ -56,3 +56,19 @@ def test_fails_when_the_mask_belongs_to_another_image(phc_dir) -> None:
     fin, _, _ = _finish(scrambled)
     assert not fin.result["passed"], fin.result
     assert "mask" in fin.result["advice"]
+
+
+def test_an_image_too_small_for_the_network_is_refused_by_name() -> None:
+    """A 1x1 image made batch-norm raise (a traceback) instead of a sentence."""
+    from cellseg_gui.core.dataset import Sample
+
+    from pathlib import Path
+
+    speck = Sample(
+        name="speck", image=np.ones((1, 1, 1), np.float32), target=np.ones((1, 1), np.uint8),
+        image_path=Path("speck.tif"), mask_path=Path("speck_mask.tif"), sha256="",
+        n_classes=2, mask_mode="binary",
+    )  # fmt: skip
+    fin = list(overfit_check(speck, TrainConfig(device="cpu")))[-1]
+    assert isinstance(fin, Finished) and fin.reason == "failed"
+    assert fin.message.startswith("speck: 1x1 pixels, smaller than")

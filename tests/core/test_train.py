@@ -330,3 +330,25 @@ def test_resume_reads_a_checkpoint_from_before_the_safe_loader(tmp_path: Path) -
     _, fin = run(samples, cfg, resume=ck)
     assert fin.reason == DONE, fin.message
     assert fin.result["history"]["epoch"] == [0, 1]
+
+
+def test_images_too_small_for_the_network_are_left_out_by_name() -> None:
+    """`check` on a 1x1 image raised from batch-norm; `train` validated on it (J 0.0000)."""
+    from cellseg_gui.core.events import Message
+    from cellseg_gui.core.train import min_image_side
+
+    samples = make_samples()
+    cfg = tiny_cfg()
+    tiny = samples[0]
+    tiny.name = "speck"
+    tiny.image = tiny.image[:, :1, :1].copy()
+    tiny.target = tiny.target[:1, :1].copy()
+    events = list(fit(samples, cfg, val_names=["speck", samples[-1].name]))
+    warned = [e.text for e in events if isinstance(e, Message) and "speck" in e.text]
+    side = min_image_side(cfg)
+    assert warned and f"smaller than {side} pixels" in warned[0] and "speck (1x1)" in warned[0]
+    fin = events[-1]
+    assert fin.reason == "done", fin.message
+    assert "speck" not in fin.result["split"]["train"] + fin.result["split"]["val"]
+    only = list(fit([tiny], cfg))
+    assert only[-1].reason == "failed" and "no other image remains" in only[-1].message
