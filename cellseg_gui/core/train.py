@@ -55,6 +55,7 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.memory import check_training_memory
 from cellseg_gui.core.metrics import jaccard_from_confusion
 from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
 from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess
@@ -267,6 +268,11 @@ def _fit(
             cfg.model.downsample = choose_downsample(train_s)
             chosen = _downsample_message(cfg.model.downsample)
     model = build_model(cfg.model)
+    too_big = check_training_memory(
+        cfg.model, cfg.batch_size, cfg.crop, sum(p.numel() for p in model.parameters()), device
+    )
+    if too_big:  # before the first step allocates it: say so instead of swapping
+        raise ValueError(too_big)
     if init_model is not None:
         model.load_state_dict(init_model.state_dict())
     model.to(device)

@@ -480,6 +480,25 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_it_is_allocated(tmp_path, capsys):
+    """--batch 20000 --crop 512 climbed past 7 GB in 21 s with no message."""
+    import resource
+    import time
+
+    data = _dataset(tmp_path / "d", n=3)
+    t0 = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, out, err = _run(
+        capsys, "train", data, "--out", tmp_path / "m.cellseg", "--epochs", "1",
+        "--hidden", "16", "--depth", "4", "--crop", "512", "--batch", "20000", "--device", "cpu",
+    )  # fmt: skip
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert code == 1, err
+    assert "a batch of 20000 crops of 512 pixels needs about" in err and "TB" in err
+    assert "lower --batch or --crop (a batch of" in err
+    assert time.monotonic() - t0 < 30 and grew_mb < 1000
+
+
 def test_a_run_that_learned_nothing_does_not_exit_0(tmp_path, capsys):
     """--lr 1000 trained to a model that finds no cell, and the run said success."""
     data = _dataset(tmp_path / "d", n=4)
