@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from cellseg_gui.app import settings as S
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
-from cellseg_gui.core.palette import FN_COLOR, FP_COLOR
+from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
 from cellseg_gui.core.project import Project, ProjectError, open_project
 from cellseg_gui.widgets.image_list import Entry, ImageList
 from cellseg_gui.widgets.legend import Legend
@@ -394,6 +394,9 @@ class MainWindow(WindowActions, QMainWindow):
         self.image_list.splitRequested.connect(self.set_split)
 
     def _update_legend(self) -> None:
+        if self.project is None:  # no project, no classes to name
+            self.legend.set_entries([])
+            return
         classes = self.project.classes if self.project else []
         names = [c.get("name", f"class {i}") for i, c in enumerate(classes)] or [
             "background",
@@ -416,7 +419,7 @@ class MainWindow(WindowActions, QMainWindow):
                 ("predicted cells (a colour each)", tuple(int(v) for v in CELL_LUT[1, :3]))
             )
         if self.overlays.checks["diff"].isChecked():
-            entries += [("false positive", FP_COLOR), ("false negative", FN_COLOR)]
+            entries += [(FP_WORDS, FP_COLOR), (FN_WORDS, FN_COLOR)]
         self.legend.set_entries(entries)
 
     def set_split(self, names: list[str], role: str) -> None:

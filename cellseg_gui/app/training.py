@@ -345,11 +345,14 @@ class TrainingController(TrainingResults, QObject):
             return None
         self.lr_plot.reset()
         worker.lrProbe.connect(self.lr_plot.add_probe)
-        worker.lrProbe.connect(
-            lambda ev: self.panel.on_progress(
-                ev.step + 1, 100, f"LR sweep: lr {ev.lr:.2g}, loss {ev.loss:.3g}"
-            )
-        )
+        worker.started.connect(lambda ev: self.lr_plot.set_steps(ev.total_steps or 100))
+
+        def progress(ev) -> None:
+            text = f"LR sweep: step {ev.step + 1} of {self.lr_plot.steps}, lr {ev.lr:.2g}"
+            self.panel.on_progress(ev.step + 1, self.lr_plot.steps, text)
+            self.window.statusBar().showMessage(text, 3000)  # seen from any tab
+
+        worker.lrProbe.connect(progress)
         worker.finished.connect(self._on_lr_finished)
         worker.start()
         self.docks["LR finder"].raise_()

@@ -45,7 +45,7 @@ class WindowActions:
         o = self.overlays
         self._act("View", "Ground truth overlay", lambda: o.toggle("gt"), "Ctrl+G")
         self._act("View", "Prediction overlay", lambda: o.toggle("pred"), "Ctrl+P")
-        self._act("View", "Difference (FP / FN)", lambda: o.toggle("diff"), "Ctrl+D")
+        self._act("View", "Difference (extra / missed)", lambda: o.toggle("diff"), "Ctrl+D")
         self._act("View", "Outline / filled", self._toggle_outline, "Ctrl+U")
         self.menu("View").addSeparator()
         self._act("View", "&Fit to window", self.canvas.fit, "Ctrl+0")

@@ -17,6 +17,9 @@ PALETTE: list[tuple[int, int, int]] = [
 
 FP_COLOR = (255, 0, 255)  # difference view: predicted foreground where GT is background
 FN_COLOR = (0, 200, 255)  # difference view: GT foreground the prediction missed
+# one wording for the two kinds of error, in every legend and label
+FP_WORDS = "extra (false positive)"
+FN_WORDS = "missed (false negative)"
 
 
 def class_color(k: int) -> tuple[int, int, int]:

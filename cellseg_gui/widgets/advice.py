@@ -59,7 +59,7 @@ class AdvicePanel(QWidget):
         for advice in items:
             self.rows.insertWidget(self.rows.count() - 1, self._row(advice))
         self.empty.setText(
-            f"{len(items)} suggestion(s):"
+            ("1 suggestion:" if len(items) == 1 else f"{len(items)} suggestions:")
             if items
             else "No advice after the last run: nothing in its curves calls for a change."
         )

@@ -275,6 +275,9 @@ class ImageCanvas(QWidget):
 
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
         et = ev.type()
+        if et == QEvent.Type.Leave and self._brush is not None:
+            self._brush.setVisible(False)  # it stayed on the image after the pointer left
+            return False
         if et not in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove,
                       QEvent.Type.MouseButtonRelease):  # fmt: skip
             return False
@@ -300,6 +303,7 @@ class ImageCanvas(QWidget):
             r = self._brush_r
             self._brush.setPos((x - r, y - r))
             self._brush.setSize((2 * r, 2 * r))
+            self._brush.setVisible(True)
         self.info.emit(self.describe(x, y))
 
     def describe(self, x: float, y: float) -> str:

@@ -1,5 +1,6 @@
 """Successes and failures: images sorted by Jaccard, worst first, each drawn as a
-difference view (agreement green, extra prediction magenta, missed ground truth cyan)
+difference view (agreement green, extra (false positive) magenta, missed (false negative)
+cyan, as the canvas's difference layer draws them)
 so one glance says how each image fails. A click opens the image on the canvas."""
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    r, g, b = rgb
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
 TP = np.array([46, 204, 113], np.float32)  # both say foreground
-FP = np.array([231, 76, 200], np.float32)  # predicted, not in ground truth
-FN = np.array([26, 188, 235], np.float32)  # in ground truth, missed
+FP = np.array(FP_COLOR, np.float32)  # predicted, not in ground truth (as the canvas shows it)
+FN = np.array(FN_COLOR, np.float32)  # in ground truth, missed
 ALPHA = 0.55
 
 
@@ -78,7 +87,7 @@ class Gallery(QWidget):
 
     imageClicked = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, thumb: int = 128) -> None:
+    def __init__(self, parent: QWidget | None = None, thumb: int = 160) -> None:
         super().__init__(parent)
         self.thumb = thumb
         self.list = QListWidget()
@@ -92,8 +101,9 @@ class Gallery(QWidget):
         self.list.itemActivated.connect(self._clicked)
         self.legend = QLabel(
             "Worst first. <span style='color:#2ecc71'>■</span> agree "
-            "<span style='color:#e74cc8'>■</span> extra prediction "
-            "<span style='color:#1abceb'>■</span> missed"
+            f"<span style='color:{_hex(FP_COLOR)}'>■</span> {FP_WORDS} "
+            f"<span style='color:{_hex(FN_COLOR)}'>■</span> {FN_WORDS}. "
+            "Click one to open it in the viewer."
         )
         self.legend.setWordWrap(True)
         self.sort = QComboBox()
@@ -119,7 +129,7 @@ class Gallery(QWidget):
         """Thumbnails fit the dock's height (the bottom dock is short), up to ``thumb``."""
         super().resizeEvent(event)
         text = 2 * self.fontMetrics().height() + 24
-        side = max(48, min(self.thumb, self.list.height() - text))
+        side = max(96, min(self.thumb, self.list.height() - text))
         if side != self.list.iconSize().width():
             self.list.setIconSize(QSize(side, side))
             self.list.setGridSize(QSize(max(side + 16, 124), side + text - 16))

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class LRPlot(QWidget):
@@ -45,8 +52,17 @@ class LRPlot(QWidget):
         self.use_button.setEnabled(False)
         self.use_button.setToolTip("Put the suggested learning rate into the training settings")
         self.use_button.clicked.connect(self._use)
+        # the sweep's progress where the user looks (Find LR raises this dock; the Training
+        # tab's bar may be hidden behind another tab)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("step %v of %m")
+        self.progress.setMaximumWidth(220)
+        self.progress.hide()
+        self.steps = 100  # the sweep's length (lrfind's default), set by set_steps
         bar = QHBoxLayout()
         bar.addWidget(self.label, 1)
+        bar.addWidget(self.progress)
         bar.addWidget(self.use_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -69,11 +85,21 @@ class LRPlot(QWidget):
         self.marker.setVisible(False)
         self.use_button.setEnabled(False)
         self.label.setText("Sweeping the learning rate…")
+        self.progress.setRange(0, self.steps)
+        self.progress.setValue(0)
+        self.progress.show()
         self._dirty = True
         self.redraw()
 
+    def set_steps(self, steps: int) -> None:
+        self.steps = max(1, int(steps))
+        self.progress.setRange(0, self.steps)
+
     def add_probe(self, ev: Any) -> None:
         """An LRProbe event. Non-finite losses (the sweep's end) are left out."""
+        self.progress.setValue(min(int(ev.step) + 1, self.progress.maximum()))
+        if math.isfinite(ev.loss):
+            self.label.setText(f"Sweeping: lr {ev.lr:.2g}, loss {ev.loss:.3g}")
         if ev.lr > 0 and math.isfinite(ev.loss):
             self.lrs.append(float(ev.lr))
             self.losses.append(float(ev.loss))
@@ -85,6 +111,7 @@ class LRPlot(QWidget):
     def set_result(self, result: dict[str, Any]) -> None:
         """The finder's result: replaces the probes (same data, complete) and marks the
         suggested learning rate."""
+        self.progress.hide()
         lrs = [float(x) for x in result.get("lrs", [])]
         if lrs:
             losses = [float(x) for x in result.get("losses", [])]
@@ -116,6 +143,7 @@ class LRPlot(QWidget):
         self.redraw()
 
     def set_failed(self, text: str) -> None:
+        self.progress.hide()
         self.label.setText(text)
 
     def point_count(self) -> int:

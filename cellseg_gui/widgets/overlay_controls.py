@@ -43,7 +43,7 @@ class OverlayControls(QWidget):
                 grid.addWidget(combo, row, 2)
                 self.styles[key] = combo
             else:
-                grid.addWidget(QLabel("FP / FN"), row, 2)
+                grid.addWidget(QLabel("extra / missed"), row, 2)
             self.checks[key], self.sliders[key] = check, slider
         grid.setColumnStretch(1, 1)
 

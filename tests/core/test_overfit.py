@@ -60,9 +60,9 @@ def test_fails_when_the_mask_belongs_to_another_image(phc_dir) -> None:
 
 def test_an_image_too_small_for_the_network_is_refused_by_name() -> None:
     """A 1x1 image made batch-norm raise (a traceback) instead of a sentence."""
-    from cellseg_gui.core.dataset import Sample
-
     from pathlib import Path
+
+    from cellseg_gui.core.dataset import Sample
 
     speck = Sample(
         name="speck", image=np.ones((1, 1, 1), np.float32), target=np.ones((1, 1), np.uint8),

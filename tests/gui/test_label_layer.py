@@ -123,3 +123,15 @@ def test_a_brush_edit_repaints_its_rectangle_not_the_layer(qtbot, monkeypatch):
         union = union.united(r)
     assert union.contains(QPointF(1315, 1215))
     assert union.width() * union.height() < 0.1 * 600 * 400  # a small part of the view
+
+
+def test_the_brush_circle_goes_when_the_pointer_leaves(canvas, qtbot):
+    from PySide6.QtCore import QEvent
+
+    canvas.set_brush_cursor(5)
+    canvas._hover(10.0, 10.0)
+    assert canvas._brush.isVisible()
+    canvas.eventFilter(canvas.view.viewport(), QEvent(QEvent.Type.Leave))
+    assert not canvas._brush.isVisible()
+    canvas._hover(12.0, 10.0)  # and comes back with it
+    assert canvas._brush.isVisible()

@@ -407,3 +407,13 @@ def test_about_names_the_qt_binding_that_is_installed():
 
     v = versions()
     assert v["PySide6"] != "not installed" and "Qt 6" in v["PySide6"]
+
+
+def test_with_no_project_the_legend_names_no_classes(window, sample):
+    window._update_legend()
+    assert window.legend.entries == []  # it listed cell and boundary before any project
+    window.open_project(sample)
+    assert [n for n, _ in window.legend.entries][:1] == ["cell"]
+    window.overlays.checks["diff"].setChecked(True)
+    names = [n for n, _ in window.legend.entries]
+    assert "extra (false positive)" in names and "missed (false negative)" in names

@@ -232,7 +232,11 @@ def test_find_lr_and_use_it(win, qtbot):
     t = win.training
     with qtbot.waitSignal(t.jobFinished, timeout=5000):
         t.find_lr()
+    # the sweep's progress reached the dock it raised and the status bar
+    assert t.lr_plot.progress.value() == 40
+    assert "LR sweep: step 40 of 100" in win.statusBar().currentMessage()
     qtbot.waitUntil(lambda: t.lr_plot.point_count() == 40, timeout=2000)
+    assert not t.lr_plot.progress.isVisibleTo(t.lr_plot)  # done: the result replaces it
     qtbot.mouseClick(t.lr_plot.use_button, Qt.MouseButton.LeftButton)
     assert t.panel.form.get_config().lr == pytest.approx(0.002)
 

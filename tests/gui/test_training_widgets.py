@@ -156,10 +156,14 @@ def test_validation_ap_is_drawn_beside_the_jaccard(qtbot):
 def test_lr_plot_marks_suggestion_and_button_emits_it(qtbot):
     w = LRPlot()
     qtbot.addWidget(w)
+    w.set_steps(30)
     w.reset()
+    assert w.progress.isVisibleTo(w) and w.progress.maximum() == 30
     lrs = np.logspace(-6, 1, 30)
     for i, lr in enumerate(lrs):
         w.add_probe(LRProbe(step=i, lr=float(lr), loss=1.0, smoothed=1.0))
+        if i == 4:  # the dock itself says how far the sweep is (it only said "Sweeping…")
+            assert w.progress.value() == 5 and "Sweeping: lr" in w.label.text()
     w.redraw()
     assert w.point_count() == 30
     assert not w.use_button.isEnabled()
@@ -237,6 +241,38 @@ def test_advice_apply_button_emits_changes(qtbot):
     with qtbot.waitSignal(w.applyRequested, timeout=1000) as sig:
         qtbot.mouseClick(w.buttons[0], Qt.MouseButton.LeftButton)
     assert sig.args == [{"augment.affine": True}]
+    assert w.empty.text() == "2 suggestions:"
+    w.set_advice([{"code": "ok", "text": "Looks fine", "changes": {}}])
+    assert w.empty.text() == "1 suggestion:"  # not "1 suggestion(s)"
+
+
+def test_gallery_and_canvas_name_the_errors_alike(qtbot):
+    from cellseg_gui.core.palette import FN_WORDS, FP_WORDS
+    from cellseg_gui.widgets.overlay_controls import OverlayControls
+
+    g = Gallery()
+    qtbot.addWidget(g)
+    assert FP_WORDS in g.legend.text() and FN_WORDS in g.legend.text()
+    o = OverlayControls()
+    qtbot.addWidget(o)
+    labels = [w.text() for w in o.findChildren(type(g.legend))]
+    assert "extra / missed" in labels and "FP / FN" not in labels
+
+
+def test_list_thumbnails_average_blocks_instead_of_picking_pixels():
+    """Phase-contrast grain the size of a pixel looked like noise when decimated."""
+    from cellseg_gui.widgets.image_list import thumbnail
+
+    yy, xx = np.mgrid[:640, :640]
+    checker = ((yy + xx) % 2 * 200 + 20).astype(np.uint16)  # pixel-sized grain
+    checker[:, 320:] += 30  # and a real, large-scale difference
+    q = thumbnail(checker, size=64)
+    ptr = q.constBits()
+    arr = np.frombuffer(ptr, np.uint8, count=q.bytesPerLine() * q.height())
+    arr = arr.reshape(q.height(), q.bytesPerLine())[:, : q.width()]
+    left, right = arr[:, :30], arr[:, 34:]
+    assert left.std() < 2 and right.std() < 2  # the grain averages out
+    assert right.mean() > left.mean() + 100  # the large-scale difference stays
 
 
 def test_models_list_marks_active_and_emits_paths(qtbot):
