@@ -68,7 +68,7 @@ def draw_lr_curve(
     from PIL import Image, ImageDraw
 
     w, h = size
-    left, right, top, bottom = 60, 20, 20, 40
+    left, right, top, bottom = 60, 20, 20, 40  # margins: tick labels left, axis name top
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
     pts = [
@@ -115,8 +115,19 @@ def draw_lr_curve(
         if suggested and math.isfinite(float(suggested)):
             x = px(float(suggested))
             d.line([(x, top), (x, h - bottom)], fill=(231, 76, 60), width=2)
-            d.text((min(x + 4, w - 120), top + 4), f"suggested {suggested:.2g}", fill=(231, 76, 60))
+            d.text((min(x + 4, w - 120), h - bottom - 16), f"{suggested:.2g}", fill=(231, 76, 60))
     d.text((w // 2 - 40, h - 16), "learning rate (log)", fill="black")
+    d.text((left + 4, 4), "loss (y axis)", fill="black")  # the y axis's name, above it
+    # a key for every line, bottom-left: a sweep's loss starts high and falls to the right
+    key = [((170, 170, 170), "loss of each step (dots)"), ((41, 128, 185), "smoothed loss")]
+    if steepest and math.isfinite(float(steepest)):
+        key.append(((39, 174, 96), "steepest descent"))
+    if suggested and math.isfinite(float(suggested)):
+        key.append(((231, 76, 60), "suggested learning rate"))
+    for i, (colour, text) in enumerate(key):
+        y = h - bottom - 8 - 14 * (len(key) - i)
+        d.line([(left + 8, y + 5), (left + 26, y + 5)], fill=colour, width=3)
+        d.text((left + 32, y), text, fill="black")
     import io
 
     from cellseg_gui.core.imageio import atomic_write_bytes

@@ -158,10 +158,15 @@ class LRPlot(QWidget):
         self.raw_curve.setData(x, np.asarray(self.losses, float))
         self.smooth_curve.setData(x, np.asarray(self.smoothed, float))
         if self.smoothed:
-            # Sweeps end in an exploding loss; keep the interesting part in view.
-            lo = float(np.nanmin(self.smoothed))
+            # Sweeps end in an exploding loss; keep the interesting part in view, raw
+            # points included (the range once came from the smoothed curve alone and cut
+            # off the raw losses around it)
+            both = np.concatenate(
+                [np.asarray(self.losses, float), np.asarray(self.smoothed, float)]
+            )
+            lo = float(np.nanmin(both))
             hi = min(
-                float(np.nanmax(self.smoothed)),
+                float(np.nanmax(both)),
                 4 * self.smoothed[0] if self.smoothed[0] > 0 else np.inf,
             )
             if math.isfinite(lo) and math.isfinite(hi) and hi > lo:

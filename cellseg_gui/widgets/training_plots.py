@@ -18,23 +18,38 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 # series name -> (plot key, colour, line style, legend text)
 SERIES: dict[str, tuple[str, tuple[int, int, int], str, str]] = {
-    "step_loss": ("step", (160, 160, 160), "solid", "loss per step"),
+    "step_loss": ("step", (160, 160, 160), "solid", "raw"),
     "step_smooth": ("step", (52, 152, 219), "solid", "smoothed"),
     "train_loss": ("loss", (52, 152, 219), "solid", "train"),
-    "val_loss": ("loss", (231, 76, 60), "solid", "validation"),
+    "val_loss": ("loss", (231, 76, 60), "solid", "val"),
     "train_j": ("jaccard", (52, 152, 219), "solid", "train"),
-    "val_j": ("jaccard", (231, 76, 60), "solid", "validation"),
+    "val_j": ("jaccard", (231, 76, 60), "solid", "val"),
     "val_ap": ("jaccard", (39, 174, 96), "dash", "val cell AP@0.5"),
     "lr": ("lr", (155, 89, 182), "solid", ""),  # the plot's title says it
 }
 PLOTS = {
-    "step": ("Training loss per step", "step", "loss"),
+    "step": ("Loss per step", "step", "loss"),
     "loss": ("Loss per epoch", "epoch", "loss"),
-    "jaccard": ("Foreground Jaccard and cell AP@0.5 per epoch", "epoch", "score"),
+    "jaccard": ("Jaccard per epoch", "epoch", "score"),
     "lr": ("Learning rate", "step", "lr"),
 }
 MAX_FADED_RUNS = 4
 SMOOTHING = 0.9  # exponential moving average weight for the smoothed step loss
+
+
+def _title(key: str, compact: bool) -> str:
+    """A plot's title with the key to its curves in it, in their colours: legends inside
+    the plots sat on top of the curves."""
+    title, xlabel, _ = PLOTS[key]
+    if compact and "per" not in title:
+        title = f"{title} (by {xlabel})"
+    key_html = " ".join(
+        f"<span style='color:#{c[0]:02x}{c[1]:02x}{c[2]:02x}'>"
+        f"{'- -' if style == 'dash' else '—'} {text}</span>"
+        for plot, c, style, text in SERIES.values()
+        if plot == key and text
+    )
+    return f"{title}: {key_html}" if key_html else title
 
 
 class TrainingPlots(QWidget):
@@ -49,10 +64,7 @@ class TrainingPlots(QWidget):
             p.setLabel("bottom", xlabel)
             p.setLabel("left", ylabel)
             p.showGrid(x=True, y=True, alpha=0.2)
-            # Jaccard curves climb to the top: their legend sits bottom-right, out of the way
-            offset = (-5, -5) if key == "jaccard" else (-5, 5)
-            legend = p.addLegend(offset=offset, labelTextSize="8pt")
-            legend.setBrush(pg.mkBrush(255, 255, 255, 210))  # readable over the curves
+            p.setTitle(_title(key, compact=False))
             self.plots[key] = p
         # Linear, without SI prefixes: schedules read better than on a cramped log axis.
         self.plots["lr"].getAxis("left").enableAutoSIPrefix(False)
@@ -99,15 +111,13 @@ class TrainingPlots(QWidget):
             for i, (key, p) in enumerate(self.plots.items()):
                 layout.addItem(p, row=i // columns, col=i % columns)
                 # short dock: small titles that name the x axis, no x-axis label
-                title, xlabel, _ = PLOTS[key]
-                p.setTitle(f"{title} (by {xlabel})" if compact and "per" not in title else title,
-                           size="9pt" if compact else None)  # fmt: skip
+                p.setTitle(_title(key, compact), size="9pt" if compact else None)
                 p.showLabel("bottom", not compact)
 
     def _new_curves(self, legend: bool = True) -> None:
         self.data = {k: ([], []) for k in SERIES}
         self.curves = {}
-        for key, (plot, colour, _style, text) in SERIES.items():
+        for key, (plot, colour, _style, _text) in SERIES.items():
             width = 1 if key == "step_loss" else 2
             symbol = "o" if plot in ("loss", "jaccard") else None
             style = Qt.PenStyle.DashLine if _style == "dash" else Qt.PenStyle.SolidLine
@@ -115,7 +125,6 @@ class TrainingPlots(QWidget):
                 [], [],
                 pen=pg.mkPen(colour, width=width, style=style),
                 symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=None,
-                name=(text or None) if legend else None,
             )  # fmt: skip
             self.curves[key] = curve
         self._ema, self._ema_n = None, 0
