@@ -19,7 +19,6 @@ Design (see ``core/edits.py`` and ``core/maskdoc.py``):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,23 +28,18 @@ import numpy as np
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
-from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from cellseg_gui.app.mask_saving import MaskSaving
 from cellseg_gui.core import edits as E
-from cellseg_gui.core.imageio import ImageReadError, read_mask
-from cellseg_gui.core.journal import APPLY, REVERT, MaskJournal, journal_path, recover
+from cellseg_gui.core.imageio import read_mask
+from cellseg_gui.core.journal import APPLY, REVERT, MaskJournal, journal_path
 from cellseg_gui.core.maskdoc import (
-    MaskConflict,
     MaskDocument,
-    disk_hash,
     has_original,
     original_path,
-    save_mask,
-    save_mask_checked,
 )
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
-from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 
 if TYPE_CHECKING:
     from cellseg_gui.app.main_window import MainWindow
@@ -79,20 +73,13 @@ class PatchCommand(QUndoCommand):
         self.editor.journal(self.name, REVERT, self.patch)
 
 
-def _save_and_hash(path: Path, stored: np.ndarray, expected: str | None) -> str:
-    """Write a mask on the saving thread if the file is still what this window knew
-    (else MaskConflict), and return the written file's hash: the document and the crash
-    journal name it as their new starting point."""
-    return save_mask_checked(path, stored, expected)
-
-
 def _is_left(mods: dict[str, Any]) -> bool:
     """Whether the canvas's mouse-event details (``{"buttons", "modifiers"}``) mean the
     left button."""
     return bool(mods["buttons"] & Qt.MouseButton.LeftButton)
 
 
-class Editor(QObject):
+class Editor(MaskSaving, QObject):
     """Wires the edit toolbar and the canvas's mouse to mask documents and undo stacks."""
 
     saved = Signal(str)  # a mask file was written (name)
@@ -199,69 +186,6 @@ class Editor(QObject):
                 event.ignore()
                 return True
         return False
-
-    # ------------------------------------------------------------------ closing
-    def unsaved(self) -> list[str]:
-        """Images whose mask holds edits the file does not (a save failed)."""
-        return [n for n, st in self.stacks.items() if not st.isClean() and n in self.docs]
-
-    def _may_close(self) -> bool:
-        """With masks that could not be saved: ask, and offer to save them elsewhere."""
-        names = self.unsaved()
-        if not names:
-            return True
-        choice = self.ask_unsaved(names)
-        if choice == "discard":  # nothing of these edits is written after this
-            for name in names:
-                self.stacks[name].setClean()
-            self._close_journals(names, discard=True)
-            return True
-        if choice == "elsewhere":
-            folder = self.choose_folder()
-            if folder is None:
-                return False
-            try:
-                written = self.save_elsewhere(names, folder)
-            except OSError as exc:
-                self._message(f"Could not save the masks in {folder}: {exc.strerror or exc}")
-                return self._may_close()  # ask again: nothing is lost on the way out
-            for name in names:
-                self.stacks[name].setClean()
-            self._close_journals(names, discard=True)  # the edits are safe elsewhere
-            log.info("unsaved masks written to %s", ", ".join(map(str, written)))
-            return True
-        return False
-
-    def save_elsewhere(self, names: list[str], folder: Path) -> list[Path]:
-        """Write these masks into ``folder`` under their own file names (atomic)."""
-        written = []
-        for name in names:
-            doc = self.docs[name]
-            target = Path(folder) / doc.path.name
-            save_mask(target, doc.stored())
-            written.append(target)
-        return written
-
-    def _ask_unsaved(self, names: list[str]) -> str:
-        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        box = QMessageBox(self.window)
-        box.setIcon(QMessageBox.Icon.Warning)
-        box.setWindowTitle("Unsaved masks")
-        box.setText(f"{len(names)} mask(s) could not be saved: {shown}.")
-        box.setInformativeText("Save them in another folder, or close and lose these edits?")
-        elsewhere = box.addButton("Save elsewhere…", QMessageBox.ButtonRole.AcceptRole)
-        discard = box.addButton("Discard edits", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(elsewhere)
-        box.exec()
-        clicked = box.clickedButton()
-        return (
-            "elsewhere" if clicked is elsewhere else "discard" if clicked is discard else "cancel"
-        )
-
-    def _choose_folder(self) -> Path | None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Save the unsaved masks in")
-        return Path(folder) if folder else None
 
     # ------------------------------------------------------------------ project access
     @property
@@ -377,110 +301,6 @@ class Editor(QObject):
         self._start_journal(name, doc)
         self._show_doc(name)
         return doc
-
-    # ------------------------------------------------------------------ outside changes
-    def _merge_outside_change(self, name: str) -> None:
-        """The mask file changed under this window (another window, Fiji, a script):
-        keep that version and put this window's changes back on top of it, then save."""
-        doc = self.docs.get(name)
-        if doc is None:
-            return
-        try:
-            theirs = doc.values_from_stored(read_mask(doc.path))
-        except (ImageReadError, OSError) as exc:
-            self._message(f"{doc.path.name} changed on disk and cannot be read ({exc}); not saved")
-            return
-        if theirs.shape != doc.data.shape:
-            self._message(f"{doc.path.name} changed on disk to another size; this window's "
-                          "edits are kept unsaved (File > Export cells or save elsewhere)")  # fmt: skip
-            return
-        ours = doc.data != doc.disk_data
-        merged = theirs.copy()
-        merged[ours] = doc.data[ours]
-        theirs_sha = disk_hash(doc.path)
-        patch = E.accept_prediction(doc.data, merged)
-        doc.disk_sha, doc.disk_data = theirs_sha, theirs
-        journal = self.journals.get(name)
-        if journal is not None:  # the journal now starts from their file
-            onto_theirs = E.accept_prediction(theirs, merged)
-            journal.restart(theirs_sha, [] if onto_theirs is None else [(APPLY, onto_theirs)])
-        if patch is not None:
-            with self._quiet_journal(name):
-                self.push(name, patch, "Merge with the file changed on disk")
-        n = int(ours.sum())
-        note = (
-            f"{doc.path.name} was changed outside this window while it was open: those "
-            f"changes are kept, and this window's {n} changed pixel(s) were put back on top "
-            "(where both changed a pixel, this window's value won)"
-        )
-        self.merged[name] = note
-        self._message(note)
-        self.save(name)
-
-    @contextlib.contextmanager
-    def _quiet_journal(self, name: str):
-        journal = self.journals.pop(name, None)
-        try:
-            yield
-        finally:
-            if journal is not None:
-                self.journals[name] = journal
-
-    # ------------------------------------------------------------------ crash journal
-    def _start_journal(self, name: str, doc: MaskDocument) -> None:
-        """Replay what a crash left in the mask's journal, then journal from here on."""
-        if self.read_only:  # the window that has the project keeps its journal
-            return
-        found = recover(doc.path, doc.shape)
-        journal = MaskJournal(doc.path, doc.shape)
-        try:
-            journal.begin()
-        except OSError as exc:
-            self._message(f"{name}: no crash journal ({exc.strerror or exc}); saving as usual")
-            journal = None
-        if journal is not None:
-            self.journals[name] = journal
-        if found.changes:
-            after = doc.data.copy()
-            for op, patch in found.changes:
-                (patch.apply if op == APPLY else patch.revert)(after)
-            restored = E.accept_prediction(doc.data, after)
-            if restored is not None:
-                self.push(name, restored, "Strokes restored after a crash")
-            self.recovered[name] = (
-                f"{name}: {found.message}; restored (not saved yet, Ctrl+Z undoes it)"
-            )
-            self._message(self.recovered[name])
-        elif found.message:
-            self.recovered[name] = f"{name}: {found.message}"
-            self._message(self.recovered[name])
-
-    def journal(self, name: str, op: int, patch: E.Patch) -> None:
-        """Make a change durable at once (called for every stroke, undo and redo)."""
-        journal = self.journals.get(name)
-        if journal is None:
-            return
-        try:
-            journal.append(op, patch)
-        except OSError as exc:
-            self.journals.pop(name, None)
-            self._message(f"{name}: the crash journal stopped ({exc.strerror or exc})")
-
-    def _close_journals(self, names=None, *, discard: bool = False) -> None:
-        for name in list(self.journals) if names is None else names:
-            journal = self.journals.pop(name, None)
-            if journal is not None:
-                journal.close(discard=discard)
-
-    def _restore_crashed(self) -> None:
-        """Open every mask of the project that a crash left strokes for, so they are
-        restored (and then saved) without waiting for the user to open each image."""
-        if self.project is None or self.read_only:
-            return
-        for name, pair in self.project.pairs.items():
-            where = pair.mask_path or self._new_mask_path(name)
-            if journal_path(where).is_file():
-                self.document(name, create=pair.mask_path is None)
 
     def stack(self, name: str) -> QUndoStack:
         st = self.stacks.get(name)
@@ -735,90 +555,11 @@ class Editor(QObject):
         if doc is None or not has_original(doc.path):
             self._message("This mask has not been changed since it was opened (no original kept).")
             return False
-        from cellseg_gui.core.imageio import read_mask
 
         original = doc.values_from_stored(read_mask(original_path(doc.path)))
         ok = self.push(name, E.accept_prediction(doc.data, original), "Restore original")
         self.save(name)
         return ok
-
-    # ------------------------------------------------------------------ saving
-    def save(self, name: str, *, wait: bool = True) -> None:
-        """Write ``name``'s mask now; mark its stack clean when the file holds its state."""
-        doc = self.docs.get(name)
-        if doc is None or self.read_only:
-            return
-        index = self.stack(name).index()
-        if self._executor is None:
-            collect_on_gui_thread()  # no Qt object may be collected on the save thread
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
-        if name in self._pending:  # one write of a mask at a time: a second one would
-            # check the file against a hash that the first is about to change
-            self._on_save_done(name, *self._pending.pop(name))
-        journal = self.journals.get(name)
-        upto = len(journal.records) if journal is not None else 0
-        snapshot = doc.data.copy()
-        fut = self._executor.submit(_save_and_hash, doc.path, doc.stored(), doc.disk_sha)
-        self._pending[name] = (fut, index, upto, snapshot)
-        if wait:
-            self._pending.pop(name, None)
-            self._on_save_done(name, index, fut, upto, snapshot)
-        else:
-            self._poll.start()
-
-    def _collect_saves(self) -> None:
-        """Report finished background saves (polled on the GUI thread: no cross-thread
-        signal can reach an editor that is already gone)."""
-        for name, (fut, index, upto, snapshot) in list(self._pending.items()):
-            if fut.done():
-                del self._pending[name]
-                self._on_save_done(name, index, fut, upto, snapshot)
-        if not self._pending:
-            self._poll.stop()
-
-    def save_current(self) -> None:
-        if self.current:
-            self.save(self.current)
-
-    def autosave(self) -> None:
-        """Save every mask whose stack is not clean, on the saving thread."""
-        for name, st in self.stacks.items():
-            if not st.isClean() and name in self.docs:
-                self.save(name, wait=False)
-
-    def _on_save_done(
-        self, name: str, index: int, fut: Future, upto: int, snapshot: np.ndarray
-    ) -> None:
-        error = fut.exception()  # waits for the write
-        if isinstance(error, MaskConflict):
-            self._merge_outside_change(name)
-            return
-        doc = self.docs.get(name)
-        if error is None and doc is not None:
-            doc.disk_sha, doc.disk_data = fut.result(), snapshot
-        if error is not None:
-            log.error("saving %s failed: %s", name, error)
-            self._message(f"Could not save the mask of {name}: {error}")
-            return
-        journal = self.journals.get(name)
-        if journal is not None:
-            try:
-                journal.saved(upto, fut.result())
-            except OSError as exc:
-                self.journals.pop(name, None)
-                self._message(f"{name}: the crash journal stopped ({exc.strerror or exc})")
-        st = self.stacks.get(name)
-        if st is not None and st.index() == index and not st.isClean():
-            st.setClean()
-        self.saved.emit(name)
-
-    def flush(self) -> None:
-        """Save everything unsaved and wait for the writes (closing, tests)."""
-        self._timer.stop()
-        self.autosave()
-        pending, self._pending = self._pending, {}
-        for name, (fut, index, upto, snapshot) in pending.items():
-            self._on_save_done(name, index, fut, upto, snapshot)
 
     def shutdown(self) -> None:
         self._finish_stroke()

@@ -44,7 +44,7 @@ LOCK_FILE = ".cellseg.lock"  # held while a window has the project open
 
 log = logging.getLogger(__name__)
 MENUS = ("File", "Edit", "View", "Train", "Help")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the training settings got a dock of their own
 
 
 @dataclass(frozen=True)

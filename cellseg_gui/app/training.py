@@ -105,6 +105,7 @@ class TrainingController(TrainingResults, QObject):
         self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (
             ("Training", self.panel, "right"),
+            ("Settings", self.panel.settings_view, "right"),
             ("Models", self.models, "right"),
             ("Advice", self.advice, "right"),
             ("Noisy labels", self.noisy, "right"),
@@ -118,8 +119,22 @@ class TrainingController(TrainingResults, QObject):
                 self.docks[title] = w.add_dock(title, widget)
         if hasattr(w, "tabifyDockWidget"):
             d = self.docks
-            for a, b in (("Training", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
+            # Training (buttons, progress) above; below it Settings, with the room the form
+            # needs, in a tab beside Models, Advice and Noisy labels. The window tabs every
+            # new right-hand dock together: take these out of that group first.
+            right = Qt.DockWidgetArea.RightDockWidgetArea
+            for name in ("Settings", "Models", "Advice", "Noisy labels"):
+                w.addDockWidget(right, d[name])
+            w.splitDockWidget(d["Training"], d["Settings"], Qt.Orientation.Vertical)
+            # the buttons need little height: the form gets the rest
+            w.resizeDocks(
+                [d["Training"], d["Settings"]],
+                [self.panel.sizeHint().height() + 30, 1000],
+                Qt.Orientation.Vertical,
+            )
+            for a, b in (("Settings", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
                 w.tabifyDockWidget(d[a], d[b])
+            d["Settings"].raise_()
             for a, b in (("Plots", "LR finder"), ("LR finder", "Gallery")):
                 w.tabifyDockWidget(d[a], d[b])
             d["Training"].raise_()

@@ -247,6 +247,39 @@ def _plateau(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
     return None
 
 
+UNSTABLE_SWING = 0.15  # validation Jaccard moving this much up and down: unstable
+UNSTABLE_TURNS = 2  # ...this many times in the last epochs
+
+
+def _unstable(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
+    """Validation Jaccard (or loss) swinging up and down from epoch to epoch, as runs with
+    too high a learning rate do (seen: 0.09 / 0.52 / 0.32 / 0.09 / 0.57)."""
+    for key, what, scale in (("val_fg_jaccard", "Jaccard", 1.0), ("val_loss", "loss", None)):
+        vals = _finite(_series(history, key))[-8:]
+        if len(vals) < 4:
+            continue
+        swing = UNSTABLE_SWING if scale else UNSTABLE_SWING * max(abs(v) for v in vals)
+        steps = [b - a for a, b in zip(vals, vals[1:], strict=False)]
+        turns = sum(
+            1
+            for a, b in zip(steps, steps[1:], strict=False)
+            if a * b < 0 and min(abs(a), abs(b)) >= swing
+        )
+        if turns >= UNSTABLE_TURNS:
+            lr = _base_lr(history, cfg)
+            changes = {"lr": _nice(lr / 3)} if lr else {}
+            shown = " / ".join(f"{v:.2f}" for v in vals[-5:])
+            return Advice(
+                "unstable",
+                f"the validation {what} swings from epoch to epoch ({shown}): the learning "
+                f"rate is probably too high; lower it"
+                + (f" from {lr:.2g} to {lr / 3:.2g}" if lr else " threefold"),
+                changes,
+                "warning",
+            )
+    return None
+
+
 def advise(history: dict[str, Any], cfg: TrainConfig | None = None) -> list[Advice]:
     """Rules on a training history (the dict ``fit`` returns), most urgent first.
 
@@ -259,7 +292,7 @@ def advise(history: dict[str, Any], cfg: TrainConfig | None = None) -> list[Advi
     if div is not None:
         return [div]
     out: list[Advice] = []
-    for rule in (_flat(history), _lagging(history, cfg)):
+    for rule in (_unstable(history, cfg), _flat(history), _lagging(history, cfg)):
         if rule is not None:
             out.append(rule)
     if not any(a.code == "loss_not_falling" for a in out):

@@ -15,6 +15,18 @@ CANCELLED = "cancelled"
 EARLY_STOP = "early_stop"
 DIVERGED = "diverged"
 FAILED = "failed"
+# a job that ran out of (GPU) memory: the window retries once with half the batch; a
+# reason of its own, so nobody parses messages to find out
+OUT_OF_MEMORY = "out_of_memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors: CUDA's by type (named, so torch need not load), the
+    CPU allocator's by the RuntimeError torch raises for it."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(exc)
+
 
 DIVERGED_HINT = (
     "The loss became NaN or infinite. Lower the learning rate (try the LR finder), "
@@ -109,7 +121,7 @@ class Message:
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # DONE | CANCELLED | EARLY_STOP | DIVERGED | FAILED
+    reason: str  # DONE | CANCELLED | EARLY_STOP | DIVERGED | FAILED | OUT_OF_MEMORY
     message: str = ""
     hint: str = ""
     bundle_path: str | None = None

@@ -20,8 +20,7 @@ from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, LRProbe, Started
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.objective import build_optimizer, segmentation_loss
-from cellseg_gui.core.precision import autocast_context, resolve_precision
-from cellseg_gui.core.predict import select_device, tune_cpu_allocator
+from cellseg_gui.core.precision import autocast_context, setup_device
 from cellseg_gui.core.sampling import _make_sampler, choose_downsample
 
 __all__ = ["lr_find", "suggest"]
@@ -31,14 +30,47 @@ STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its mi
 MIN_POINTS = 5  # fewer points than this make no curve to read a learning rate from
 
 
+CENTRED_HALF_WIDTH = 4  # points each side of the centred mean (0.3 decade at 100 steps)
+
+
+def zero_lag(values: list[float], half_width: int = CENTRED_HALF_WIDTH) -> list[float]:
+    """The losses as a centred moving mean (each point the plain mean of the points up to
+    ``half_width`` either side): smooth, unbiased, and without the lag of the live,
+    forward-only exponential mean. That curve trails the raw loss by about a decade of
+    learning rate at the sweep's speed, so its minimum, and "minimum / 10" with it,
+    landed late (0.017 on usiigaci-phc, where the default 3e-3 trained better). A
+    forward-backward exponential mean, tried too, drags the exploding end of the sweep
+    back over the minimum and lands early instead."""
+    v = np.asarray(values, dtype=np.float64)
+    if not v.size:
+        return []
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(v.size)
+    lo = np.maximum(i - half_width, 0)
+    hi = np.minimum(i + half_width + 1, v.size)
+    return [float(x) for x in (c[hi] - c[lo]) / (hi - lo)]
+
+
+KNEE_SHARE = 0.9  # the share of the loss's fall that marks where it levels off
+
+
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
-    """(minimum / 10, steepest descent) from the smoothed curve."""
+    """(suggestion, steepest descent) from the smoothed curve. The suggestion is a tenth
+    of the learning rate at the curve's minimum, or, where smaller, the learning rate at
+    which the loss has made 90% of its fall from the start to that minimum. The second
+    rule matters when the loss levels off instead of rising again: on isbi2012-em it
+    kept creeping down to lr 4, and "minimum / 10" said 0.38 (validation Jaccard 0.82
+    against 0.87 with the default)."""
     if not lrs:
         return float("nan"), float("nan")
     sm = np.asarray(smoothed, dtype=np.float64)
     lr = np.asarray(lrs, dtype=np.float64)
     i_min = int(np.nanargmin(sm))
     suggested = float(lr[i_min] / 10.0)
+    fall = sm[0] - sm[i_min]
+    if np.isfinite(fall) and fall > 0:
+        knee = int(np.argmax(sm[: i_min + 1] <= sm[i_min] + (1 - KNEE_SHARE) * fall))
+        suggested = min(suggested, float(lr[knee]))
     if len(sm) >= 3 and i_min >= 2:
         grad = np.gradient(sm[: i_min + 1], np.log(lr[: i_min + 1]))
         steepest = float(lr[int(np.nanargmin(grad))])
@@ -65,10 +97,7 @@ def lr_find(
     if not train:
         yield Finished(reason=FAILED, message="no images with masks to sweep on")
         return
-    device = select_device(cfg.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    precision = resolve_precision(cfg.amp, device)
+    device, precision = setup_device(cfg.device, cfg.amp)
     torch.manual_seed(cfg.seed)
     if model is None:
         mcfg = copy.deepcopy(cfg.model)
@@ -132,6 +161,9 @@ def lr_find(
         model.load_state_dict(saved_state)
         opt.load_state_dict(saved_opt)
         model.train(was_training)
+    # the suggestion reads the zero-lag curve; the live one was for the plot during the
+    # sweep, and the result's curve (what the dock shows at the end) is the zero-lag one
+    smoothed = zero_lag(losses)
     suggested, steepest = suggest(lrs, smoothed)
     why = ""
     if reason == CANCELLED:

@@ -34,8 +34,8 @@ from cellseg_gui.core.events import (
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.objective import segmentation_loss
-from cellseg_gui.core.precision import autocast_context, resolve_precision
-from cellseg_gui.core.predict import class_argmax, select_device, tune_cpu_allocator
+from cellseg_gui.core.precision import autocast_context, setup_device
+from cellseg_gui.core.predict import class_argmax
 
 __all__ = ["overfit_check", "OVERFIT_DEFAULTS", "pick_region"]
 
@@ -112,10 +112,7 @@ def overfit_check(
             "the check's network needs; pick a larger image",
         )
         return
-    device = select_device(cfg.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    precision = resolve_precision(cfg.amp, device)
+    device, precision = setup_device(cfg.device, cfg.amp)
     torch.manual_seed(cfg.seed)
     y0, x0, h, w = pick_region(np.asarray(sample.target), d["region"])
     image = np.ascontiguousarray(sample.image[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)

@@ -1,4 +1,6 @@
-"""Mixed precision: which precision a device trains in, and the autocast context for it."""
+"""The device a job runs on and the precision it trains in: one set-up for training, the
+learning-rate finder and the overfit check (it was written out three times), and the
+autocast context for that precision."""
 
 from __future__ import annotations
 
@@ -46,3 +48,15 @@ def autocast_context(device: torch.device, precision: str):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def setup_device(pref: str, amp: str, device: torch.device | None = None):
+    """``(device, precision)`` for a job: ``device`` when given (a distributed rank's),
+    else the one ``pref`` names ("auto": CUDA, MPS, CPU); on the CPU the allocator is
+    tuned so activations reuse heap memory instead of fresh mappings."""
+    from cellseg_gui.core.predict import select_device, tune_cpu_allocator
+
+    dev = device if device is not None else select_device(pref)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
+    return dev, resolve_precision(amp, dev)

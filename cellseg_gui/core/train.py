@@ -47,23 +47,23 @@ from cellseg_gui.core.events import (
     DONE,
     EARLY_STOP,
     FAILED,
+    OUT_OF_MEMORY,
     EpochEnded,
     Finished,
     Message,
     SampleLosses,
     Started,
     StepEnded,
+    is_out_of_memory,
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.memory import check_training_memory
 from cellseg_gui.core.metrics import jaccard_from_confusion
 from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
 from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess
-from cellseg_gui.core.precision import autocast_context, resolve_precision  # noqa: F401
+from cellseg_gui.core.precision import autocast_context, resolve_precision, setup_device  # noqa: F401
 from cellseg_gui.core.predict import (
     class_argmax,
-    select_device,
-    tune_cpu_allocator,
 )
 from cellseg_gui.core.sampling import (  # noqa: F401
     THIN_SHARE,
@@ -178,7 +178,8 @@ def fit(
             lr_finder=lr_finder, classes=classes, mask_mode=mask_mode,
         )  # fmt: skip
     except (ValueError, OSError, RuntimeError) as exc:
-        yield Finished(reason=FAILED, message=f"training failed: {exc}")
+        reason = OUT_OF_MEMORY if is_out_of_memory(exc) else FAILED
+        yield Finished(reason=reason, message=f"training failed: {exc}")
 
 
 def _fit(
@@ -195,10 +196,7 @@ def _fit(
     cfg = TrainConfig.from_dict(copy.deepcopy(cfg.to_dict()))  # never mutate the caller's
     ctx = dist.context()
     world, rank, is_main = ctx.world_size, ctx.rank, ctx.is_main
-    device = ctx.device if ctx.device is not None else select_device(cfg.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()  # activations reuse heap memory instead of fresh mappings
-    precision = resolve_precision(cfg.amp, device)
+    device, precision = setup_device(cfg.device, cfg.amp, ctx.device)
     names = [s.name for s in samples]
     by_name = {s.name: s for s in samples}
     ckpt: dict | None = None

@@ -134,10 +134,13 @@ class TrainingPanel(QWidget):
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message_label.setVisible(False)
 
+        # The settings get a dock of their own (the window puts ``settings_view`` beside
+        # this one): below the buttons and messages only about five rows showed.
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.settings_view = scroll
 
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -145,7 +148,9 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.device_label)
         layout.addWidget(self.message_label)
         layout.addWidget(self.note)
-        layout.addWidget(scroll, 1)
+        layout.addStretch(1)
+        # no taller than its buttons and messages: extra height goes to the Settings dock
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
     # --- state --------------------------------------------------------------------------
     @property

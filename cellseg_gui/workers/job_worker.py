@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from cellseg_gui.core.events import (
     FAILED,
+    OUT_OF_MEMORY,
     EpochEnded,
     Finished,
     LRProbe,
@@ -32,6 +33,7 @@ from cellseg_gui.core.events import (
     SampleLosses,
     Started,
     StepEnded,
+    is_out_of_memory,
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.workers.gui_gc import collect_on_gui_thread
@@ -89,13 +91,6 @@ def default_torch_threads() -> int:
     """Leave one core to the GUI thread: on a 2-core laptop training gets 1 thread, and the
     event loop keeps answering instead of queueing behind torch's thread pool."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def is_out_of_memory(exc: BaseException | str) -> bool:
-    """True for torch.cuda.OutOfMemoryError (checked by name so torch need not load)."""
-    if isinstance(exc, BaseException) and type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return "out of memory" in str(exc).lower()
 
 
 def clean_message(exc: BaseException) -> str:
@@ -330,7 +325,7 @@ class _Job:
         """Run one attempt. Returns an out-of-memory message to trigger a retry."""
         for event in factory():
             if isinstance(event, Finished):
-                if event.reason == FAILED and is_out_of_memory(event.message):
+                if event.reason == OUT_OF_MEMORY:  # a typed reason, not a parsed message
                     return event.message
                 self.result = event
                 self.put("finished", event)

@@ -161,3 +161,19 @@ def test_every_rule_change_applies_to_a_default_config():
             seen.add(a.code)
             apply_changes(TrainConfig(), a.changes)
     assert {"diverging", "loss_not_falling", "val_lagging", "plateau"} <= seen
+
+
+def test_an_oscillating_validation_score_advises_a_lower_learning_rate():
+    """Find LR's 0.017 gave validation Jaccards of 0.09 / 0.52 / 0.32 / 0.09 / 0.57."""
+    val_j = [0.09, 0.52, 0.32, 0.09, 0.57]
+    cfg = TrainConfig()
+    cfg.lr = 0.017
+    items = advise(_hist([1.0, 0.8, 0.7, 0.65, 0.6], val_j=val_j, lr=[0.017] * 5), cfg)
+    unstable = next(a for a in items if a.code == "unstable")
+    assert "0.09 / 0.52 / 0.32 / 0.09 / 0.57" in unstable.text
+    assert "lower it from 0.017" in unstable.text
+    assert unstable.changes["lr"] == pytest.approx(0.017 / 3, rel=0.3)
+    assert apply_changes(cfg, unstable.changes).lr < cfg.lr
+    steady = [0.3, 0.4, 0.45, 0.5, 0.52]  # rising with small wobbles: no advice
+    quiet = advise(_hist([1.0, 0.8, 0.7, 0.65, 0.6], val_j=steady), cfg)
+    assert "unstable" not in _codes(quiet)

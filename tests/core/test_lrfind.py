@@ -63,8 +63,20 @@ def test_suggest_picks_min_over_ten_and_steepest_descent() -> None:
     smoothed = list(1.0 / (1 + np.exp(3 * (x + 3))) + np.where(x > -1, (x + 1) ** 2, 0))
     sug, steep = suggest(lrs, smoothed)
     i_min = int(np.argmin(smoothed))
-    assert sug == lrs[i_min] / 10
+    sm = np.asarray(smoothed)
+    knee = lrs[int(np.argmax(sm <= sm[i_min] + 0.1 * (sm[0] - sm[i_min])))]
+    assert sug == min(lrs[i_min] / 10, knee)
     assert 10**-3.6 < steep < 10**-2.4
+
+
+def test_a_loss_that_levels_off_does_not_suggest_the_end_of_the_sweep() -> None:
+    """isbi2012-em: the loss fell to 0.8 by lr 5e-3 and crept to 0.52 at lr 4, without
+    rising again; "minimum / 10" said 0.38."""
+    lrs = list(np.logspace(-6, 0.7, 100))
+    x = np.log10(lrs)
+    smoothed = list(0.5 + 4.1 / (1 + np.exp(3.5 * (x + 3.2))) + 0.3 * np.exp(-((x + 1.5) ** 2)))
+    sug, _ = suggest(lrs, smoothed)
+    assert 1e-3 < sug < 1e-2
 
 
 def test_sweep_builds_the_architecture_fit_would(monkeypatch) -> None:
@@ -80,3 +92,25 @@ def test_sweep_builds_the_architecture_fit_would(monkeypatch) -> None:
     assert isinstance(events[-1], Finished)
     assert [c.downsample for c in built] == [2]
     assert cfg.model.downsample == 0  # the caller's settings are left as they were
+
+
+def test_the_suggestion_reads_a_curve_without_lag() -> None:
+    """The live exponential mean trails the raw loss by about a decade: its minimum, and
+    "minimum / 10" with it, lands late. The centred mean lands near the true minimum."""
+    from cellseg_gui.core.lrfind import SMOOTHING, zero_lag
+
+    lrs = list(np.logspace(-6, 0, 90))
+    x = np.log10(lrs)
+    true = 1.0 - 0.6 / (1 + np.exp(-(x + 3.5) * 3)) + np.where(x > -2.5, (x + 2.5) ** 2, 0)
+    true_min = lrs[int(np.argmin(true))]
+    lagged, centred = [], []
+    for seed in range(5):
+        loss = true + 0.03 * np.random.default_rng(seed).standard_normal(x.size)
+        avg, live = 0.0, []
+        for i, v in enumerate(loss):
+            avg = SMOOTHING * avg + (1 - SMOOTHING) * v
+            live.append(avg / (1 - SMOOTHING ** (i + 1)))
+        lagged.append(lrs[int(np.argmin(live))] / true_min)
+        centred.append(lrs[int(np.argmin(zero_lag(list(loss))))] / true_min)
+    assert np.median(lagged) > 1.5  # the live curve's minimum comes late
+    assert abs(np.log(np.median(centred))) < 0.5 * abs(np.log(np.median(lagged)))

@@ -352,3 +352,16 @@ def test_images_too_small_for_the_network_are_left_out_by_name() -> None:
     assert "speck" not in fin.result["split"]["train"] + fin.result["split"]["val"]
     only = list(fit([tiny], cfg))
     assert only[-1].reason == "failed" and "no other image remains" in only[-1].message
+
+
+def test_out_of_memory_in_fit_is_a_typed_reason(monkeypatch) -> None:
+    """The worker found out-of-memory by matching the message fit wrote; now by reason."""
+    from cellseg_gui.core import train as train_mod
+    from cellseg_gui.core.events import OUT_OF_MEMORY
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(train_mod, "build_optimizer", oom)
+    fin = list(fit(make_samples(), tiny_cfg()))[-1]
+    assert fin.reason == OUT_OF_MEMORY and "Tried to allocate" in fin.message

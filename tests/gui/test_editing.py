@@ -198,7 +198,7 @@ def _unsaveable(monkeypatch) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr("cellseg_gui.core.maskdoc.save_mask", refuse)  # saves in the project
-    monkeypatch.setattr("cellseg_gui.app.editing.save_mask", refuse)  # "save elsewhere"
+    monkeypatch.setattr("cellseg_gui.app.mask_saving.save_mask", refuse)  # "save elsewhere"
 
 
 def _paint(qtbot, window) -> None:

@@ -14,6 +14,7 @@ from cellseg_gui.core.events import (  # noqa: E402
     CANCELLED,
     DONE,
     FAILED,
+    OUT_OF_MEMORY,
     EpochEnded,
     Finished,
     LRProbe,
@@ -158,8 +159,9 @@ def test_out_of_memory_twice_fails_with_advice(qtbot):
 
 
 def test_engine_reported_out_of_memory_also_retries(qtbot):
-    """fit catches the CUDA error itself and finishes with its message (as seen on an
-    H100: "training failed: CUDA out of memory. Tried to allocate ..."): retry too."""
+    """fit catches the CUDA error itself (as seen on an H100) and finishes with the typed
+    reason OUT_OF_MEMORY: retry too. A FAILED whose message merely mentions memory is a
+    failure like any other (no message is parsed)."""
     tries = []
 
     def job(batch):
@@ -167,7 +169,7 @@ def test_engine_reported_out_of_memory_also_retries(qtbot):
             tries.append(batch)
             if batch > 4:
                 yield Finished(
-                    reason=FAILED,
+                    reason=OUT_OF_MEMORY,
                     message="training failed: CUDA out of memory. Tried to allocate 20.00 MiB",
                 )
                 return
@@ -180,6 +182,14 @@ def test_engine_reported_out_of_memory_also_retries(qtbot):
         w.start()
     assert tries == [8, 4] and w.result.reason == DONE
     assert w.wait(2000)
+
+    def mentions_memory():
+        yield Finished(reason=FAILED, message="the mask says 'out of memory' in its name")
+
+    w = JobWorker(mentions_memory, on_oom=lambda: pytest.fail("a message was parsed"))
+    with qtbot.waitSignal(w.done, timeout=5000):
+        w.start()
+    assert w.result.reason == FAILED and w.wait(2000)
 
 
 def test_cycles_are_collected_on_the_gui_thread_only(qtbot):

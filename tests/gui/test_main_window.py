@@ -357,19 +357,23 @@ def test_sample_is_deterministic_and_has_unmasked_images(tmp_path, sample):
     assert a.max() > 5  # instance ids
 
 
-def test_display_panel_keeps_to_its_rows_and_the_training_panel_gets_the_height(qtbot, window):
-    """The display options are four rows; the training settings below them were squeezed
-    into a strip two rows high while the display panel sat half empty."""
-    display, training = window.docks["Display"], window.docks.get("Training")
-    assert training is not None and training.isVisible()
-    before = training.height()
-    window.resize(1400, 1000)  # taller: the extra height must go to the training panel
-    qtbot.waitUntil(lambda: training.height() > before)
+def test_display_panel_keeps_to_its_rows_and_the_training_settings_get_the_height(qtbot, window):
+    """The display options are four rows; the training settings were squeezed into about
+    five rows below the run buttons. They have a dock of their own now (Settings, a tab
+    beside Models), below the buttons, and extra height goes to it."""
+    display, settings = window.docks["Display"], window.docks["Settings"]
+    training = window.docks["Training"]
+    assert settings.isVisible() and training.isVisible()
+    assert window.tabifiedDockWidgets(training) == []  # the buttons stay in view
+    assert window.docks["Models"] in window.tabifiedDockWidgets(settings)
+    assert settings.widget().widget() is window.training.panel.form
+    before = settings.height()
+    window.resize(1400, 1000)  # taller: the extra height must go to the settings
+    qtbot.waitUntil(lambda: settings.height() > before)
     qtbot.wait(50)
-    grown = training.height() - before
-    # the display panel is no taller than its rows need, the training panel got the rest
     assert display.widget().height() <= display.widget().sizeHint().height()
-    assert grown >= 150
+    assert settings.height() - before >= 100
+    assert settings.height() > training.height()
 
 
 def test_help_guide_and_shortcuts_come_from_the_real_menus(qtbot, window, sample):

@@ -148,6 +148,7 @@ def test_predict_updates_the_overlay_and_export_works_with_the_cli(window, qtbot
         assert (out / f"tiny{suffix}").is_file()
     assert "## Metrics" in (out / "tiny.md").read_text()
     from cellseg_gui import cli
+
     image = window.project.training_pairs()[0].image_path
     for suffix in (".cellseg", ".pt", ".onnx"):
         dest = tmp_path / f"pred{suffix.strip('.')}"
