@@ -70,7 +70,7 @@ def last_json(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-LONG_SCRIPTS = {"instances": 2700.0}  # seconds they need at least
+LONG_SCRIPTS = {"instances": 2700.0, "lr_suggestion": 2400.0}  # seconds they need at least
 
 
 def run_script(path: Path, timeout: float, extra: list[str]) -> dict[str, Any]:

@@ -32,12 +32,16 @@ class LRPlot(QWidget):
         item.setLabel("bottom", "learning rate")
         item.setLabel("left", "loss")
         item.showGrid(x=True, y=True, alpha=0.2)
-        item.addLegend(offset=(-5, 5))
-        item.setXRange(-6, 1)  # log10 of the sweep's default range, before any data
-        self.raw_curve = item.plot([], [], pen=pg.mkPen((170, 170, 170), width=1), name="loss")
-        self.smooth_curve = item.plot(
-            [], [], pen=pg.mkPen((52, 152, 219), width=2), name="smoothed"
+        # the key in the title: a legend inside this short plot sat on the curve
+        item.setTitle(
+            "Loss against learning rate: <span style='color:#aaaaaa'>— raw</span> "
+            "<span style='color:#3498db'>— smoothed</span> "
+            "<span style='color:#e74c3c'>- - suggested</span>",
+            size="9pt",
         )
+        item.setXRange(-6, 1)  # log10 of the sweep's default range, before any data
+        self.raw_curve = item.plot([], [], pen=pg.mkPen((170, 170, 170), width=1))
+        self.smooth_curve = item.plot([], [], pen=pg.mkPen((52, 152, 219), width=2))
         self.marker = pg.InfiniteLine(
             angle=90,
             movable=False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -149,8 +149,14 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.message_label)
         layout.addWidget(self.note)
         layout.addStretch(1)
-        # no taller than its buttons and messages: extra height goes to the Settings dock
+        # as tall as its buttons and messages, no taller and no shorter (see
+        # minimumSizeHint): extra height goes to the Settings dock below
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """The buttons never squeeze: when a message appears the dock grows to fit it
+        (with only a maximum, the buttons were crushed to a few pixels)."""
+        return QSize(super().minimumSizeHint().width(), self.sizeHint().height())
 
     # --- state --------------------------------------------------------------------------
     @property
