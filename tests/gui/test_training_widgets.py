@@ -151,7 +151,7 @@ def test_validation_ap_is_drawn_beside_the_jaccard(qtbot):
     assert plots.point_count("val_j") == 4
     # the key is in the title, not a legend on top of the curves
     title = plots.plots["jaccard"].titleLabel.text
-    assert "val cell AP@0.5" in title and "validation" in title
+    assert "val cell AP@0.5" in title and "— val<" in title
     assert plots.plots["jaccard"].legend is None
 
 
