@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QApplication, QDockWidget, QMessageBox
 
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.app.training_results import TrainingResults
@@ -33,6 +33,10 @@ from cellseg_gui.widgets.training_panel import TrainingPanel
 from cellseg_gui.widgets.training_plots import TrainingPlots
 from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, protect_bool_refcounts
 
+if TYPE_CHECKING:
+    from cellseg_gui.app.main_window import MainWindow
+    from cellseg_gui.core.project import Project
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +45,7 @@ class TrainingController(TrainingResults, QObject):
 
     jobFinished = Signal(str, object)
 
-    def __init__(self, window: QMainWindow) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         protect_bool_refcounts()
         self.window = window
@@ -70,7 +74,7 @@ class TrainingController(TrainingResults, QObject):
         self._build_docks()
         self._connect()
         window.installEventFilter(self)
-        if getattr(window, "project", None) is not None:
+        if window.project is not None:
             self._on_project_opened(window.project)
         else:
             self._set_enabled(False)
@@ -113,32 +117,28 @@ class TrainingController(TrainingResults, QObject):
             ("LR finder", self.lr_plot, "bottom"),
             ("Gallery", self.gallery, "bottom"),
         ):
-            try:
-                self.docks[title] = w.add_dock(title, widget, area)
-            except (ValueError, KeyError, TypeError):  # a window that knows only "right"
-                self.docks[title] = w.add_dock(title, widget)
-        if hasattr(w, "tabifyDockWidget"):
-            d = self.docks
-            # Training (buttons, progress) above; below it Settings, with the room the form
-            # needs, in a tab beside Models, Advice and Noisy labels. The window tabs every
-            # new right-hand dock together: take these out of that group first.
-            right = Qt.DockWidgetArea.RightDockWidgetArea
-            for name in ("Settings", "Models", "Advice", "Noisy labels"):
-                w.addDockWidget(right, d[name])
-            w.splitDockWidget(d["Training"], d["Settings"], Qt.Orientation.Vertical)
-            # the buttons need little height: the form gets the rest
-            w.resizeDocks(
-                [d["Training"], d["Settings"]],
-                [self.panel.sizeHint().height() + 30, 1000],
-                Qt.Orientation.Vertical,
-            )
-            for a, b in (("Settings", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
-                w.tabifyDockWidget(d[a], d[b])
-            d["Settings"].raise_()
-            for a, b in (("Plots", "LR finder"), ("LR finder", "Gallery")):
-                w.tabifyDockWidget(d[a], d[b])
-            d["Training"].raise_()
-            d["Plots"].raise_()
+            self.docks[title] = w.add_dock(title, widget, area)
+        d = self.docks
+        # Training (buttons, progress) above; below it Settings, with the room the form
+        # needs, in a tab beside Models, Advice and Noisy labels. The window tabs every
+        # new right-hand dock together: take these out of that group first.
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        for name in ("Settings", "Models", "Advice", "Noisy labels"):
+            w.addDockWidget(right, d[name])
+        w.splitDockWidget(d["Training"], d["Settings"], Qt.Orientation.Vertical)
+        # the buttons need little height: the form gets the rest
+        w.resizeDocks(
+            [d["Training"], d["Settings"]],
+            [self.panel.sizeHint().height() + 30, 1000],
+            Qt.Orientation.Vertical,
+        )
+        for a, b in (("Settings", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
+            w.tabifyDockWidget(d[a], d[b])
+        d["Settings"].raise_()
+        for a, b in (("Plots", "LR finder"), ("LR finder", "Gallery")):
+            w.tabifyDockWidget(d[a], d[b])
+        d["Training"].raise_()
+        d["Plots"].raise_()
         menu = w.menu("Train")
         for i, action in enumerate(self.panel.actions_list):
             if i in (3, 6):
@@ -162,17 +162,14 @@ class TrainingController(TrainingResults, QObject):
         self.models.activateRequested.connect(self.set_active_model)
         self.models.loadRequested.connect(self.load_model)
         self.models.fineTuneRequested.connect(self.fine_tune)
-        for sig, slot in (("projectOpened", self._on_project_opened),):
-            s = getattr(self.window, sig, None)
-            if s is not None:
-                s.connect(slot)
+        self.window.projectOpened.connect(self._on_project_opened)
 
     # --- project ----------------------------------------------------------------------
     @property
-    def project(self) -> Any:
-        return getattr(self.window, "project", None)
+    def project(self) -> Project | None:
+        return self.window.project
 
-    def _on_project_opened(self, project: Any) -> None:
+    def _on_project_opened(self, project: Project | None) -> None:
         self.stop(wait=True)
         self._set_enabled(project is not None)
         if project is None:
@@ -272,16 +269,14 @@ class TrainingController(TrainingResults, QObject):
 
     def _config(self) -> TrainConfig:
         cfg = self.panel.form.get_config()
-        mode = getattr(self.project, "mask_mode", None)
+        mode = self.project.mask_mode if self.project is not None else None
         if cfg.mask_mode == "auto" and mode in ("binary", "classes", "instances"):
             cfg.mask_mode = mode
         return cfg
 
     def _snapshot(self) -> list[Any]:
         """Save pending mask edits, then list the images and masks a run will read."""
-        editor = getattr(self.window, "editor", None)
-        if editor is not None and hasattr(editor, "flush"):
-            editor.flush()
+        self.window.editor.flush()
         return self.project.training_pairs()
 
     def train(self, init_bundle: str | None = None) -> JobWorker | None:
@@ -306,13 +301,11 @@ class TrainingController(TrainingResults, QObject):
                 "warning",
             )
             return None
-        refresh = getattr(self.window, "refresh_splits", None)
-        if callable(refresh):  # a first run has just made the split: the list shows it
-            refresh()
+        self.window.refresh_splits()  # a first run has just made the split: the list shows it
         token = CancelToken()
         kw = dict(val_names=val, init_bundle=init_bundle, out_path=out,
                   checkpoint_path=out.with_suffix(".ckpt"), mask_mode=cfg.mask_mode)  # fmt: skip
-        classes = getattr(self.project, "classes", None)
+        classes = self.project.classes
         if classes:
             kw["classes"] = [
                 c if isinstance(c, dict) else {"name": c.name, "color": list(c.color)}
@@ -374,7 +367,7 @@ class TrainingController(TrainingResults, QObject):
         return worker
 
     def check(self) -> JobWorker | None:
-        name = getattr(self.window, "current_name", None)
+        name = self.window.current_name
         pair = (
             next((p for p in self._snapshot() if p.name == name and p.mask_path), None)
             if self.project
@@ -396,7 +389,7 @@ class TrainingController(TrainingResults, QObject):
         return worker
 
     def predict_current(self) -> JobWorker | None:
-        name = getattr(self.window, "current_name", None)
+        name = self.window.current_name
         return self.predict([name] if name else [])
 
     def predict_all(self) -> JobWorker | None:
@@ -499,7 +492,7 @@ class TrainingController(TrainingResults, QObject):
                 worker.abandon()
 
 
-def install_training(window: QMainWindow) -> TrainingController:
+def install_training(window: MainWindow) -> TrainingController:
     """Add the training docks and the Train menu to the main window."""
     controller = TrainingController(window)
     window.training = controller

@@ -89,16 +89,7 @@ class TrainingResults:
             self._gallery_add(ev)
 
     def _set_list_jaccard(self, name: str, jaccard: float) -> None:
-        fn = getattr(self.window, "set_val_jaccard", None)
-        if callable(fn):
-            fn(name, jaccard)
-            return
-        lst = getattr(self.window, "image_list", None)
-        for meth in ("set_jaccard", "set_val_jaccard", "set_score"):
-            fn = getattr(lst, meth, None)
-            if callable(fn):
-                fn(name, jaccard)
-                return
+        self.window.set_val_jaccard(name, jaccard)
 
     def _gallery_add(self, ev: Any) -> None:
         pair = next((p for p in self.project.training_pairs() if p.name == ev.name), None)
@@ -151,6 +142,5 @@ class TrainingResults:
         self.window.canvas.zoom_to(y, x, y + h, x + w)
 
     def _status(self, text: str) -> None:
-        bar = getattr(self.window, "statusBar", None)
-        if callable(bar) and text:
-            bar().showMessage(text, 5000)
+        if text:
+            self.window.statusBar().showMessage(text, 5000)

@@ -1,6 +1,6 @@
-"""The training helper wired into a stand-in window with stand-in jobs: plots fill, Stop
-is quick, the model lands in the models list and predictions reach the overlay. (The
-real window and engine are exercised in test_training_panel.py.)"""
+"""The training controller in the real main window, on a real project, with stand-in jobs
+(the engine's events, quickly): plots fill, Stop is quick, the model lands in the models
+list and predictions reach the overlay. (The real engine: test_training_real.py.)"""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt, Signal  # noqa: E402
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from cellseg_gui.app import training_jobs as J  # noqa: E402
-from cellseg_gui.app.training import install_training  # noqa: E402
 from cellseg_gui.core.events import (  # noqa: E402
     CANCELLED,
     DONE,
@@ -47,46 +45,17 @@ def real_project(folder: Path, n: int = 5):
     return open_project(folder)
 
 
-class FakeWindow(QMainWindow):
-    projectOpened = Signal(object)
-    currentImageChanged = Signal(str)
+def real_window(qtbot, monkeypatch, folder: Path, *, warmup: bool = False):
+    """The real main window on a real project (its training controller included);
+    ``warmup``: let it probe the device (torch loads in the background)."""
+    from cellseg_gui.app.main_window import MainWindow
 
-    def __init__(self, project) -> None:
-        super().__init__()
-        self.project = project
-        self.current_name = "img0"
-        self.predictions: dict = {}
-        self.cells: dict = {}
-        self.ap50: dict = {}
-        self.shown: list = []
-        self._menus: dict = {}
-
-    def add_dock(self, title, widget, area="right"):
-        dock = QDockWidget(title, self)
-        dock.setWidget(widget)
-        self.addDockWidget(
-            Qt.DockWidgetArea.RightDockWidgetArea
-            if area == "right"
-            else Qt.DockWidgetArea.BottomDockWidgetArea,
-            dock,
-        )
-        return dock
-
-    def menu(self, name) -> QMenu:
-        if name not in self._menus:
-            self._menus[name] = self.menuBar().addMenu(name)
-        return self._menus[name]
-
-    def set_prediction(self, name, labels, prob, cells=None):
-        self.predictions[name] = labels
-        self.cells[name] = cells
-
-    def set_val_ap50(self, name, value):
-        self.ap50[name] = value
-
-    def show_image(self, name):
-        self.shown.append(name)
-        self.current_name = name
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "0" if warmup else "1")
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(folder.parent / "settings"))
+    w = MainWindow()
+    qtbot.addWidget(w)
+    assert w.open_project(folder)
+    return w
 
 
 def write_bundle(path: Path, best: float) -> None:
@@ -154,7 +123,7 @@ def fake_fit(pairs, cfg, token, *, out_path, val_names, **kw):
 def fake_predict(bundle_path, pairs, token, tile=512):
     def run():
         for i, p in enumerate(pairs):
-            yield Predicted(i, len(pairs), p.name, np.ones((8, 8), np.uint8), None, 0.5 + i / 10)
+            yield Predicted(i, len(pairs), p.name, np.ones((16, 16), np.uint8), None, 0.5 + i / 10)
         yield Finished(DONE)
 
     return run
@@ -184,9 +153,7 @@ def win(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(J, "predict_job", fake_predict)
     monkeypatch.setattr(J, "lr_job", fake_lr)
     monkeypatch.setattr("cellseg_gui.app.training.default_torch_threads", lambda: None)
-    w = FakeWindow(real_project(tmp_path))
-    qtbot.addWidget(w)
-    install_training(w)
+    w = real_window(qtbot, monkeypatch, real_project(tmp_path / "p").folder)
     yield w
     w.training.shutdown()
 
@@ -213,7 +180,7 @@ def test_train_fills_plots_and_ends_with_an_active_model(win, qtbot):
     assert win.project.split and sum(v == "val" for v in win.project.split.values()) == 1
     assert win.project.settings["training"]["active_model"] == t.active_model
     t.noisy._clicked(t.noisy.tree.topLevelItem(0))
-    assert win.shown[-1] == "img4"
+    assert win.current_name == "img4"
 
 
 def test_stop_ends_a_run_within_two_seconds_and_keeps_the_model(win, qtbot):

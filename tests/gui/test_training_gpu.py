@@ -52,14 +52,10 @@ def test_real_cuda_oom_twice_fails_cleanly(qtbot):
 
 
 def test_form_defaults_fit_the_gpu(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSEG_NO_WARMUP", "0")
-    from test_training_controller import FakeWindow, real_project
+    from test_training_controller import real_project, real_window
 
-    from cellseg_gui.app.training import install_training
-
-    w = FakeWindow(real_project(tmp_path))
-    qtbot.addWidget(w)
-    t = install_training(w)
+    w = real_window(qtbot, monkeypatch, real_project(tmp_path / "p").folder, warmup=True)
+    t = w.training
     qtbot.waitUntil(lambda: t.device_type == "cuda", timeout=60000)
     assert "cuda" in t.panel.device_label.text()
     assert t.panel.form.get_config().model.hidden == 32

@@ -12,10 +12,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
-from test_training_controller import FakeWindow  # noqa: E402
-
-from cellseg_gui.app.training import install_training  # noqa: E402
-from cellseg_gui.core.project import open_project  # noqa: E402
+from test_training_controller import real_window  # noqa: E402
 
 TINY = {"model.hidden": 4, "model.depth": 2, "crop": 64, "batch_size": 2, "steps_per_epoch": 3,
         "epochs": 2, "patience": 0, "device": "cpu", "tile": 128}  # fmt: skip
@@ -41,11 +38,9 @@ def make_folder(root: Path, n: int = 4, size: int = 80) -> Path:
 
 @pytest.fixture
 def win(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
-    w = FakeWindow(open_project(make_folder(tmp_path / "proj")))
-    w.current_name = "cell0"
-    qtbot.addWidget(w)
-    t = install_training(w)
+    w = real_window(qtbot, monkeypatch, make_folder(tmp_path / "proj"))
+    w.show_image("cell0")
+    t = w.training
     t.panel.form.apply_changes(TINY)
     yield w
     t.shutdown()
