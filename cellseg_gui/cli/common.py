@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +38,11 @@ def _find_pairs(data: str) -> list[Any]:
     pairs = find_pairs(folder)
     if not pairs:
         raise CLIError(folder, "no images found")
+    from cellseg_gui.core.dataset import dead_links
+
+    for link in dead_links(folder):
+        print(f"warning: {link}: a symbolic link that loops or points nowhere; skipped",
+              file=sys.stderr)  # fmt: skip
     return pairs
 
 

@@ -74,6 +74,23 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: (p.stem, _EXT_RANK[p.suffix.lower()], p.name))
 
 
+def dead_links(folder: str | os.PathLike[str]) -> list[Path]:
+    """Symbolic links named like images (in the folder, ``images/`` and ``masks/``) that
+    loop or point nowhere: they are skipped, and callers say so (they were skipped
+    without a word)."""
+    root = Path(folder)
+    out: list[Path] = []
+    for where in (root, root / "images", root / "masks"):
+        try:
+            entries = list(where.iterdir()) if where.is_dir() else []
+        except OSError:
+            continue
+        for p in entries:
+            if p.suffix.lower() in IMAGE_EXTS and p.is_symlink() and not os.path.exists(p):
+                out.append(p)
+    return sorted(out)
+
+
 def _mask_stem(stem: str) -> str | None:
     for suffix in MASK_SUFFIXES:
         if stem.endswith(suffix) and len(stem) > len(suffix):

@@ -228,6 +228,10 @@ def open_project(path: str | os.PathLike[str]) -> Project:
         raise ProjectError(str(exc)) from exc
     if not project.pairs:
         raise ProjectError(f"{folder}: no images found (expected images/ + masks/ or NAME.tif)")
+    from cellseg_gui.core.dataset import dead_links
+
+    for link in dead_links(folder):
+        project.problems.append(f"{link}: a symbolic link that loops or points nowhere; skipped")
     missing = sorted(n for n in project.split if n not in project.pairs)
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")

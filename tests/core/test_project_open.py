@@ -105,3 +105,22 @@ def test_a_future_version_and_a_split_naming_missing_files_are_said(tmp_path) ->
 def test_a_project_file_that_is_not_a_table_opens_with_defaults(tmp_path) -> None:
     project = open_project(_folder(tmp_path, "[1, 2, 3]"))
     assert sorted(project.pairs) == ["a", "b"] and "not a project table" in project.problems[0]
+
+
+def test_symbolic_links_that_loop_or_point_nowhere_are_said(tmp_path, capsys) -> None:
+    """They were skipped without a word."""
+    from cellseg_gui.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    write_mask(tmp_path / "images" / "a.tif", np.zeros((32, 32), np.uint8))
+    write_mask(tmp_path / "masks" / "a.tif", np.zeros((32, 32), np.uint8))
+    (tmp_path / "images" / "loop.tif").symlink_to("loop.tif")
+    (tmp_path / "images" / "gone.png").symlink_to("/nowhere/gone.png")
+    project = open_project(tmp_path)
+    said = "\n".join(project.problems)
+    assert "loop.tif: a symbolic link that loops or points nowhere" in said and "gone.png" in said
+    assert sorted(project.pairs) == ["a"]
+    main(["inspect", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "images/loop.tif: a symbolic link that loops or points nowhere; skipped" in err
