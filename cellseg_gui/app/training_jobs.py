@@ -122,6 +122,7 @@ def predict_job(
         from cellseg_gui.core.instances import truth_cells
         from cellseg_gui.core.masks import mask_to_classes
         from cellseg_gui.core.scoring import score_image
+        from cellseg_gui.core.thumbnails import THUMB_SIZE, difference_rgb
 
         bundle = load_bundle(bundle_path)
         meta = bundle.meta
@@ -139,7 +140,7 @@ def predict_job(
                 raw = read_image(pair.image_path, channels=meta.get("channels", "grey"))
                 cells, pred = bundle.predict_cells(raw, tile=tile)
                 prob = None if pred.probs is None else pred.probs.max(axis=0).astype(np.float16)
-                jac = ap = None
+                jac = ap = thumb = None
                 if pair.mask_path:
                     mask = read_mask(pair.mask_path)
                     target, _, used = mask_to_classes(
@@ -154,9 +155,11 @@ def predict_job(
                             meta.get("mask_mode") or used, pp, source=source, cells=cells,
                         )  # fmt: skip
                         jac, ap = score.fg_jaccard, score.ap50
+                        thumb = difference_rgb(raw, target, pred.labels, THUMB_SIZE)
                 yield Predicted(
-                    i, len(pairs), pair.name, pred.labels, prob, jac, cells=cells, ap50=ap
-                )
+                    i, len(pairs), pair.name, pred.labels, prob, jac, cells=cells, ap50=ap,
+                    thumbnail=thumb,
+                )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
                 yield Predicted(i, len(pairs), pair.name, None, None, None, error=str(exc))
         yield Finished(DONE, f"predicted {len(pairs)} image(s)")

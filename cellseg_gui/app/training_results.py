@@ -92,22 +92,15 @@ class TrainingResults:
         self.window.set_val_jaccard(name, jaccard)
 
     def _gallery_add(self, ev: Any) -> None:
-        pair = next((p for p in self.project.training_pairs() if p.name == ev.name), None)
-        if pair is None or not pair.mask_path:
+        """The job made the difference thumbnail where it had the image and the mask: no
+        disk read on the GUI thread (it re-read both for every predicted image)."""
+        if ev.thumbnail is None:
             return
-        try:
-            from cellseg_gui.core.imageio import read_image, read_mask
-            from cellseg_gui.core.masks import mask_to_classes
+        self.gallery.update_item(
+            GalleryItem(ev.name, ev.jaccard, None, None, ev.labels, ap50=ev.ap50,
+                        thumbnail=ev.thumbnail)
+        )  # fmt: skip
 
-            gt, _, _ = mask_to_classes(read_mask(pair.mask_path), mode=self._config().mask_mode)
-            img = read_image(pair.image_path)
-            self.gallery.update_item(
-                GalleryItem(ev.name, ev.jaccard, img, gt, ev.labels, ap50=ev.ap50)
-            )
-        except Exception as exc:  # noqa: BLE001 - a thumbnail is not worth an error dialog
-            log.debug("gallery: %s", exc)
-
-    # --- small actions ----------------------------------------------------------------
     def _use_lr(self, lr: float) -> None:
         self.panel.form.set_field("lr", float(f"{lr:.2g}"))
         self.panel.show_message(f"Learning rate set to {lr:.2g}.")

@@ -109,6 +109,9 @@ class Predicted:
     error: str | None = None
     cells: Any | None = None  # np.ndarray int32 (H, W): predicted cell ids, 0 = background
     ap50: float | None = None  # cell AP@0.5 where ground truth exists (core.scoring)
+    # uint8 (h, w, 3) difference thumbnail for the gallery (core.thumbnails), made where
+    # the image and mask were already in memory; None without ground truth
+    thumbnail: Any | None = None
 
 
 @dataclass(frozen=True)

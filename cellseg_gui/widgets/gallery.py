@@ -23,17 +23,12 @@ from PySide6.QtWidgets import (
 )
 
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
+from cellseg_gui.core.thumbnails import difference_rgb
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     r, g, b = rgb
     return f"#{r:02x}{g:02x}{b:02x}"
-
-
-TP = np.array([46, 204, 113], np.float32)  # both say foreground
-FP = np.array(FP_COLOR, np.float32)  # predicted, not in ground truth (as the canvas shows it)
-FN = np.array(FN_COLOR, np.float32)  # in ground truth, missed
-ALPHA = 0.55
 
 
 @dataclass
@@ -44,36 +39,9 @@ class GalleryItem:
     gt: Any | None  # uint8 (H, W) class map
     pred: Any | None  # uint8 (H, W) class map
     ap50: float | None = None  # cell AP@0.5 where ground truth exists
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image, np.float32)
-    if img.ndim == 3:
-        img = img.mean(axis=0) if img.shape[0] <= 4 else img.mean(axis=-1)
-    finite = img[np.isfinite(img)]
-    if finite.size == 0:
-        return np.zeros(img.shape, np.float32)
-    lo, hi = np.percentile(finite, (0.5, 99.5))
-    return np.clip((np.nan_to_num(img) - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def difference_rgb(
-    image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None, size: int = 160
-) -> np.ndarray:
-    """uint8 (h, w, 3) thumbnail: grey image with the difference of foreground masks."""
-    g = _grey(image)
-    step = max(1, int(np.ceil(max(g.shape) / size)))
-    g = g[::step, ::step]
-    rgb = np.repeat(g[..., None] * 255.0, 3, axis=-1)
-    if gt is not None and pred is not None:
-        t = np.asarray(gt)[::step, ::step] > 0
-        p = np.asarray(pred)[::step, ::step] > 0
-        for mask, colour in ((t & p, TP), (p & ~t, FP), (t & ~p, FN)):
-            rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * colour
-    elif pred is not None:
-        p = np.asarray(pred)[::step, ::step] > 0
-        rgb[p] = (1 - ALPHA) * rgb[p] + ALPHA * TP
-    return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    # the difference thumbnail made where the image was predicted (core.thumbnails), so
+    # the GUI thread need not read the image and mask from disk again
+    thumbnail: Any | None = None
 
 
 def to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -180,7 +148,14 @@ class Gallery(QWidget):
             lines.append(" · ".join(scores))
         text = "\n".join(lines)
         entry = QListWidgetItem(
-            QIcon(to_pixmap(difference_rgb(it.image, it.gt, it.pred, self.thumb))), text
+            QIcon(
+                to_pixmap(
+                    it.thumbnail
+                    if it.thumbnail is not None
+                    else difference_rgb(it.image, it.gt, it.pred, self.thumb)
+                )
+            ),
+            text,  # fmt: skip
         )
         entry.setData(Qt.ItemDataRole.UserRole, it.name)
         score = self._score(it)

@@ -65,6 +65,11 @@ def test_predict_job_yields_labels_and_jaccard(tiny_bundle, pairs):
     assert preds[0].jaccard is not None and 0 <= preds[0].jaccard <= 1
     assert preds[2].jaccard is None  # no mask
     assert events[-1].reason == "done"
+    # the gallery's thumbnail comes with the event: the GUI thread read the image and the
+    # mask from disk again for every predicted image
+    thumb = preds[0].thumbnail
+    assert thumb is not None and thumb.dtype == np.uint8 and thumb.shape[2] == 3
+    assert preds[2].thumbnail is None
 
 
 def test_predict_job_reports_a_bad_image_and_goes_on(tiny_bundle, pairs, tmp_path):
