@@ -185,6 +185,7 @@ class Editor(MaskSaving, QObject):
             if not self._may_close():
                 event.ignore()
                 return True
+            self._close_journals()  # everything is saved (or given up): nothing to recover
         return False
 
     # ------------------------------------------------------------------ project access

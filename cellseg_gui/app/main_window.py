@@ -213,8 +213,8 @@ class MainWindow(WindowActions, QMainWindow):
         has it (a lock whose process has gone is recovered): the project then opens
         read-only, and a notice names the other window and offers to edit anyway."""
         held = self._project_lock
-        path = project.folder / LOCK_FILE
-        if held is not None and held.isLocked() and Path(held.fileName()) == path:
+        path = (project.folder / LOCK_FILE).resolve()
+        if held is not None and held.isLocked() and Path(held.fileName()).resolve() == path:
             return held  # this window opens its own project again (after a rescan)
         lock = QLockFile(str(path))
         lock.setStaleLockTime(0)  # only a lock whose process has ended is stale
@@ -236,7 +236,7 @@ class MainWindow(WindowActions, QMainWindow):
         box.setInformativeText(
             "Nothing is painted or saved in this window. Editing anyway is safe for masks "
             "(a save merges what the other window wrote), but both windows will then save "
-            "settings and models."
+            "settings and models, and this window's strokes have no crash journal."
         )
         edit = box.addButton("Edit anyway", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton("Stay read-only", QMessageBox.ButtonRole.AcceptRole)
@@ -253,6 +253,12 @@ class MainWindow(WindowActions, QMainWindow):
         self.read_only_label.hide()
         self.editor.toolbar.setEnabled(True)
         self.setWindowTitle(f"{self.project.name} — cellseg-gui[*]")
+
+    @property
+    def holds_project_lock(self) -> bool:
+        """Whether this window holds the open project's lock (the crash journals are
+        kept by the window that does, one per mask)."""
+        return self._project_lock is not None and self._project_lock.isLocked()
 
     def _release_lock(self) -> None:
         if self._project_lock is not None and self._project_lock.isLocked():

@@ -6,7 +6,6 @@ the documents, undo stacks and journals these methods work on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -118,7 +117,11 @@ class MaskSaving:
         if doc is None:
             return
         try:
+            theirs_sha = disk_hash(doc.path)
             theirs = doc.values_from_stored(read_mask(doc.path))
+            if disk_hash(doc.path) != theirs_sha:  # written again while being read
+                self._message(f"{doc.path.name} is being written by another program; not saved")
+                return
         except (ImageReadError, OSError) as exc:
             self._message(f"{doc.path.name} changed on disk and cannot be read ({exc}); not saved")
             return
@@ -129,40 +132,39 @@ class MaskSaving:
         ours = doc.data != doc.disk_data
         merged = theirs.copy()
         merged[ours] = doc.data[ours]
-        theirs_sha = disk_hash(doc.path)
         patch = E.accept_prediction(doc.data, merged)
-        doc.disk_sha, doc.disk_data = theirs_sha, theirs
         journal = self.journals.get(name)
         if journal is not None:  # the journal now starts from their file
             onto_theirs = E.accept_prediction(theirs, merged)
-            journal.restart(theirs_sha, [] if onto_theirs is None else [(APPLY, onto_theirs)])
+            try:
+                journal.restart(theirs_sha, [] if onto_theirs is None else [(APPLY, onto_theirs)])
+            except OSError as exc:
+                self.journals.pop(name, None)
+                self._message(f"{name}: the crash journal stopped ({exc.strerror or exc})")
         if patch is not None:
-            with self._quiet_journal(name):
-                self.push(name, patch, "Merge with the file changed on disk")
+            # Applied, not pushed: undoing it would quietly take the other writer's change
+            # back out and save over it. The undo history before the merge no longer fits
+            # the mask, so it goes.
+            patch.apply(doc.data)
+            self.mask_changed(name, patch.bbox)
+        doc.disk_sha, doc.disk_data = theirs_sha, theirs
+        self.stack(name).clear()
         n = int(ours.sum())
         note = (
             f"{doc.path.name} was changed outside this window while it was open: those "
             f"changes are kept, and this window's {n} changed pixel(s) were put back on top "
-            "(where both changed a pixel, this window's value won)"
+            "(where both changed a pixel, this window's value won; the undo history of this "
+            "mask was cleared)"
         )
         self.merged[name] = note
         self._message(note)
         self.save(name)
 
-    @contextlib.contextmanager
-    def _quiet_journal(self, name: str):
-        journal = self.journals.pop(name, None)
-        try:
-            yield
-        finally:
-            if journal is not None:
-                self.journals[name] = journal
-
     # ------------------------------------------------------------------ crash journal
     def _start_journal(self, name: str, doc: MaskDocument) -> None:
         """Replay what a crash left in the mask's journal, then journal from here on."""
-        if self.read_only:  # the window that has the project keeps its journal
-            return
+        if self.read_only or not self.window.holds_project_lock:
+            return  # one journal per mask: the window that holds the project keeps it
         found = recover(doc.path, doc.shape)
         journal = MaskJournal(doc.path, doc.shape)
         try:
@@ -207,7 +209,7 @@ class MaskSaving:
     def _restore_crashed(self) -> None:
         """Open every mask of the project that a crash left strokes for, so they are
         restored (and then saved) without waiting for the user to open each image."""
-        if self.project is None or self.read_only:
+        if self.project is None or self.read_only or not self.window.holds_project_lock:
             return
         for name, pair in self.project.pairs.items():
             where = pair.mask_path or self._new_mask_path(name)
@@ -226,7 +228,8 @@ class MaskSaving:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
         if name in self._pending:  # one write of a mask at a time: a second one would
             # check the file against a hash that the first is about to change
-            self._on_save_done(name, *self._pending.pop(name))
+            fut0, index0, upto0, snap0 = self._pending.pop(name)
+            self._on_save_done(name, index0, fut0, upto0, snap0)
         journal = self.journals.get(name)
         upto = len(journal.records) if journal is not None else 0
         snapshot = doc.data.copy()

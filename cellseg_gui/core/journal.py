@@ -135,6 +135,10 @@ def recover(mask_path: str | os.PathLike[str], shape: tuple[int, int]) -> Recove
             cut = True
             break
         pos = end + _CRC.size
+    if not changes:  # a journal with nothing to replay (a clean exit cut short)
+        with contextlib.suppress(OSError):
+            jpath.unlink()
+        return Recovered([])
     note = " (the last one was cut short by the crash)" if cut else ""
     return Recovered(changes, f"{len(changes)} change(s) found in the crash journal{note}")
 

@@ -52,6 +52,7 @@ class Project:
     # file is copied to cellseg-project.json.bak before it is first rewritten then
     problems: list[str] = field(default_factory=list)
     _backed_up: bool = field(default=False, repr=False, compare=False)
+    _needs_backup: bool = field(default=False, repr=False, compare=False)
     # opened read-only (another window has the project): nothing here is written
     read_only: bool = field(default=False, compare=False)
 
@@ -161,7 +162,7 @@ class Project:
         if self.read_only:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        if self.problems and not self._backed_up and self.path.is_file():
+        if self._needs_backup and not self._backed_up and self.path.is_file():
             atomic_write_bytes(self.path.with_name(PROJECT_FILE + ".bak"), self.path.read_bytes())
             self._backed_up = True
         atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1, sort_keys=False))
@@ -212,6 +213,7 @@ def open_project(path: str | os.PathLike[str]) -> Project:
             raise ProjectError(f"{pfile}: not a readable project file ({exc})") from exc
         data = read_project_data(raw)
         project.problems = [f"{pfile}: {p}" for p in data.problems]
+        project._needs_backup = bool(data.problems)  # what a rewrite would replace
         project.extra = data.extra
         project.version = data.version
         project.name = data.name or folder.name

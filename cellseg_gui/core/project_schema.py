@@ -33,6 +33,14 @@ class ImageEntry(BaseModel):
     verified: Annotated[bool, Field(strict=True)] = False
 
 
+class SettingsPart(BaseModel):
+    """The settings the program reads itself; the rest (the training form) is kept."""
+
+    model_config = ConfigDict(extra="allow")
+    mask_mode: Literal["auto", "binary", "classes", "instances"] = "auto"
+    boundary_width: Annotated[int, Field(strict=True, ge=0, le=64)] = 2
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
     path: Annotated[str, Field(strict=True, min_length=1)]
@@ -42,7 +50,7 @@ _PARTS: dict[str, TypeAdapter[Any]] = {
     "name": TypeAdapter(Annotated[str, Field(strict=True)]),
     "classes": TypeAdapter(Annotated[list[ClassEntry], Field(min_length=1)]),
     "images": TypeAdapter(dict[str, ImageEntry]),
-    "settings": TypeAdapter(dict[str, Any]),
+    "settings": TypeAdapter(SettingsPart),
     "models": TypeAdapter(list[ModelEntry]),
 }
 _DEFAULT_SAYS = {
@@ -119,7 +127,7 @@ def read_project_data(data: Any) -> ProjectFileData:
                 n: (e.model_dump() if isinstance(e, ImageEntry) else e) for n, e in value.items()
             }
         elif key == "settings":
-            out.settings = dict(value)
+            out.settings = {k: v for k, v in value.model_dump().items() if k in data[key]}
         else:
             out.models = [m.model_dump() for m in value]
     return out

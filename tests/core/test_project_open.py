@@ -124,3 +124,25 @@ def test_symbolic_links_that_loop_or_point_nowhere_are_said(tmp_path, capsys) ->
     main(["inspect", str(tmp_path)])
     err = capsys.readouterr().err
     assert "images/loop.tif: a symbolic link that loops or points nowhere; skipped" in err
+
+
+def test_the_backup_of_a_broken_file_is_not_overwritten_by_later_saves(tmp_path) -> None:
+    """A problem that survives a rewrite (an image the split names is missing) made the
+    second save replace the .bak with the already-defaulted file."""
+    data = {"format": "cellseg-project", "version": 1, "classes": "abc",
+            "images": {"a": GOOD, "gone": GOOD}}  # fmt: skip
+    text = json.dumps(data)
+    folder = _folder(tmp_path, text)
+    open_project(folder).save()
+    reopened = open_project(folder)
+    assert reopened.problems  # "gone" is still missing
+    reopened.save()
+    assert (folder / "cellseg-project.json.bak").read_text() == text
+
+
+def test_settings_the_program_reads_are_checked(tmp_path) -> None:
+    data = {"format": "cellseg-project", "version": 1,
+            "settings": {"boundary_width": "x", "training": {"config": {"lr": 0.01}}}}  # fmt: skip
+    project = open_project(_folder(tmp_path, json.dumps(data)))
+    assert "settings.boundary_width:" in project.problems[0]
+    assert project.boundary_width == 2  # the default, not a ValueError when a mask opens

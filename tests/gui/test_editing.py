@@ -401,6 +401,51 @@ def test_a_mask_changed_by_another_program_is_merged_not_overwritten(
     assert not np.array_equal(ours, on_disk)  # the window now shows their change as well
 
 
+def test_undo_after_a_merge_cannot_take_the_other_writers_change_back_out(
+    qtbot, window, class_mask
+) -> None:
+    _paint(qtbot, window)
+    path = window.project.mask_path("a")
+    outside = read_mask(path)
+    outside[100:110, 0:20] = 1
+    write_mask(path, outside)
+    _drag(qtbot, window.canvas, [(70.5, 80.5), (90.5, 80.5)])
+    window.editor.flush()
+    assert "changed outside this window" in window.editor.merged["a"]
+    assert not window.editor.stack("a").canUndo()  # the merge is not an undo step
+    window.editor.undo_action.trigger()
+    window.editor.flush()
+    assert (read_mask(path)[100:110, 0:20] == 1).all()  # their stroke stays on disk
+
+
+def test_a_second_save_while_one_is_running_does_not_crash(qtbot, window, monkeypatch) -> None:
+    """A save asked for while a background save was pending swapped the future and the
+    index, and raised inside a Qt slot."""
+    _paint(qtbot, window)
+    ed = window.editor
+    _drag(qtbot, window.canvas, [(70.5, 80.5), (90.5, 80.5)])
+    ed.save("a", wait=False)
+    ed.save("a")  # the pending one is finished first, then this one
+    ed.flush()
+    assert ed.unsaved() == [] and "changed outside" not in window.statusBar().currentMessage()
+    assert np.array_equal(read_mask(window.project.mask_path("a")), _data(window))
+
+
+def test_a_normal_quit_leaves_no_crash_journal(qtbot, monkeypatch, tmp_path, class_mask) -> None:
+    folder = _project(tmp_path / "quit", {"a": class_mask})
+    win = _open(qtbot, monkeypatch, folder, "a")
+    _paint(qtbot, win)
+    journal = folder / "masks" / ".cellseg-journal" / "a.tif.journal"
+    assert journal.exists()
+    assert win.close()
+    assert not journal.exists()  # nothing to recover: reopening says nothing
+    again = _open(qtbot, monkeypatch, folder, "a")
+    try:
+        assert again.editor.recovered == {}
+    finally:
+        _close(again)
+
+
 def test_two_windows_on_one_project_keep_both_windows_strokes(
     qtbot, monkeypatch, tmp_path, class_mask
 ) -> None:
@@ -422,6 +467,9 @@ def test_two_windows_on_one_project_keep_both_windows_strokes(
         assert (final[b_pixels] == 2).all()  # B's stroke kept
         assert (final[100, 25:55] == 1).all()  # and A's
         assert "changed outside this window" in a.editor.merged["a"]
+        # one journal per mask, kept by the window that holds the project: B (editing
+        # anyway) neither replayed A's live strokes as a crash's nor replaced A's file
+        assert b.editor.journals == {} and "a" not in b.editor.recovered
     finally:
         _close(a)
         _close(b)
