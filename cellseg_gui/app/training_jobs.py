@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cellseg_gui.core.config import TrainConfig
-from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, Message, Predicted, Started
+from cellseg_gui.core.events import DONE, FAILED, Finished, Message, Started
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.scoring import shown_metrics
 
@@ -111,58 +111,15 @@ def overfit_job(
 def predict_job(
     bundle_path: str | Path, pairs: list[Any], token: CancelToken, tile: int = 512
 ) -> Callable[[], Iterator[Any]]:
-    """Predict images one by one with a bundle; per-image foreground Jaccard where a mask
-    exists. Errors on one image are reported in its event; the rest go on."""
+    """Predict images one by one with a bundle (``core.batch``, the job ``cellseg predict``
+    runs): per-image foreground Jaccard and cell AP where a mask exists; an error on one
+    image is reported in its event and the rest go on."""
 
     def run() -> Iterator[Any]:
-        import numpy as np
-
+        from cellseg_gui.core.batch import predict_batch
         from cellseg_gui.core.bundle import load_bundle
-        from cellseg_gui.core.imageio import read_image, read_mask
-        from cellseg_gui.core.instances import truth_cells
-        from cellseg_gui.core.masks import mask_to_classes
-        from cellseg_gui.core.scoring import score_image
-        from cellseg_gui.core.thumbnails import THUMB_SIZE, difference_rgb
 
-        bundle = load_bundle(bundle_path)
-        meta = bundle.meta
-        pp, note = bundle.postprocess
-        yield Started(
-            job="predict", device=str(bundle.device), precision="fp32", total_steps=len(pairs)
-        )
-        if note:
-            yield Message(note, level="warning")
-        for i, pair in enumerate(pairs):
-            if token.cancelled:
-                yield Finished(CANCELLED, "prediction stopped")
-                return
-            try:
-                raw = read_image(pair.image_path, channels=meta.get("channels", "grey"))
-                cells, pred = bundle.predict_cells(raw, tile=tile)
-                prob = None if pred.probs is None else pred.probs.max(axis=0).astype(np.float16)
-                jac = ap = thumb = None
-                if pair.mask_path:
-                    mask = read_mask(pair.mask_path)
-                    target, _, used = mask_to_classes(
-                        mask,
-                        mode=meta.get("mask_mode", "auto"),
-                        boundary_width=int(meta.get("boundary_width", 2)),
-                    )
-                    if target.shape == pred.labels.shape:
-                        truth, source = truth_cells(mask, used)
-                        score = score_image(
-                            pair.name, pred.labels, pred.probs, target, truth,
-                            meta.get("mask_mode") or used, pp, source=source, cells=cells,
-                        )  # fmt: skip
-                        jac, ap = score.fg_jaccard, score.ap50
-                        thumb = difference_rgb(raw, target, pred.labels, THUMB_SIZE)
-                yield Predicted(
-                    i, len(pairs), pair.name, pred.labels, prob, jac, cells=cells, ap50=ap,
-                    thumbnail=thumb,
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
-                yield Predicted(i, len(pairs), pair.name, None, None, None, error=str(exc))
-        yield Finished(DONE, f"predicted {len(pairs)} image(s)")
+        yield from predict_batch(load_bundle(bundle_path), pairs, cancel=token, tile=tile)
 
     return run
 

@@ -29,7 +29,7 @@ from cellseg_gui.cli.output import (
 def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     import numpy as np
 
-    from cellseg_gui.core.imageio import read_image, write_mask
+    from cellseg_gui.core.imageio import write_mask
 
     if (args.measure or args.rois) and not args.instances:
         raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
@@ -42,26 +42,25 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     summary: list[dict[str, Any]] = []
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = predictor.meta
-    channels = meta.get("channels", "grey")
     n_bad = len(errors)
     stems: set[str] = set()
     if args.instances:
         pp, note = predictor.postprocess
         out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
-    for i, path in enumerate(files):
-        try:
-            raw = read_image(path, channels=channels)
-            _check_finite(raw, path)
-            try:
-                if args.instances:
-                    labels, pred = predictor.predict_cells(raw, tile=args.tile, tta=args.tta)
-                else:
-                    pred = predictor.predict(raw, tile=args.tile, tta=args.tta, return_probs=False)
-            except ValueError as exc:  # normalisation or channel mismatch: the file's fault
-                raise CLIError(path, _one_line(exc)) from None
-        except _expected_errors() as exc:
-            out.error(exc)
+    from cellseg_gui.core.batch import items_from_paths, predict_batch
+    from cellseg_gui.core.events import Predicted
+
+    # the window's Predict all runs the same job (core.batch): the same cells and errors
+    events = predict_batch(
+        predictor, items_from_paths(files), tile=args.tile, tta=args.tta, score=False,
+        cells=bool(args.instances), keep_image=bool(args.measure or args.rois),
+    )  # fmt: skip
+    for ev in events:
+        if not isinstance(ev, Predicted):
+            continue
+        path = files[ev.index]
+        if ev.error:
+            out.error(ev.error)
             n_bad += 1
             continue
         stem = path.stem
@@ -70,6 +69,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         stems.add(stem)
         target = out_dir / f"{stem}.{args.ext}"
         if args.instances:
+            labels = ev.cells
             n = int(labels.max()) if labels.size else 0  # ids are 1..N
             write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
             extra = ""
@@ -77,17 +77,17 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
                 from cellseg_gui.core.measure import export_cells
 
                 row, written = export_cells(
-                    out_dir, stem, labels, raw, measure=args.measure, rois=args.rois
+                    out_dir, stem, labels, ev.image, measure=args.measure, rois=args.rois
                 )
                 if args.measure:
                     summary.append(dict(row, image=path.name))
                 extra = "".join(f", {p.name}" for p in written)
             out.out(f"{path.name} -> {target}  ({n} cells{extra})")
         else:
-            write_mask(target, pred.labels.astype(np.uint8))
-            fg = float((pred.labels > 0).mean())
+            write_mask(target, ev.labels.astype(np.uint8))
+            fg = float((ev.labels > 0).mean())
             out.out(f"{path.name} -> {target}  (foreground {100 * fg:.1f}%)")
-        out.bar((i + 1) / len(files), f"{i + 1}/{len(files)} images")
+        out.bar((ev.index + 1) / len(files), f"{ev.index + 1}/{len(files)} images")
     out.clear_bar()
     if summary:
         from cellseg_gui.core.measure import write_csv

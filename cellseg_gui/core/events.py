@@ -112,6 +112,7 @@ class Predicted:
     # uint8 (h, w, 3) difference thumbnail for the gallery (core.thumbnails), made where
     # the image and mask were already in memory; None without ground truth
     thumbnail: Any | None = None
+    image: Any | None = None  # the raw image, when the job was asked to keep it (CLI)
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,9 @@ def test_predict_measure_and_rois_describe_the_written_cells(
     cells[30:40, 30:36] = 2  # 60 px
 
     def fixed(self, raw, **kw):
-        return cells.copy(), None
+        from cellseg_gui.core.predict import Prediction
+
+        return cells.copy(), Prediction((cells > 0).astype(np.uint8), None)
 
     monkeypatch.setattr(bundle_mod._Predictor, "predict_cells", fixed)
     code, out, err = _run(
