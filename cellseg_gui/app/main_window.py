@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QLockFile, Qt, Signal
+from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )  # fmt: skip
 
 from cellseg_gui.app import settings as S
+from cellseg_gui.app.project_notices import ProjectLock, locked_notice, problems_notice
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
@@ -39,8 +40,6 @@ from cellseg_gui.core.project import Project, ProjectError, open_project
 from cellseg_gui.widgets.image_list import Entry, ImageList
 from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
-
-LOCK_FILE = ".cellseg.lock"  # held while a window has the project open
 
 log = logging.getLogger(__name__)
 MENUS = ("File", "Edit", "View", "Train", "Help")
@@ -74,14 +73,13 @@ class MainWindow(WindowActions, QMainWindow):
         self.current_name: str | None = None
         self.predictions: dict[str, ShownPrediction] = {}
         self.project_notice: QMessageBox | None = None  # what was wrong with the project file
-        self._project_lock: QLockFile | None = None
+        self.project_lock = ProjectLock()
         # shown for as long as the project is read-only here (hover text replaces messages)
         self.read_only_label = QLabel("Read-only: open in another window")
         self.read_only_label.setStyleSheet("color: #c0392b; font-weight: bold; padding: 0 6px;")
         self.statusBar().addPermanentWidget(self.read_only_label)
         self.read_only_label.hide()
         self.lock_notice: QMessageBox | None = None
-        self.locked_by: tuple[int, str] = (0, "")
         self._gt: dict[str, np.ndarray] = {}
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
@@ -146,8 +144,12 @@ class MainWindow(WindowActions, QMainWindow):
             self._menus[name] = self.menuBar().addMenu("&" + name)
         return self._menus[name]
 
-    def add_dock(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
-        """Add a dock panel; its place persists between runs (objectName = title)."""
+    def add_dock(
+        self, title: str, widget: QWidget, area: str = "right", *, tabbed: bool = True
+    ) -> QDockWidget:
+        """Add a dock panel; its place persists between runs (objectName = title). A new
+        side dock joins the others as a tab unless ``tabbed`` is False (the caller then
+        arranges it)."""
         areas = {"right": Qt.DockWidgetArea.RightDockWidgetArea,
                  "left": Qt.DockWidgetArea.LeftDockWidgetArea,
                  "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
@@ -159,7 +161,7 @@ class MainWindow(WindowActions, QMainWindow):
         others = [
             d for d in self.docks.values() if self.dockWidgetArea(d) == self.dockWidgetArea(dock)
         ]
-        if area in ("right", "left") and len(others) >= 2:
+        if tabbed and area in ("right", "left") and len(others) >= 2:
             self.tabifyDockWidget(others[-1], dock)
         self.docks[title] = dock
         if hasattr(self, "docks_menu"):
@@ -173,11 +175,7 @@ class MainWindow(WindowActions, QMainWindow):
         except (ProjectError, OSError) as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
-        lock = self._lock(project)
-        if lock is not self._project_lock:
-            self._release_lock()
-        self._project_lock = lock
-        project.read_only = lock is None
+        project.read_only = not self.project_lock.acquire(project.folder)
         self.project = project
         self.predictions.clear()
         self._gt.clear()
@@ -197,54 +195,20 @@ class MainWindow(WindowActions, QMainWindow):
             self._fill_recent()
         self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
         if project.problems:
-            self._show_project_problems(project)
+            self.project_notice = problems_notice(self, project)
+            self.statusBar().showMessage(project.problems[0], 15000)
         if self.ready:  # the editor exists once the window is built
             self.editor.toolbar.setEnabled(not project.read_only)
         if project.read_only:
-            self._tell_locked(project)
+            self.lock_notice = locked_notice(
+                self, project, self.project_lock.holder, self.edit_anyway
+            )
         self.projectOpened.emit(project)
         if entries:
             self.show_image(entries[0].name)
         return True
 
     # ------------------------------------------------------------------ one window per project
-    def _lock(self, project: Project) -> QLockFile | None:
-        """Hold the project's lock file while it is open here; None when another window
-        has it (a lock whose process has gone is recovered): the project then opens
-        read-only, and a notice names the other window and offers to edit anyway."""
-        held = self._project_lock
-        path = (project.folder / LOCK_FILE).resolve()
-        if held is not None and held.isLocked() and Path(held.fileName()).resolve() == path:
-            return held  # this window opens its own project again (after a rescan)
-        lock = QLockFile(str(path))
-        lock.setStaleLockTime(0)  # only a lock whose process has ended is stale
-        if lock.tryLock(0):
-            return lock
-        if lock.error() != QLockFile.LockError.LockFailedError:
-            return lock  # no lock possible (a read-only folder): nothing to protect from
-        info = lock.getLockInfo()  # (pid, host, application)
-        self.locked_by = (int(info[-3]), str(info[-2])) if len(info) >= 3 else (0, "")
-        return None
-
-    def _tell_locked(self, project: Project) -> None:
-        pid, host = self.locked_by
-        box = QMessageBox(QMessageBox.Icon.Warning, "Project open elsewhere", "", parent=self)
-        box.setText(
-            f"{project.folder.name} is open in another cellseg-gui window (process {pid} "
-            f"on {host or 'this computer'}), so it opened read-only here."
-        )
-        box.setInformativeText(
-            "Nothing is painted or saved in this window. Editing anyway is safe for masks "
-            "(a save merges what the other window wrote), but both windows will then save "
-            "settings and models, and this window's strokes have no crash journal."
-        )
-        edit = box.addButton("Edit anyway", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Stay read-only", QMessageBox.ButtonRole.AcceptRole)
-        edit.clicked.connect(self.edit_anyway)
-        box.setModal(False)  # a --screenshot run or a test must never wait on it
-        box.show()
-        self.lock_notice = box
-
     def edit_anyway(self) -> None:
         """Leave read-only although another window has the project."""
         if self.project is None:
@@ -258,30 +222,7 @@ class MainWindow(WindowActions, QMainWindow):
     def holds_project_lock(self) -> bool:
         """Whether this window holds the open project's lock (the crash journals are
         kept by the window that does, one per mask)."""
-        return self._project_lock is not None and self._project_lock.isLocked()
-
-    def _release_lock(self) -> None:
-        if self._project_lock is not None and self._project_lock.isLocked():
-            self._project_lock.unlock()
-        self._project_lock = None
-
-    def _show_project_problems(self, project) -> None:
-        """Say what was wrong with the project file, without blocking (a modal dialog
-        would stop a ``--screenshot`` run): the window opened with defaults for those
-        parts and the file is copied to .bak before it is first rewritten."""
-        text = "\n".join(f"• {p}" for p in project.problems)
-        box = QMessageBox(QMessageBox.Icon.Warning, "Problems in the project file", "", parent=self)
-        box.setText(
-            f"Opened {project.folder.name} with defaults where its project file did not fit."
-        )
-        box.setInformativeText(
-            text + "\n\nYour file stays as it is until the project is next saved; it is then "
-            "kept as cellseg-project.json.bak."
-        )
-        box.setModal(False)
-        box.show()
-        self.project_notice = box
-        self.statusBar().showMessage(project.problems[0], 15000)
+        return self.project_lock.held
 
     def show_image(self, name: str) -> bool:
         if self.project is None or name not in self.project.pairs:
@@ -501,7 +442,7 @@ class MainWindow(WindowActions, QMainWindow):
 
     def closeEvent(self, ev) -> None:  # noqa: N802
         self.save_layout()
-        self._release_lock()
+        self.project_lock.release()
         super().closeEvent(ev)
 
     def screenshot(self, path: str | Path) -> bool:

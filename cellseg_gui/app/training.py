@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QDockWidget, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from cellseg_gui.app import training_jobs as J
+from cellseg_gui.app.training_layout import arrange_training_docks
 from cellseg_gui.app.training_results import TrainingResults
 from cellseg_gui.core.bundle_meta import BundleError
 from cellseg_gui.core.config import TrainConfig
@@ -105,41 +106,10 @@ class TrainingController(TrainingResults, QObject):
 
     # --- layout -----------------------------------------------------------------------
     def _build_docks(self) -> None:
-        w = self.window
-        self.docks: dict[str, QDockWidget] = {}
-        for title, widget, area in (
-            ("Training", self.panel, "right"),
-            ("Settings", self.panel.settings_view, "right"),
-            ("Models", self.models, "right"),
-            ("Advice", self.advice, "right"),
-            ("Noisy labels", self.noisy, "right"),
-            ("Plots", self.plots, "bottom"),
-            ("LR finder", self.lr_plot, "bottom"),
-            ("Gallery", self.gallery, "bottom"),
-        ):
-            self.docks[title] = w.add_dock(title, widget, area)
-        d = self.docks
-        # Training (buttons, progress) above; below it Settings, with the room the form
-        # needs, in a tab beside Models, Advice and Noisy labels. The window tabs every
-        # new right-hand dock together: take these out of that group first.
-        right = Qt.DockWidgetArea.RightDockWidgetArea
-        for name in ("Settings", "Models", "Advice", "Noisy labels"):
-            w.addDockWidget(right, d[name])
-        w.splitDockWidget(d["Training"], d["Settings"], Qt.Orientation.Vertical)
-        # the buttons need little height: the form gets the rest
-        w.resizeDocks(
-            [d["Training"], d["Settings"]],
-            [self.panel.sizeHint().height() + 30, 1000],
-            Qt.Orientation.Vertical,
-        )
-        for a, b in (("Settings", "Models"), ("Models", "Advice"), ("Advice", "Noisy labels")):
-            w.tabifyDockWidget(d[a], d[b])
-        d["Settings"].raise_()
-        for a, b in (("Plots", "LR finder"), ("LR finder", "Gallery")):
-            w.tabifyDockWidget(d[a], d[b])
-        d["Training"].raise_()
-        d["Plots"].raise_()
-        menu = w.menu("Train")
+        self.docks = arrange_training_docks(self.window, self.panel, self.models,
+                                            self.advice, self.noisy, self.plots,
+                                            self.lr_plot, self.gallery)  # fmt: skip
+        menu = self.window.menu("Train")
         for i, action in enumerate(self.panel.actions_list):
             if i in (3, 6):
                 menu.addSeparator()
