@@ -165,10 +165,11 @@ class MaskSaving:
         """Replay what a crash left in the mask's journal, then journal from here on."""
         if self.read_only or not self.window.holds_project_lock:
             return  # one journal per mask: the window that holds the project keeps it
-        found = recover(doc.path, doc.shape)
+        # the document hashed the file when it read it: no second and third read here
+        found = recover(doc.path, doc.shape, doc.disk_sha)
         journal = MaskJournal(doc.path, doc.shape)
         try:
-            journal.begin()
+            journal.begin(doc.disk_sha)
         except OSError as exc:
             self._message(f"{name}: no crash journal ({exc.strerror or exc}); saving as usual")
             journal = None

@@ -94,7 +94,12 @@ class Recovered:
     message: str = ""
 
 
-def recover(mask_path: str | os.PathLike[str], shape: tuple[int, int]) -> Recovered:
+_UNSET = object()  # "hash the file here"; a caller that has hashed it passes the hash
+
+
+def recover(
+    mask_path: str | os.PathLike[str], shape: tuple[int, int], current: object = _UNSET
+) -> Recovered:
     """The changes a journal holds for the mask file as it is on disk now (none when there
     is no journal, or it belongs to another version of the file: it is set aside then)."""
     jpath = journal_path(mask_path)
@@ -112,7 +117,7 @@ def recover(mask_path: str | os.PathLike[str], shape: tuple[int, int]) -> Recove
         return _set_aside(jpath, "its header is damaged")
     if jshape != tuple(shape):
         return _set_aside(jpath, f"it is for a {jshape} mask, this one is {tuple(shape)}")
-    if base != _file_hash(Path(mask_path)):
+    if base != (_file_hash(Path(mask_path)) if current is _UNSET else current):
         return _set_aside(jpath, "the mask was changed since (by a save or another program)")
     changes: list[tuple[int, Patch]] = []
     pos, cut = 0, False
@@ -161,9 +166,9 @@ class MaskJournal:
         self.records: list[bytes] = []
         self._fh: io.BufferedWriter | None = None
 
-    def begin(self) -> None:
+    def begin(self, base: object = _UNSET) -> None:
         """Start from the mask file as it is on disk now, with no changes."""
-        self.base = _file_hash(self.mask_path)
+        self.base = _file_hash(self.mask_path) if base is _UNSET else base  # type: ignore[assignment]
         self.records = []
         self._rewrite()
 
