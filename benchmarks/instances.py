@@ -32,7 +32,7 @@ from cellseg_gui.core.bundle import load_bundle  # noqa: E402
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
 from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
 from cellseg_gui.core.events import EpochEnded, Finished  # noqa: E402
-from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS  # noqa: E402
+from cellseg_gui.core.postprocess import default_postprocess  # noqa: E402
 from cellseg_gui.core.scoring import score_dataset, score_image  # noqa: E402
 from cellseg_gui.core.train import evaluate, fit  # noqa: E402
 
@@ -66,7 +66,8 @@ def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:
     val = [s for s in samples if s.name in VAL]
     ev = evaluate(b.model, val, b.n_classes, torch.device("cpu"), keep_predictions=True)
     figures = {}
-    for label, chosen in (("tuned", pp), ("default_postprocess", DEFAULT_POSTPROCESS)):
+    untuned = default_postprocess(bool(b.model_config.distance_head))
+    for label, chosen in (("tuned", pp), ("default_postprocess", untuned)):
         ds = score_dataset(
             [
                 score_image(s.name, lab, probs, s.target, s.instances, "instances", chosen)

@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--separation-weight", type=float, dest="separation_weight",
         help="U-Net paper's loss weight w0 on pixels between touching cells (default 0: off)",
     )  # fmt: skip
+    p.add_argument(
+        "--distance-head", action=argparse.BooleanOptionalAction, dest="distance_head",
+        help="instance masks: also learn how close each pixel lies to its cell's centre and "
+        "offer seeds at its peaks to the post-processing search (default off: it did not "
+        "beat the derived seeds in 10-minute CPU runs; see the README)",
+    )  # fmt: skip
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run")
     p.add_argument("--init", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (default MODEL.ckpt)")

@@ -75,6 +75,7 @@ def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) 
         ("hidden", "model.hidden"),
         ("depth", "model.depth"),
         ("downsample", "model.downsample"),
+        ("distance_head", "model.distance_head"),
         ("dropout", "model.dropout"),
         ("crop", "crop"),
         ("batch", "batch_size"),

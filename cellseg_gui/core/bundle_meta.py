@@ -21,7 +21,7 @@ import numpy as np
 from cellseg_gui import __version__
 from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.palette import class_color
-from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS
+from cellseg_gui.core.postprocess import default_postprocess
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -126,7 +126,7 @@ def make_meta(
         "training": training or {},
         "metrics": metrics or {},
         # how predictions become cells (core.postprocess); exports carry it unchanged
-        "postprocess": postprocess or DEFAULT_POSTPROCESS.to_dict(),
+        "postprocess": postprocess or default_postprocess(bool(model_cfg.distance_head)).to_dict(),
         "versions": _versions(),
     }
     # Plain JSON types only (numpy scalars in training records become floats), so the
@@ -192,6 +192,9 @@ def _check_architecture(path: str | os.PathLike[str], arch: dict[str, Any]) -> N
     dropout = arch.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise BundleError(path, f"architecture.dropout is {dropout!r}; it must be in [0, 1)")
+    head = arch.get("distance_head", False)
+    if not isinstance(head, bool):
+        raise BundleError(path, f"architecture.distance_head is {head!r}; it must be true or false")
 
 
 # ----------------------------------------------------------------------------- files

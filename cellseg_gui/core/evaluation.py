@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.checkpoint import _unwrap
+from cellseg_gui.core.distance import cached_distance_target, output_classes, outputs_to_probs
 from cellseg_gui.core.metrics import JaccardAccumulator, jaccard_from_confusion
-from cellseg_gui.core.objective import segmentation_loss
-from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess, tune_postprocess
+from cellseg_gui.core.objective import DISTANCE_WEIGHT, segmentation_loss
+from cellseg_gui.core.postprocess import PostProcess, default_postprocess, tune_postprocess
 from cellseg_gui.core.precision import autocast_context
 from cellseg_gui.core.predict import (
     class_argmax,
@@ -48,7 +50,7 @@ def _forward_probs(model, image: np.ndarray, device, precision: str, tile: int) 
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
         with autocast_context(device, precision):
             logits = model(x)
-        return logits.float().softmax(1)[0]
+        return outputs_to_probs(logits.float(), output_classes(getattr(model, "cfg", None)))[0]
     pred = predict_tiled(
         model, image, tile=tile, device=device, amp=precision != "fp32", return_probs=True
     )
@@ -66,7 +68,7 @@ def evaluate(
     tile: int = 512,
     dice: bool = True,
     class_weights: torch.Tensor | None = None,
-    postprocess: PostProcess = DEFAULT_POSTPROCESS,
+    postprocess: PostProcess | None = None,
     keep_predictions: bool = False,
 ) -> EvalResult:
     """Score whole images: loss (same formula as training), per-class and foreground
@@ -74,6 +76,10 @@ def evaluate(
     samples carry cell ids, AP@0.5 (``core.scoring``, the definition the CLI uses)."""
     was_training = model.training
     model.eval()
+    if postprocess is None:  # the untuned settings for this model (learned markers with a
+        # distance output): what the per-epoch AP reads
+        arch = getattr(model, "cfg", None)
+        postprocess = default_postprocess(bool(getattr(arch, "distance_head", False)))
     acc = JaccardAccumulator(n_classes)
     per_image: dict[str, float] = {}
     per_image_ap: dict[str, float] = {}
@@ -84,14 +90,20 @@ def evaluate(
         for s in samples:
             probs = _forward_probs(model, s.image, device, precision, tile)
             tgt = torch.from_numpy(np.ascontiguousarray(s.target, dtype=np.uint8)).to(device).long()
-            logp = probs.clamp_min(1e-8).log()
+            has_distance = probs.shape[0] > n_classes
+            logp = probs[:n_classes].clamp_min(1e-8).log()
             loss, _ = segmentation_loss(
                 logp[None], tgt[None], class_weights=class_weights, dice=dice
             )
+            if has_distance and s.instances is not None:
+                # the training loss's distance term, from the probability it output
+                want = torch.from_numpy(cached_distance_target(s.instances)).to(device)
+                p_dist = probs[n_classes].clamp(1e-6, 1 - 1e-6)
+                loss = loss + DISTANCE_WEIGHT * F.binary_cross_entropy(p_dist, want)
             npx = int(tgt.numel())
             loss_sum += float(loss) * npx
             pixels += npx
-            pred = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
+            pred = class_argmax(probs[:n_classes], 0).to(torch.uint8).cpu().numpy()
             target = np.asarray(s.target)
             acc.update(pred, target)
             probs_np = probs.cpu().numpy() if (cells or keep_predictions) else None
@@ -177,7 +189,7 @@ def _tune_postprocess(
         with torch.no_grad():
             for s in scored:
                 probs = _forward_probs(m, s.image, device, precision, cfg.tile)
-                lab = class_argmax(probs, 0).to(torch.uint8).cpu().numpy()
+                lab = class_argmax(probs[:n_classes], 0).to(torch.uint8).cpu().numpy()
                 yield lab, probs.cpu().numpy(), s.instances
 
     pp, trials, per_image = tune_postprocess(

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from cellseg_gui.core.augment import Augmenter
-from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.config import ModelConfig, TrainConfig
 from cellseg_gui.core.events import CANCELLED, DONE, FAILED, Finished, LRProbe, Started
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.objective import build_optimizer, segmentation_loss
 from cellseg_gui.core.precision import autocast_context, setup_device
-from cellseg_gui.core.sampling import _make_sampler, choose_downsample
+from cellseg_gui.core.sampling import _make_sampler, choose_downsample, distance_possible
 
 __all__ = ["lr_find", "suggest"]
 
@@ -105,6 +105,7 @@ def lr_find(
         mcfg.in_channels = int(train[0].image.shape[0])
         if not mcfg.downsample:  # the architecture fit would build
             mcfg.downsample = choose_downsample(train)
+        mcfg.distance_head = mcfg.distance_head and distance_possible(train)
         model = build_model(mcfg)
     model.to(device)
     saved_state = copy.deepcopy(model.state_dict())
@@ -118,7 +119,13 @@ def lr_find(
         else None
     )
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    sampler = _make_sampler(train, cfg.crop, device, cfg.foreground_bias, gen)
+    # the objective fit trains on: separation weights and the distance term included
+    run_cfg = copy.copy(cfg)
+    run_cfg.model = model.cfg if isinstance(getattr(model, "cfg", None), ModelConfig) else cfg.model
+    sampler = _make_sampler(
+        train, cfg.crop, device, cfg.foreground_bias, gen, cfg=run_cfg,
+        n_classes=int(run_cfg.model.n_classes),
+    )  # fmt: skip
     aug = Augmenter(cfg.augment, seed=cfg.seed)
     steps = max(2, int(steps))
     ratio = (max_lr / min_lr) ** (1.0 / (steps - 1))
@@ -139,9 +146,13 @@ def lr_find(
             idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
             x, y, _ = sampler.batch(idx)
             x, y = aug(x, y)
+            y, pixel_w, dist_t = sampler.decode(y, cfg.separation_weight)
             with autocast_context(device, precision):
                 logits = model(x)
-            loss, _ = segmentation_loss(logits, y, class_weights=weights, dice=cfg.dice)
+            loss, _ = segmentation_loss(
+                logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w,
+                distance=dist_t,
+            )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             lv = float(loss.detach())
             if not math.isfinite(lv):

@@ -15,6 +15,12 @@ watershed, in one of two ways (``method``):
   the distance. Two touching cells whose cores still meet at a neck get two markers, as
   long as the neck is narrower than the cells by ``peak_height``.
 
+- ``"learned"``: for a model with a distance output (``core.distance``: how close each
+  pixel lies to its cell's centre along the cell, learned from the masks). Markers are
+  the connected pixels whose predicted value reaches ``marker_threshold``, grown through
+  the foreground down the map. Each cell has one peak however branched it is, so touching
+  cells come apart even where the cell probability joins them.
+
 Objects under ``min_size`` pixels are dropped as noise. A 2-class or class-id model gives
 the connected components of its foreground.
 
@@ -38,7 +44,9 @@ from cellseg_gui.core.masks import classes_to_instances, relabel
 
 __all__ = [
     "DEFAULT_POSTPROCESS",
+    "LEARNED_DEFAULT",
     "PostProcess",
+    "default_postprocess",
     "postprocess_from_meta",
     "prediction_to_instances",
     "tune_postprocess",
@@ -49,7 +57,11 @@ MIN_SIZES: tuple[int, ...] = (0, 15, 40, 100, 200, 300)
 # the distance method's grid: core threshold x peak height (min sizes as above)
 DISTANCE_THRESHOLDS: tuple[float, ...] = (0.6, 0.7, 0.8)
 PEAK_HEIGHTS: tuple[float, ...] = (3.0, 4.0, 5.0)
-METHODS = ("classes", "distance")
+# the learned method's grid: the share of a cell's peak distance a marker needs
+LEARNED_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+METHODS = ("classes", "distance", "learned")
+# an instance model's classes (background, cell, boundary); a distance plane comes after
+INSTANCE_CLASSES = 3
 SMOOTHING_SIGMA = 2.0
 MARKER_STEP = 2
 
@@ -93,8 +105,8 @@ class PostProcess:
             0.0 < float(height) <= 1000.0
         ):
             raise ValueError(f"postprocess.peak_height must be a number of pixels, not {height!r}")
-        if method == "distance" and thr is None:
-            raise ValueError("postprocess.marker_threshold is needed by the distance method")
+        if method in ("distance", "learned") and thr is None:
+            raise ValueError(f"postprocess.marker_threshold is needed by the {method} method")
         ap = d.get("val_ap50")
         return cls(
             marker_threshold=None if thr is None else float(thr),
@@ -107,6 +119,11 @@ class PostProcess:
 
     def describe(self) -> str:
         thr = "argmax" if self.marker_threshold is None else f"{self.marker_threshold:g}"
+        if self.method == "learned":
+            return (
+                f"learned distance markers (threshold {thr} of a cell's peak), "
+                f"minimum size {self.min_size} px ({self.chosen})"
+            )
         if self.method == "distance":
             return (
                 f"distance markers (core threshold {thr}, peak height {self.peak_height:g} px), "
@@ -116,26 +133,35 @@ class PostProcess:
 
 
 DEFAULT_POSTPROCESS = PostProcess()
+# for a model with a distance output, before tuning (and for the per-epoch AP)
+LEARNED_DEFAULT = PostProcess(marker_threshold=0.5, min_size=15, method="learned")
+
+
+def default_postprocess(distance_head: bool) -> PostProcess:
+    """The untuned settings: learned markers for a model with a distance output."""
+    return LEARNED_DEFAULT if distance_head else DEFAULT_POSTPROCESS
 
 
 def postprocess_from_meta(meta: dict[str, Any]) -> tuple[PostProcess, str]:
     """The bundle's post-processing and a note for the user when there is none (bundles
     from before it was stored) or it is unusable: today's defaults are used then."""
     raw = meta.get("postprocess")
+    arch = meta.get("architecture")
+    default = default_postprocess(isinstance(arch, dict) and arch.get("distance_head") is True)
     if raw is None:
-        return DEFAULT_POSTPROCESS, (
-            "this model has no post-processing settings (made before they were stored): "
-            f"using the defaults, {DEFAULT_POSTPROCESS.describe()}"
+        return default, (
+            "this model has no post-processing settings (made before they were stored, "
+            f"or its run stopped before tuning): using the defaults, {default.describe()}"
         )
     if not isinstance(raw, dict):
         return (
-            DEFAULT_POSTPROCESS,
+            default,
             "the model's post-processing entry is not a table: defaults used",
         )
     try:
         return PostProcess.from_dict(raw), ""
     except ValueError as exc:
-        return DEFAULT_POSTPROCESS, f"{exc}: the defaults are used instead"
+        return default, f"{exc}: the defaults are used instead"
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -157,8 +183,8 @@ def prediction_to_instances(
 ) -> np.ndarray:
     """A model's class map (and probabilities, (K, H, W)) -> int32 cell ids 1..N."""
     lab = np.asarray(labels)
-    if mask_mode == "instances" and pp.method == "distance":
-        grown = _distance_cells(lab, probs, pp)
+    if mask_mode == "instances" and pp.method in ("distance", "learned"):
+        grown = _grown_cells(lab, probs, pp)
         if grown is not None:
             return relabel(_drop_small(grown, pp.min_size))
     if mask_mode == "instances":
@@ -170,6 +196,38 @@ def prediction_to_instances(
         return classes_to_instances(lab, probs, min_size=pp.min_size, markers=markers)
     comps, _ = ndi.label(lab > 0, structure=np.ones((3, 3), bool))
     return relabel(_drop_small(comps.astype(np.int32, copy=False), pp.min_size))
+
+
+def learned_distance(probs: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The predicted distance plane of an instance model's probabilities, or None when
+    the model has no distance output."""
+    if probs is None:
+        return None
+    p = np.asarray(probs)
+    if p.ndim != 3 or p.shape[0] != INSTANCE_CLASSES + 1 or p.shape[1:] != tuple(shape):
+        return None
+    return p[INSTANCE_CLASSES]
+
+
+def _grown_cells(lab: np.ndarray, probs: np.ndarray | None, pp: PostProcess) -> np.ndarray | None:
+    if pp.method == "learned":
+        return _learned_cells(lab, probs, pp)
+    return _distance_cells(lab, probs, pp)
+
+
+def _learned_cells(lab: np.ndarray, probs: np.ndarray | None, pp: PostProcess) -> np.ndarray | None:
+    """Cells by the learned method, before the size filter; None without a distance
+    output (the class method is used then)."""
+    dist = learned_distance(probs, lab.shape)
+    if dist is None or pp.marker_threshold is None:
+        return None
+    from skimage.segmentation import watershed
+
+    fg = lab > 0
+    markers, n = ndi.label((dist >= pp.marker_threshold) & fg)
+    if not n:
+        return np.zeros(lab.shape, np.int32)
+    return watershed(-dist, markers=markers, mask=fg).astype(np.int32, copy=False)
 
 
 def _distance_cells(
@@ -201,10 +259,18 @@ def _distance_cells(
     return watershed(-dist, markers=markers, mask=fg).astype(np.int32, copy=False)
 
 
-def _grid(mask_mode: str, thresholds, min_sizes, distance: bool) -> list[PostProcess]:
+def _grid(
+    mask_mode: str, thresholds, min_sizes, distance: bool, learned: bool = False
+) -> list[PostProcess]:
     if mask_mode != "instances":
         return [PostProcess(marker_threshold=None, min_size=m) for m in min_sizes]
-    grid = [
+    grid = []
+    if learned:
+        grid += [
+            PostProcess(marker_threshold=t, min_size=m, method="learned")
+            for t, m in itertools.product(LEARNED_THRESHOLDS, min_sizes)
+        ]
+    grid += [
         PostProcess(marker_threshold=t, min_size=m)
         for t, m in itertools.product(thresholds, min_sizes)
     ]
@@ -228,9 +294,9 @@ def _score_grid(
         if cancelled():
             return None
         key = (pp.method, pp.marker_threshold, pp.peak_height)
-        if pp.method == "distance" and mask_mode == "instances":
+        if pp.method in ("distance", "learned") and mask_mode == "instances":
             if key not in grown:
-                grown[key] = _distance_cells(np.asarray(lab), probs, pp)
+                grown[key] = _grown_cells(np.asarray(lab), probs, pp)
             cells = grown[key]
             if cells is not None:
                 pred = relabel(_drop_small(cells, pp.min_size))
@@ -256,10 +322,13 @@ def tune_postprocess(
     holds one image's probabilities). Ties go to the default, then to the earlier grid
     point. Returns the choice, every setting tried with its mean AP, and the choice's AP
     per image. When ``cancelled()`` turns true the defaults are returned."""
-    grid = _grid(mask_mode, thresholds, min_sizes, distance)
     stop = cancelled if cancelled is not None else (lambda: False)
     rows: list[list[float]] = []
+    grid: list[PostProcess] = []
     for lab, probs, truth in images:
+        if not grid:  # the first image tells whether the model has a distance output
+            learned = learned_distance(probs, np.asarray(lab).shape) is not None
+            grid = _grid(mask_mode, thresholds, min_sizes, distance, learned)
         row = None if stop() else _score_grid(lab, probs, truth, mask_mode, grid, stop)
         if row is None:
             return DEFAULT_POSTPROCESS, [], []

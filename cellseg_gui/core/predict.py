@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from cellseg_gui.core.distance import output_classes, outputs_to_probs
 
 __all__ = [
     "Prediction",
@@ -48,7 +49,8 @@ _ROW_BLOCK = 256  # rows normalised per step at the end (bounds the temporaries)
 @dataclass
 class Prediction:
     """``labels``: uint8 (H, W) class per pixel; ``probs``: float32 (K, H, W) softmax
-    probabilities, or None when not requested."""
+    probabilities (with one plane more, the predicted distance, when the model has a
+    distance output: ``core.distance``), or None when not requested."""
 
     labels: np.ndarray
     probs: np.ndarray | None = None
@@ -191,9 +193,14 @@ _FLIPS: tuple[tuple[int, ...], ...] = ((3,), (2,), (2, 3))
 
 
 def _probs_fn(
-    forward: Callable[[torch.Tensor], torch.Tensor], tta: bool, amp: bool, device: torch.device
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    tta: bool,
+    amp: bool,
+    device: torch.device,
+    n_classes: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a logits function into a float32 softmax function, with flip TTA and AMP."""
+    """Wrap a logits function into a float32 probability function (softmax over the
+    classes, sigmoid of a distance output, ``core.distance``), with flip TTA and AMP."""
     use_amp = bool(amp) and device.type in ("cuda", "cpu", "mps")
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
@@ -204,12 +211,12 @@ def _probs_fn(
         return forward(x).float()
 
     def probs(x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(logits(x), dim=1)
+        p = outputs_to_probs(logits(x), n_classes)
         if tta:
             # Average over the four flips (identity, horizontal, vertical, both): the
             # model's errors are not flip-symmetric, the cells are.
             for dims in _FLIPS:
-                p += torch.softmax(logits(x.flip(dims)), dim=1).flip(dims)
+                p += outputs_to_probs(logits(x.flip(dims)), n_classes).flip(dims)
             p /= 1 + len(_FLIPS)
         return p
 
@@ -277,6 +284,7 @@ def predict_tiled(
         tune_cpu_allocator()
     cfg = getattr(model, "cfg", None)
     multiple = int(getattr(cfg, "size_multiple", 1)) if cfg is not None else 1
+    n_classes = output_classes(cfg)
     ys, th = tile_grid(height, tile, overlap, multiple)
     xs, tw = tile_grid(width, tile, overlap, multiple)
     wy, wx = _profiles(ys, th), _profiles(xs, tw)
@@ -287,7 +295,7 @@ def predict_tiled(
 
     acc: np.ndarray | None = None
     with _EvalMode(model), torch.inference_mode():
-        probs_of = _probs_fn(model, tta, amp, dev)
+        probs_of = _probs_fn(model, tta, amp, dev, n_classes)
         for b0 in range(0, len(positions), batch_size):
             batch_pos = positions[b0 : b0 + batch_size]
             batch = np.stack([img[:, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in batch_pos])
@@ -308,15 +316,16 @@ def predict_tiled(
                 acc[:, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += p_np[k]
             del p, p_np
     assert acc is not None
-    if acc.shape[0] > 256:
-        raise ValueError(f"{acc.shape[0]} classes do not fit uint8 labels")
+    k = acc.shape[0] if n_classes is None else n_classes
+    if k > 256:
+        raise ValueError(f"{k} classes do not fit uint8 labels")
     labels = np.empty((height, width), dtype=np.uint8)
     for r0 in range(0, height, _ROW_BLOCK):
         r1 = min(r0 + _ROW_BLOCK, height)
         block = acc[:, r0:r1]
         if not single:
             block /= sum_y[r0:r1, None] * sum_x[None, :]
-        labels[r0:r1] = block.argmax(axis=0)
+        labels[r0:r1] = block[:k].argmax(axis=0)
     if not return_probs:
         del acc
         return Prediction(labels=labels, probs=None)
@@ -333,5 +342,7 @@ def predict_whole(
     dev = _resolve_device(model, device)
     with _EvalMode(model), torch.inference_mode():
         logits = model(torch.from_numpy(np.ascontiguousarray(img))[None].to(dev)).float()
-        probs = F.softmax(logits, dim=1)[0].cpu().numpy()
-    return Prediction(labels=probs.argmax(axis=0).astype(np.uint8), probs=probs)
+        n_classes = output_classes(getattr(model, "cfg", None))
+        probs = outputs_to_probs(logits, n_classes)[0].cpu().numpy()
+    k = probs.shape[0] if n_classes is None else n_classes
+    return Prediction(labels=probs[:k].argmax(axis=0).astype(np.uint8), probs=probs)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.distance import DISTANCE_LEVELS, distance_levels
+from cellseg_gui.core.separation import WEIGHT_LEVELS
 
 
 class CropSampler:
@@ -29,6 +31,7 @@ class CropSampler:
         gen: torch.Generator,
         levels: list[np.ndarray] | None = None,
         n_classes: int = 0,
+        distances: list[np.ndarray] | None = None,
     ) -> None:
         self.crop = int(crop)
         self.bias = float(foreground_bias)
@@ -38,6 +41,9 @@ class CropSampler:
         self.fg: list[np.ndarray] = []
         self.offsets: list[tuple[int, int]] = []
         self.widths: list[int] = []  # original widths: foreground indices are flat in them
+        # the per-pixel extras ride in the class map, so every geometric augmentation
+        # moves them with the classes: class + K * (weight level + span * distance level)
+        self.w_span = (WEIGHT_LEVELS + 1) if levels is not None else 1
         for i, (img, tgt) in enumerate(zip(images, targets, strict=True)):
             h, w = tgt.shape
             self.widths.append(int(w))
@@ -48,6 +54,9 @@ class CropSampler:
                 # separation weights ride in the class map (class + K * level), so every
                 # geometric augmentation moves them with the classes; see split_weights
                 y = y + int(n_classes) * torch.from_numpy(levels[i]).long()
+            if distances is not None:
+                dl = torch.from_numpy(distance_levels(distances[i])).long()
+                y = y + int(n_classes) * self.w_span * dl
             if ph or pw:
                 # reflect where the image is large enough, else repeat the edge
                 mode = "reflect" if ph < h and pw < w else "replicate"
@@ -58,6 +67,24 @@ class CropSampler:
             self.fg.append(np.flatnonzero(np.asarray(tgt) > 0).astype(np.int64))
             self.offsets.append((int(y.shape[-2]), int(y.shape[-1])))
         self.weighted = levels is not None
+        self.distance = distances is not None
+        self.n_classes = int(n_classes)
+
+    def decode(
+        self, y: torch.Tensor, w0: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Encoded crops -> (classes, per-pixel loss weights or None, distance target
+        in [0, 1] or None)."""
+        dist = None
+        if self.distance:
+            span = self.n_classes * self.w_span
+            dl = torch.div(y, span, rounding_mode="floor")
+            y = y - dl * span
+            dist = dl.float() / (DISTANCE_LEVELS - 1)
+        pixel_w = None
+        if self.weighted:
+            y, pixel_w = split_weights(y, self.n_classes, w0)
+        return y, pixel_w, dist
 
     def positions(self, idx: int) -> tuple[int, int]:
         h, w = self.offsets[idx]
@@ -108,6 +135,13 @@ def training_targets(samples: list, cfg: TrainConfig) -> list:
     ]
 
 
+def distance_possible(samples: list) -> bool:
+    """A distance output is learned from cell ids: every training mask must hold them."""
+    return bool(samples) and all(
+        s.instances is not None and s.mask_mode == "instances" for s in samples
+    )
+
+
 def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> CropSampler:
     levels = None
     if cfg is not None and cfg.separation_weight > 0:
@@ -121,16 +155,19 @@ def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> Cr
                 )
                 for s in samples
             ]
+    distances = None
+    if cfg is not None and cfg.model.distance_head:
+        from cellseg_gui.core.distance import distance_target
+
+        distances = [distance_target(s.instances) for s in samples]
     return CropSampler(
         [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
-        levels=levels, n_classes=n_classes,
+        levels=levels, n_classes=n_classes, distances=distances,
     )  # fmt: skip
 
 
 def split_weights(y: torch.Tensor, n_classes: int, w0: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoded targets (class + K * level) -> (classes, per-pixel loss weights)."""
-    from cellseg_gui.core.separation import WEIGHT_LEVELS
-
     level = torch.div(y, n_classes, rounding_mode="floor")
     return y - level * n_classes, 1.0 + level.float() * (w0 / WEIGHT_LEVELS)
 

@@ -60,7 +60,7 @@ from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.memory import check_training_memory
 from cellseg_gui.core.metrics import jaccard_from_confusion
 from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
-from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, PostProcess
+from cellseg_gui.core.postprocess import PostProcess, default_postprocess
 from cellseg_gui.core.precision import autocast_context, resolve_precision, setup_device  # noqa: F401
 from cellseg_gui.core.predict import (
     class_argmax,
@@ -71,6 +71,7 @@ from cellseg_gui.core.sampling import (  # noqa: F401
     _downsample_message,
     _make_sampler,
     choose_downsample,
+    distance_possible,
     edge_counts,
     split_weights,
     training_targets,
@@ -265,6 +266,13 @@ def _fit(
         if not cfg.model.downsample:
             cfg.model.downsample = choose_downsample(train_s)
             chosen = _downsample_message(cfg.model.downsample)
+        if cfg.model.distance_head and not distance_possible(train_s):
+            cfg.model.distance_head = False
+            if is_main:
+                yield Message(
+                    "no distance output: it is learned from instance masks (one id per "
+                    "cell), and these masks are not"
+                )
     model = build_model(cfg.model)
     too_big = check_training_memory(
         cfg.model, cfg.batch_size, cfg.crop, sum(p.numel() for p in model.parameters()), device
@@ -290,7 +298,6 @@ def _fit(
     sampler = _make_sampler(
         train_s, cfg.crop, device, cfg.foreground_bias, gen, cfg=cfg, n_classes=n_classes
     )
-    weighted = sampler.weighted
     augmenter = Augmenter(cfg.augment, seed=int(cfg.seed) * 1000 + 7 + rank)
     spe = _steps_per_epoch(cfg, train_s, world)
     time_limit = float(cfg.minutes) * 60.0 if cfg.minutes else None
@@ -346,7 +353,7 @@ def _fit(
     }
 
     def write_bundle(state, metrics: dict, extra: dict | None = None) -> str | None:
-        pp = postprocess or DEFAULT_POSTPROCESS
+        pp = postprocess or default_postprocess(bool(cfg.model.distance_head))
         if out_path is None or not is_main or state is None:
             return None
         m = build_model(cfg.model)
@@ -442,14 +449,13 @@ def _fit(
             x, y, boxes = sampler.batch(idx)
             if augmenter.enabled:
                 x, y = augmenter(x, y)
-            pixel_w = None
-            if weighted:
-                y, pixel_w = split_weights(y, n_classes, cfg.separation_weight)
+            y, pixel_w, dist_t = sampler.decode(y, cfg.separation_weight)
             with autocast_context(device, precision):
                 logits = train_model(x)
             loss, per_crop = segmentation_loss(
-                logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w
-            )
+                logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w,
+                distance=dist_t,
+            )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             if precision == "fp16":
                 scaler.scale(loss).backward()
@@ -459,7 +465,7 @@ def _fit(
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                pred = class_argmax(logits.detach(), 1)
+                pred = class_argmax(logits.detach()[:, :n_classes], 1)
                 cm += torch.bincount(
                     (y * n_classes + pred).flatten(), minlength=n_classes * n_classes
                 )

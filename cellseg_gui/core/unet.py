@@ -66,7 +66,8 @@ class _Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net from a ``ModelConfig``: ``forward(x (N, C, H, W)) -> logits (N, K, H, W)``."""
+    """U-Net from a ``ModelConfig``: ``forward(x (N, C, H, W)) -> logits (N, K, H, W)``, with
+    one plane more (the distance logit, ``core.distance``) when ``cfg.distance_head``."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -94,7 +95,7 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(
             _Up(widths[i + 1], widths[i], bn, cfg.dropout) for i in reversed(range(cfg.depth))
         )
-        self.head = nn.Conv2d(widths[0], cfg.n_classes, 1)
+        self.head = nn.Conv2d(widths[0], cfg.n_outputs, 1)
         self._init_weights(cfg.init)
 
     def _init_weights(self, init: str) -> None:

@@ -36,6 +36,8 @@ def settings_summary(training: dict[str, Any] | None) -> str:
         parts.append(f"h{model.get('hidden', '?')} d{model.get('depth', '?')}")
         if int(model.get("downsample", 1) or 1) > 1:
             parts.append(f"1/{model['downsample']} res")
+        if model.get("distance_head") is True:
+            parts.append("distance")
     for key, fmt in (
         ("crop", "crop {}"),
         ("batch_size", "batch {}"),

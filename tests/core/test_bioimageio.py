@@ -92,3 +92,32 @@ def test_validates_with_bioimageio_spec(package: Path) -> None:
     )
     summary = validate_package(package)
     assert summary.status in ("passed", "valid-format"), summary.format()
+
+
+def test_a_model_with_a_distance_output_exports_it_as_a_named_channel(tmp_path) -> None:
+    """The distance plane is no class: it is named, described and reproduced, and the
+    README says how cellseg turns it into cells."""
+    torch.manual_seed(4)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, distance_head=True)
+    model = build_model(cfg).eval()
+    meta = B.make_meta(
+        cfg, mask_mode="instances", boundary_width=2, channels="grey",
+        norm=NormConfig(low=2.0, high=99.0), name="tiny distance",
+        postprocess={"method": "learned", "marker_threshold": 0.5, "min_size": 20},
+    )  # fmt: skip
+    B.save_bundle(tmp_path / "d.cellseg", model, meta)
+    pkg = export_bioimageio(
+        tmp_path / "d.cellseg", tmp_path / "d-bio", sample_image=synthetic_cells(96, seed=2)
+    )
+    with zipfile.ZipFile(pkg) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        y = np.load(io.BytesIO(zf.read("test_output.npy")))
+        readme = zf.read("README.md").decode()
+    out = rdf["outputs"][0]
+    assert out["axes"][1]["channel_names"] == ["background", "cell", "boundary", "distance"]
+    assert "last channel is the predicted distance" in out["description"]
+    assert y.shape[1] == 4
+    np.testing.assert_allclose(y[:, :3].sum(axis=1), 1.0, atol=1e-5)
+    assert ((y[:, 3] > 0) & (y[:, 3] < 1)).all()
+    assert "*distance* is at least 0.5" in readme and "under 20 pixels" in readme
+    assert all(d < 1e-4 for d in reproduce_test_tensors(pkg).values())

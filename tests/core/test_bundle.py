@@ -32,13 +32,20 @@ def _meta(cfg: ModelConfig, **kw) -> dict:
     )
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["full-res", "downsample2"])
+@pytest.fixture(
+    scope="module",
+    params=[(1, False), (2, False), (2, True)],
+    ids=["full-res", "downsample2", "distance-head"],
+)
 def saved(tmp_path_factory, request) -> tuple[Path, torch.nn.Module, dict]:
-    """Every bundle test runs on a full-resolution model and on a half-resolution one
+    """Every bundle test runs on a full-resolution model, on a half-resolution one
     (whose exports must keep the averaging and upsampling, and whose tiles are rounded to
-    8 rather than 4)."""
+    8 rather than 4), and on one with a distance output (a fourth plane, not a class)."""
     torch.manual_seed(1)
-    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, downsample=request.param)
+    ds, head = request.param
+    cfg = ModelConfig(
+        in_channels=1, n_classes=3, hidden=4, depth=2, downsample=ds, distance_head=head
+    )
     model = build_model(cfg)
     model.train()
     with torch.no_grad():  # non-default BN running stats must travel too
@@ -82,6 +89,11 @@ def test_load_gives_identical_predictions(saved) -> None:
     from cellseg_gui.core.predict import predict_tiled
 
     ref = predict_tiled(model, b.preprocess(raw), tile=48)
+    # the classes' softmax and, with a distance output, its sigmoid as one plane more
+    # that the class map leaves out
+    assert pred.probs.shape[0] == model.cfg.n_outputs
+    np.testing.assert_allclose(pred.probs[:3].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, pred.probs[:3].argmax(axis=0))
     np.testing.assert_array_equal(pred.probs, ref.probs)
     np.testing.assert_array_equal(pred.labels, ref.labels)
     again = B.load_bundle(path, "cpu").predict(raw, tile=48)

@@ -365,3 +365,53 @@ def test_out_of_memory_in_fit_is_a_typed_reason(monkeypatch) -> None:
     monkeypatch.setattr(train_mod, "build_optimizer", oom)
     fin = list(fit(make_samples(), tiny_cfg()))[-1]
     assert fin.reason == OUT_OF_MEMORY and "Tried to allocate" in fin.message
+
+
+def _instance_samples(n: int = 3, size: int = 80) -> list[Sample]:
+    """Pairs of touching discs with one id each, as an instance mask gives them."""
+    from cellseg_gui.core.masks import instances_to_classes
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:size, :size]
+    out = []
+    for i in range(n):
+        ids = np.zeros((size, size), np.int32)
+        for k, (cy, cx) in enumerate(((25, 25), (25, 41), (58, 50)), start=1):
+            ids[((yy - cy) ** 2 + (xx - cx) ** 2 < 70) & (ids == 0)] = k
+        img = ((ids > 0) + rng.normal(0, 0.3, ids.shape)).astype(np.float32)[None]
+        out.append(
+            Sample(
+                f"cells{i}",
+                img,
+                instances_to_classes(ids, 2),
+                Path(f"cells{i}.tif"),
+                Path(f"cells{i}.png"),
+                f"{i + 50:064x}",
+                3,
+                mask_mode="instances",
+                instances=ids,
+                instance_source="instances",
+            )  # fmt: skip
+        )
+    return out
+
+
+def test_a_distance_output_is_trained_recorded_and_tuned_on_instance_masks(tmp_path) -> None:
+    cfg = tiny_cfg(epochs=2)
+    cfg.model.distance_head = True
+    out = tmp_path / "d.cellseg"
+    events, fin = run(_instance_samples(), cfg, out_path=out, mask_mode="instances")
+    assert fin.reason == DONE and all(np.isfinite(fin.result["history"]["train_loss"]))
+    b = load_bundle(out, "cpu")
+    assert b.model_config.distance_head and b.model_config.n_outputs == 4
+    pred = b.predict((_instance_samples()[0].image[0] * 1000 + 500).astype(np.uint16))
+    assert pred.probs.shape[0] == 4 and pred.labels.max() <= 2
+    # the end-of-run search ran on the validation image with the distance plane there
+    assert b.meta["postprocess"]["chosen"] == "tuned on 1 validation image(s)"
+    # binary masks hold no cell ids to learn a distance from: said, and left out
+    cfg2 = tiny_cfg(epochs=1)
+    cfg2.model.distance_head = True
+    events, fin = run(make_samples(), cfg2, out_path=tmp_path / "b.cellseg", mask_mode="binary")
+    assert fin.reason == DONE
+    assert any("no distance output" in e.text for e in events if isinstance(e, Message))
+    assert not load_bundle(tmp_path / "b.cellseg", "cpu").model_config.distance_head
