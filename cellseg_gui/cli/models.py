@@ -50,6 +50,17 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     from cellseg_gui.core.batch import items_from_paths, predict_batch
     from cellseg_gui.core.events import Predicted
 
+    def target_for(path: Path, ext: str) -> Path:
+        stem = path.stem
+        if stem in stems:  # same stem from two folders: do not overwrite
+            stem = f"{path.parent.name}_{stem}"
+        stems.add(stem)
+        return out_dir / f"{stem}.{ext}"
+
+    large, files = _split_large(files)
+    for path in large:  # band by band, straight into their files (core.bands)
+        if not _predict_large(predictor, path, target_for(path, "tif"), args, out):
+            n_bad += 1
     # the window's Predict all runs the same job (core.batch): the same cells and errors
     events = predict_batch(
         predictor, items_from_paths(files), tile=args.tile, tta=args.tta, score=False,
@@ -63,11 +74,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
             out.error(ev.error)
             n_bad += 1
             continue
-        stem = path.stem
-        if stem in stems:  # same stem from two folders: do not overwrite
-            stem = f"{path.parent.name}_{stem}"
-        stems.add(stem)
-        target = out_dir / f"{stem}.{args.ext}"
+        target = target_for(path, args.ext)
         if args.instances:
             labels = ev.cells
             n = int(labels.max()) if labels.size else 0  # ids are 1..N
@@ -77,7 +84,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
                 from cellseg_gui.core.measure import export_cells
 
                 row, written = export_cells(
-                    out_dir, stem, labels, ev.image, measure=args.measure, rois=args.rois
+                    out_dir, target.stem, labels, ev.image, measure=args.measure, rois=args.rois
                 )
                 if args.measure:
                     summary.append(dict(row, image=path.name))
@@ -95,9 +102,66 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         write_csv(out_dir / "cells_summary.csv", summary)
         out.out(f"summary: {out_dir / 'cells_summary.csv'}")
     if n_bad:
-        out.err(f"{n_bad} of {len(files) + len(errors)} input(s) failed")
+        out.err(f"{n_bad} of {len(files) + len(large) + len(errors)} input(s) failed")
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _split_large(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(images too large for a whole-image prediction, the others), from their headers."""
+    from cellseg_gui.core.bands import needs_bands
+    from cellseg_gui.core.imageio import image_info
+
+    large, small = [], []
+    for path in files:
+        try:
+            big = needs_bands(tuple(image_info(path)["shape"]))
+        except (OSError, ValueError):
+            big = False  # the batch reads it and names what is wrong
+        (large if big else small).append(path)
+    return large, small
+
+
+def _predict_large(predictor: Any, path: Path, target: Path, args: Any, out: Output) -> bool:
+    """One very large image, band by band into a tiled BigTIFF; False on failure."""
+    from cellseg_gui.core.bands import predict_bands, write_bands
+    from cellseg_gui.core.imageio import read_image
+
+    try:
+        raw = read_image(path, channels=predictor.meta.get("channels", "grey"))
+        _check_finite(raw, path)
+    except _expected_errors() as exc:
+        out.error(exc)
+        return False
+    h, w = raw.shape[:2]
+    cells = bool(args.instances)
+    notes = [f"{h * w / 1e6:.0f} megapixels: predicted band by band, written as a tiled TIFF"]
+    if args.ext != "tif":
+        notes.append(f"not .{args.ext}")
+    if args.measure or args.rois:
+        notes.append("no --measure or --rois for it (they need the whole image's cells)")
+    out.err(f"{path.name}: " + "; ".join(notes))
+
+    def progress(band: Any) -> None:
+        out.bar(
+            (band.index + 1) / band.count, f"{path.name}: band {band.index + 1} of {band.count}"
+        )
+
+    try:
+        stats = write_bands(
+            target, predict_bands(predictor, raw, cells=cells, tile=args.tile, tta=args.tta),
+            (h, w), cells=cells, on_band=progress,
+        )  # fmt: skip
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        out.clear_bar()
+        out.error(CLIError(path, _one_line(exc)))
+        return False
+    out.clear_bar()
+    if cells:
+        out.out(f"{path.name} -> {target}  ({int(stats['cells'])} cells)")
+    else:
+        out.out(f"{path.name} -> {target}  (foreground {100 * stats['foreground']:.1f}%)")
+    return True
 
 
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
@@ -266,6 +330,7 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
             p=arch.get("dropout"),
             bn="on" if arch.get("batchnorm") else "off",
         )
+        + (", a distance output" if arch.get("distance_head") is True else "")
     )
     classes = meta.get("classes") or []
     if classes:

@@ -54,7 +54,8 @@ def predict_batch(
     loaded bundle or export (``core.bundle.load_predictor``). ``score``: compare with the
     masks that exist; ``cells``: turn the prediction into cells (the bundle's
     post-processing); ``keep_image``: put the raw image in each event (measurements)."""
-    from cellseg_gui.core.imageio import read_image, read_mask
+    from cellseg_gui.core.bands import needs_bands
+    from cellseg_gui.core.imageio import image_info, read_image, read_mask
     from cellseg_gui.core.instances import truth_cells
     from cellseg_gui.core.masks import mask_to_classes
     from cellseg_gui.core.scoring import score_image
@@ -73,6 +74,12 @@ def predict_batch(
             return
         path = Path(item.image_path)
         try:
+            shape = tuple(image_info(path)["shape"])
+            if needs_bands(shape):
+                raise ValueError(
+                    f"{shape[1]}x{shape[0]} pixels is too large to predict whole here; "
+                    "`cellseg predict` predicts it band by band into a file"
+                )
             raw = read_image(path, channels=meta.get("channels", "grey"))
             if raw.dtype.kind == "f" and raw.size and not np.isfinite(raw).any():
                 raise ValueError("image is all NaN (no finite pixel)")
@@ -80,7 +87,10 @@ def predict_batch(
                 ids, pred = predictor.predict_cells(raw, tile=tile, tta=tta)
             else:  # a class map is all that is asked for: no probabilities kept
                 ids, pred = None, predictor.predict(raw, tile=tile, tta=tta, return_probs=False)
-            prob = None if pred.probs is None else pred.probs.max(axis=0).astype(np.float16)
+            prob = (  # the confidence of the class map (a distance plane is no class)
+                None if pred.probs is None
+                else pred.probs[: predictor.n_classes].max(axis=0).astype(np.float16)
+            )  # fmt: skip
             jac = ap = thumb = None
             mask_path = getattr(item, "mask_path", None)
             if score and mask_path:

@@ -110,15 +110,24 @@ class _Predictor:
         classes = self.meta.get("classes")
         return classes or default_classes(self.meta.get("mask_mode", ""), self.n_classes)
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Raw image (H, W) or (H, W, C) -> the float32 (C, H, W) the model was trained on,
-        with the bundle's channel handling and normalisation."""
+    @property
+    def norm(self) -> NormConfig:
+        return NormConfig.from_dict(self.meta.get("normalization"))
+
+    def model_channels(self, raw: np.ndarray) -> np.ndarray:
+        """Raw image -> the raw channels the model reads (colour to grey for a grey model)."""
         arr = np.asarray(raw)
         in_ch = self.model_config.in_channels
         if arr.ndim == 3 and self.meta.get("channels", "grey") == "grey" and in_ch == 1:
             arr = to_grey(arr)
-        norm = NormConfig.from_dict(self.meta.get("normalization"))
-        image = normalize(arr, norm)
+        return arr
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw image (H, W) or (H, W, C) -> the float32 (C, H, W) the model was trained on,
+        with the bundle's channel handling and normalisation."""
+        arr = self.model_channels(raw)
+        in_ch = self.model_config.in_channels
+        image = normalize(arr, self.norm)
         if image.shape[0] != in_ch:
             raise ValueError(
                 f"the model expects {in_ch} channel(s) but the image has {image.shape[0]}"
@@ -158,7 +167,22 @@ class _Predictor:
         return_probs: bool = True,
     ) -> Prediction:
         """Preprocess a raw image exactly as in training, then tiled prediction."""
-        image = self.preprocess(raw_image)
+        return self.predict_preprocessed(
+            self.preprocess(raw_image), tile=tile, overlap=overlap, batch_size=batch_size,
+            tta=tta, return_probs=return_probs,
+        )  # fmt: skip
+
+    def predict_preprocessed(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        tta: bool = False,
+        return_probs: bool = True,
+    ) -> Prediction:
+        """Tiled prediction of an image already normalised (float32 (C, H, W))."""
         fn = _Forward(self._forward, self.model_config)
         return predict_tiled(
             fn,

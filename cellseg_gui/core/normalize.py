@@ -93,6 +93,65 @@ def normalize(image: np.ndarray, norm: NormConfig | None = None) -> np.ndarray:
     raise ValueError(f"unknown normalisation method {norm.method!r}")
 
 
+def image_levels(
+    image: np.ndarray, norm: NormConfig | None = None, max_pixels: int = 1 << 24
+) -> list[tuple[float, float]] | None:
+    """Per channel, the (value mapped to 0, value mapped to 1) that ``normalize`` would
+    use, from a regular subsample of at most ``max_pixels`` (an image predicted band by
+    band must be scaled by its whole-image percentiles, not each band's own). None for
+    method "none". The fallbacks are ``normalize``'s: the full range for equal
+    percentiles, a zero channel for a constant one (returned as (v, v))."""
+    norm = norm or NormConfig()
+    method = (norm.method or "percentile").lower()
+    if method == "none":
+        return None
+    if method not in ("percentile", "minmax"):
+        raise ValueError(f"unknown normalisation method {norm.method!r}")
+    low, high = (norm.low, norm.high) if method == "percentile" else (0.0, 100.0)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    step = 1
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        step = int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / max_pixels)))
+    sub = arr[::step, ::step]
+    levels = []
+    for c in range(sub.shape[-1]):
+        values = sub[..., c].astype(np.float32).ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            levels.append((0.0, 0.0))
+            continue
+        lo, hi = (float(v) for v in np.percentile(values, [low, high]))
+        if not hi > lo:
+            lo, hi = float(values.min()), float(values.max())
+        levels.append((lo, hi))
+    if all(lo == hi == 0.0 for lo, hi in levels) and not np.isfinite(sub).any():
+        raise ValueError(ALL_NAN)
+    return levels
+
+
+def normalize_with_levels(
+    image: np.ndarray, levels: list[tuple[float, float]] | None
+) -> np.ndarray:
+    """``normalize`` with fixed per-channel levels (``image_levels``): float32 (C, H, W);
+    NaN -> 0, +-inf -> the scaled ends of the levels."""
+    chw = to_chw(image)
+    if levels is None:
+        return np.nan_to_num(chw, nan=0.0, posinf=0.0, neginf=0.0)
+    if len(levels) != chw.shape[0]:
+        raise ValueError(f"{len(levels)} channel levels for an image of {chw.shape[0]} channels")
+    out = np.empty_like(chw)
+    for c, (lo, hi) in enumerate(levels):
+        if not hi > lo:
+            out[c] = 0.0
+            continue
+        out[c] = (chw[c] - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    return out
+
+
 def display_levels(
     image: np.ndarray, low: float = 0.5, high: float = 99.5, max_pixels: int = 1 << 20
 ) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import tifffile
 from PIL import Image
 
 from cellseg_gui.cli import main
+from cellseg_gui.core.instances import score_instances
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2", "--device", "cpu"]
@@ -201,6 +202,39 @@ def test_predict_instances_writes_int_labels(model_path, tmp_path, capsys):
     assert code == 0
     assert "cells" in out
     assert tifffile.imread(tmp_path / "o" / "a.tif").dtype == np.int32
+
+
+def test_a_very_large_image_is_predicted_band_by_band_into_a_tiff(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    """Above the size limit (lowered here) the cells go band by band into a tiled TIFF,
+    the same cells as the whole-image path; the user is told, also that no PNG and no
+    measurements are made for it; the other images of the folder go on as before."""
+    import cellseg_gui.core.bands as bands
+
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "huge.tif", np.tile(_blobs(0)[0], (3, 2)))
+    tifffile.imwrite(src / "small.tif", _blobs(1)[0][:40, :40])
+    whole = tmp_path / "whole"
+    assert _run(capsys, "predict", model_path, src / "huge.tif", "--out", whole,
+                "--instances")[0] == 0  # fmt: skip
+    monkeypatch.setattr(bands, "BAND_PIXELS", 2000)
+    code, out, err = _run(
+        capsys, "predict", model_path, src, "--out", tmp_path / "o", "--instances",
+        "--ext", "png", "--measure",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "huge.tif: " in err and "band by band" in err and "not .png" in err
+    assert "no --measure" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "cells_summary.csv", "huge.tif", "small.png", "small_cells.csv",
+    ]  # fmt: skip
+    got = tifffile.imread(tmp_path / "o" / "huge.tif")
+    ref = tifffile.imread(whole / "huge.tif")
+    assert got.shape == ref.shape and got.dtype == np.uint32
+    assert score_instances(ref, got).ap(0.9) == 1.0
+    assert f"({int(got.max())} cells)" in out
 
 
 def _with_postprocess(src: Path, dst: Path, pp: dict) -> Path:
