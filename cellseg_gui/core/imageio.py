@@ -388,7 +388,17 @@ def _mask_dtype(mask: np.ndarray, wanted: np.dtype, *, png: bool) -> np.dtype:
 def write_mask(
     path: str | os.PathLike[str], mask: np.ndarray, *, like: str | os.PathLike[str] | None = None
 ) -> None:
-    """Write a label mask atomically, as .tif or .png (from ``path``'s suffix).
+    """Write a label mask atomically, as .tif or .png (from ``path``'s suffix); see
+    ``encode_mask`` for the dtype."""
+    data = encode_mask(path, mask, like=like)
+    with _atomic_file(Path(path)) as fh:
+        fh.write(data)
+
+
+def encode_mask(
+    path: str | os.PathLike[str], mask: np.ndarray, *, like: str | os.PathLike[str] | None = None
+) -> bytes:
+    """The bytes of a label mask file, .tif or .png (from ``path``'s suffix).
 
     The dtype is the mask's own, or that of ``like`` (the user's original file) so an
     edited uint8 PNG stays a uint8 PNG; labels that do not fit are widened, never wrapped.
@@ -423,14 +433,13 @@ def write_mask(
         wanted = np.dtype(np.uint32 if wanted.kind == "u" else np.int32)
     dtype = _mask_dtype(arr, np.dtype(wanted), png=png)
     out = np.ascontiguousarray(arr.astype(dtype))
-    with _atomic_file(target) as fh:
-        if png:
-            from PIL import Image
+    buf = io.BytesIO()
+    if png:
+        from PIL import Image
 
-            Image.fromarray(out).save(fh, format="PNG")  # uint8 -> "L", uint16 -> "I;16"
-        else:
-            import tifffile
+        Image.fromarray(out).save(buf, format="PNG")  # uint8 -> "L", uint16 -> "I;16"
+    else:
+        import tifffile
 
-            buf = io.BytesIO()  # tifffile wants a named file or a seekable buffer
-            tifffile.imwrite(buf, out, photometric="minisblack", compression="zlib")
-            fh.write(buf.getbuffer())
+        tifffile.imwrite(buf, out, photometric="minisblack", compression="zlib")
+    return buf.getvalue()

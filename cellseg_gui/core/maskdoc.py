@@ -15,13 +15,15 @@ is kept in ``masks/.cellseg-originals/`` so it can be restored.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from cellseg_gui.core.fileio import file_sha256
-from cellseg_gui.core.imageio import atomic_write_bytes, read_mask, write_mask
+from cellseg_gui.core.fileio import bytes_sha256, file_sha256
+from cellseg_gui.core.imageio import atomic_write_bytes, encode_mask, read_mask
 from cellseg_gui.core.masks import detect_mask_mode, instances_to_classes
 
 ORIGINALS_DIR = ".cellseg-originals"
@@ -62,6 +64,15 @@ def restore_original_file(mask_path: str | os.PathLike[str]) -> bool:
     return True
 
 
+def _encoded(path: Path, stored: np.ndarray, like: Path | None) -> bytes:
+    keep_original(path)
+    if like is None:
+        orig = original_path(path)
+        like = orig if orig.is_file() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return encode_mask(path, stored, like=like)
+
+
 def save_mask(
     mask_path: str | os.PathLike[str], stored: np.ndarray, *, like: Path | None = None
 ) -> None:
@@ -70,12 +81,25 @@ def save_mask(
     Safe to call from a worker thread with an array nobody else modifies (a snapshot).
     """
     path = Path(mask_path)
-    keep_original(path)
-    if like is None:
-        orig = original_path(path)
-        like = orig if orig.is_file() else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_mask(path, stored, like=like)
+    atomic_write_bytes(path, _encoded(path, stored, like))
+
+
+@contextlib.contextmanager
+def _save_lock(path: Path) -> Iterator[None]:
+    """An advisory lock on the mask folder around check-and-write, so two cellseg windows
+    (or processes) saving the same mask take turns; a no-op where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the check before the write still stands
+        yield
+        return
+    lock = path.parent / ".cellseg-save.lock"
+    with open(lock, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class MaskConflict(RuntimeError):
@@ -101,10 +125,16 @@ def save_mask_checked(
     """Write the mask only if the file is still the one with hash ``expected`` (None: no
     file); returns the new file's hash. Raises MaskConflict and writes nothing otherwise,
     so a stale copy never replaces someone else's strokes."""
-    if disk_hash(mask_path) != expected:
-        raise MaskConflict(mask_path)
-    save_mask(mask_path, stored)
-    return file_sha256(mask_path)
+    path = Path(mask_path)
+    data = _encoded(path, stored, None)  # the slow part, before taking the lock
+    # Check and write as one step for cellseg: under the lock no other cellseg save can
+    # land between them, and the hash returned is that of the bytes written, never a
+    # re-read that another writer could have changed meanwhile.
+    with _save_lock(path):
+        if disk_hash(path) != expected:
+            raise MaskConflict(path)
+        atomic_write_bytes(path, data)
+    return bytes_sha256(data)
 
 
 class MaskDocument:

@@ -197,8 +197,8 @@ def _unsaveable(monkeypatch) -> None:
     def refuse(path, data):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("cellseg_gui.core.maskdoc.save_mask", refuse)  # saves in the project
-    monkeypatch.setattr("cellseg_gui.app.mask_saving.save_mask", refuse)  # "save elsewhere"
+    # every mask write (the project's saves, the originals' copies, "save elsewhere")
+    monkeypatch.setattr("cellseg_gui.core.maskdoc.atomic_write_bytes", refuse)
 
 
 def _paint(qtbot, window) -> None:
