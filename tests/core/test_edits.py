@@ -7,6 +7,7 @@ import pytest
 from skimage.measure import perimeter
 
 from cellseg_gui.core import edits as E
+from cellseg_gui.core.cleanup import _tiled_labels
 
 
 def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
@@ -197,7 +198,7 @@ def test_whole_mask_smoothing_in_tiles_matches_one_pass() -> None:
     for k, (cy, cx) in enumerate([(100, 100), (1020, 540), (2050, 1000)]):
         m[_disc(m.shape, cy, cx, 60)] = k % 2 + 1
     m[1000:1040:3, 500:560] = 0
-    np.testing.assert_array_equal(E._tiled_labels(m, 2.0, tile=512), E.smooth_labels(m, 2.0))
+    np.testing.assert_array_equal(_tiled_labels(m, 2.0, tile=512), E.smooth_labels(m, 2.0))
 
 
 def test_fill_holes_uses_surrounding_value() -> None:
