@@ -24,13 +24,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
 
 from cellseg_gui.app.mask_saving import MaskSaving
 from cellseg_gui.core import edits as E
+from cellseg_gui.core.edit_session import fill_patch, paint_value, prediction_values
 from cellseg_gui.core.imageio import read_mask
 from cellseg_gui.core.journal import APPLY, REVERT, MaskJournal, journal_path
 from cellseg_gui.core.maskdoc import (
@@ -355,18 +355,6 @@ class Editor(MaskSaving, QObject):
         )
         self.canvas.set_brush_cursor(self.toolbar.brush_size / 2.0 if show else 0)
 
-    def _paint_value(self, doc: MaskDocument, x: float, y: float) -> int:
-        """What the brush paints: the class chosen, or for instance masks the cell the stroke
-        starts in (extend it) or a new cell when it starts on background."""
-        if self.tool == "eraser":
-            return 0
-        if not doc.is_instances:
-            return self.toolbar.current_class
-        under = E.pick(doc.data, x, y)
-        if under:
-            return under
-        return doc.next_instance_id()
-
     @property
     def read_only(self) -> bool:
         return self.project is not None and self.project.read_only
@@ -385,7 +373,7 @@ class Editor(MaskSaving, QObject):
         self._points = [(x, y)]
         tool = self.tool
         if tool in ("brush", "eraser"):
-            value = self._paint_value(doc, x, y)
+            value = paint_value(doc, self.tool, self.toolbar.current_class, x, y)
             if doc.is_instances and value:
                 self.current_instance = value
             only_bg = self.toolbar.only_background.isChecked() and tool == "brush"
@@ -396,7 +384,8 @@ class Editor(MaskSaving, QObject):
             self._stroke_move(x, y)
         elif tool == "fill":
             self._pressed = False
-            self.push(name, self._fill_patch(doc, x, y), "Fill")
+            patch = fill_patch(doc, self.toolbar.current_class, self.current_instance, x, y)
+            self.push(name, patch, "Fill")
         elif tool == "picker":
             self._pressed = False
             self.pick(x, y)
@@ -456,20 +445,6 @@ class Editor(MaskSaving, QObject):
         text = "Erase" if stroke.value == 0 else "Brush"
         self.push(name, stroke.finish(), text, applied=True)
 
-    def _fill_patch(self, doc: MaskDocument, x: float, y: float) -> E.Patch | None:
-        if not doc.is_instances:
-            return E.flood_fill(doc.data, x, y, self.toolbar.current_class)
-        under = E.pick(doc.data, x, y)
-        if under is None:
-            return None
-        if under == 0:  # a hole or gap: give it to the cell around it, else a new cell
-            comp = E.component_at(doc.data, x, y)
-            value = E.touching_value(doc.data, comp) or doc.next_instance_id()
-            return E.fill_region(doc.data, comp, value)
-        if self.current_instance and self.current_instance != under:
-            return E.flood_fill(doc.data, x, y, self.current_instance)  # merge into picked cell
-        return None
-
     def pick(self, x: float, y: float) -> None:
         doc = self.document()
         value = E.pick(doc.data, x, y) if doc is not None else None
@@ -510,33 +485,9 @@ class Editor(MaskSaving, QObject):
         doc = self.document(name, create=True)
         if doc is None:
             return False
-        values = self._prediction_values(doc, pred, region)
+        values = prediction_values(doc, pred.labels, pred.cells, region)
         text = "Accept prediction" + (" (region)" if region is not None else "")
         return self.push(name, E.accept_prediction(doc.data, values, region), text)
-
-    def _prediction_values(self, doc: MaskDocument, shown, region: E.Region | None) -> np.ndarray:
-        """The prediction in the document's values: class ids, or for instance masks the
-        predicted cells (the model's own post-processing, as shown and as the CLI writes
-        them), numbered after the ids already in the mask so none collide."""
-        pred = np.asarray(shown.labels)
-        if doc.mode == "binary":
-            return (pred != 0).astype(doc.data.dtype)
-        if not doc.is_instances:
-            return pred.astype(doc.data.dtype)
-        if shown.cells is not None:
-            inst = np.array(shown.cells, dtype=np.int32)
-        else:
-            from cellseg_gui.core.masks import classes_to_instances
-
-            inst = classes_to_instances(pred).astype(np.int32)
-        if region is not None:  # cells cut by the region edge keep only their inside part
-            y0, x0, y1, x1 = region.bbox
-            keep = np.zeros(inst.shape, bool)
-            keep[y0:y1, x0:x1] = region.inside
-            inst[~keep] = 0
-        fg = inst != 0
-        inst[fg] += doc.next_instance_id() - 1
-        return inst
 
     def new_mask(self) -> bool:
         """Start an empty mask (an image without one), or clear the existing one."""
