@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,78 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(ckpt, dict) or not {"cfg", "model", "split"} <= set(ckpt):
         raise ValueError(f"{path}: not a cellseg training checkpoint")
     return ckpt
+
+
+@dataclass
+class BestSoFar:
+    """The best epoch of a run so far (by validation foreground Jaccard): its score, its
+    weights and its per-image figures; what a resumed run must carry on from."""
+
+    score: float = -1.0
+    epoch: int = -1
+    state: dict[str, torch.Tensor] | None = None
+    per_image: dict[str, float] = field(default_factory=dict)
+    ap50: float | None = None
+    per_image_ap: dict[str, float] = field(default_factory=dict)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "best_score": self.score,
+            "best_epoch": self.epoch,
+            "best_state": self.state,
+            "best_per_image": self.per_image,
+            "best_ap50": self.ap50,
+            "best_per_image_ap": self.per_image_ap,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> BestSoFar:
+        return cls(
+            score=float(ckpt["best_score"]),
+            epoch=int(ckpt["best_epoch"]),
+            state=ckpt.get("best_state"),
+            per_image=ckpt.get("best_per_image", {}),
+            ap50=ckpt.get("best_ap50"),
+            per_image_ap=ckpt.get("best_per_image_ap", {}),
+        )
+
+
+@dataclass
+class Resumable:
+    """The live objects whose state a checkpoint holds besides the numbers: the weights,
+    the optimiser (and fp16 scaler) and every random generator of the run."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler
+    gen: torch.Generator  # crop sampler
+    augmenter: Any  # core.augment.Augmenter
+    np_rng: np.random.Generator
+
+    def save(self, path: Path, **numbers: Any) -> None:
+        """Write a checkpoint atomically: these objects' state and ``numbers`` (cfg, epoch,
+        global_step, elapsed, history, the BestSoFar fields, bad_epochs, split, ...)."""
+        payload = {
+            "model": _state_cpu(self.model),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            **numbers,
+            "rng": {
+                "sampler": self.gen.get_state(),
+                "augment": self.augmenter.state_dict(),
+                "torch": torch.get_rng_state(),
+                "numpy": self.np_rng.bit_generator.state,
+            },
+        }
+        _atomic_torch_save(_plain(payload), Path(path))
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Put a loaded checkpoint's state back into these objects."""
+        _unwrap(self.model).load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.gen.set_state(ckpt["rng"]["sampler"])
+        self.augmenter.load_state_dict(ckpt["rng"]["augment"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.np_rng.bit_generator.state = ckpt["rng"]["numpy"]

@@ -24,6 +24,8 @@ from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.augment import Augmenter
 from cellseg_gui.core.bundle import architecture, load_bundle, make_meta, save_bundle
 from cellseg_gui.core.checkpoint import (  # noqa: F401
+    BestSoFar,
+    Resumable,
     _atomic_torch_save,
     _plain,
     _state_cpu,
@@ -31,6 +33,7 @@ from cellseg_gui.core.checkpoint import (  # noqa: F401
     load_checkpoint,
 )
 from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.epoch import EpochContext, run_epoch
 from cellseg_gui.core.evaluation import (  # noqa: F401
     WHOLE_FORWARD_MAX_PIXELS,
     EvalResult,
@@ -43,7 +46,6 @@ from cellseg_gui.core.evaluation import (  # noqa: F401
 from cellseg_gui.core.events import (
     CANCELLED,
     DIVERGED,
-    DIVERGED_HINT,
     DONE,
     EARLY_STOP,
     FAILED,
@@ -53,18 +55,13 @@ from cellseg_gui.core.events import (
     Message,
     SampleLosses,
     Started,
-    StepEnded,
     is_out_of_memory,
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.memory import check_training_memory
-from cellseg_gui.core.metrics import jaccard_from_confusion
 from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
 from cellseg_gui.core.postprocess import PostProcess, default_postprocess
 from cellseg_gui.core.precision import autocast_context, resolve_precision, setup_device  # noqa: F401
-from cellseg_gui.core.predict import (
-    class_argmax,
-)
 from cellseg_gui.core.sampling import (  # noqa: F401
     THIN_SHARE,
     CropSampler,
@@ -304,33 +301,20 @@ def _fit(
     max_epochs = int(cfg.epochs) if cfg.epochs else (10**6 if time_limit else 1)
     total_steps = None if time_limit and not cfg.epochs else max_epochs * spe
     history = _empty_history()
-    best_score, best_epoch, best_state = -1.0, -1, None
-    best_per_image: dict[str, float] = {}
-    best_ap50: float | None = None
-    best_per_image_ap: dict[str, float] = {}
+    best = BestSoFar()
     postprocess: PostProcess | None = None  # chosen on the validation images at the end
     start_epoch, global_step, elapsed_before = 0, 0, 0.0
     resumed_bad_epochs = None
     np_rng = np.random.default_rng(cfg.seed + rank)
+    live = Resumable(model, opt, scaler, gen, augmenter, np_rng)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        live.restore(ckpt)
         history = ckpt["history"]
         history.setdefault("val_ap50", [None] * len(history.get("epoch", [])))
         start_epoch = int(ckpt["epoch"]) + 1
         global_step = int(ckpt["global_step"])
         elapsed_before = float(ckpt.get("elapsed", 0.0))
-        best_score, best_epoch = float(ckpt["best_score"]), int(ckpt["best_epoch"])
-        best_state = ckpt.get("best_state")
-        best_per_image = ckpt.get("best_per_image", {})
-        best_ap50 = ckpt.get("best_ap50")
-        best_per_image_ap = ckpt.get("best_per_image_ap", {})
-        gen.set_state(ckpt["rng"]["sampler"])
-        augmenter.load_state_dict(ckpt["rng"]["augment"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np_rng.bit_generator.state = ckpt["rng"]["numpy"]
+        best = BestSoFar.from_checkpoint(ckpt)
         lr_finder = lr_finder or ckpt.get("lr_finder")
         resumed_bad_epochs = ckpt.get("bad_epochs")
     record_base = {
@@ -378,141 +362,37 @@ def _fit(
         if chosen:
             yield Message(chosen)
     t0 = time.perf_counter()
-    accel = device.type != "cpu"
     reason, message, hint = DONE, "", ""
     bad_epochs = 0
-
-    def progress(elapsed: float) -> float:
-        """Fraction of the run done: steps or time, whichever is further."""
-        return max(
-            global_step / total_steps if total_steps else 0.0,
-            elapsed / time_limit if time_limit else 0.0,
-        )
-
+    loop = EpochContext(
+        cfg=cfg, model=model, train_model=train_model, opt=opt, scaler=scaler, sched=sched,
+        sampler=sampler, augmenter=augmenter, gen=gen, weights=weights, device=device,
+        precision=precision, n_classes=n_classes, n_train=len(train_s), steps_per_epoch=spe,
+        world=world, is_main=is_main, cancel=cancel, time_limit=time_limit,
+        total_steps=total_steps, clock=lambda: elapsed_before + time.perf_counter() - t0,
+    )  # fmt: skip
     if resumed_bad_epochs is not None:  # as counted when the checkpoint was written
         bad_epochs = int(resumed_bad_epochs)
     elif (  # a checkpoint from before the count was saved
-        best_epoch >= 0
+        best.epoch >= 0
         and history["val_fg_jaccard"]
-        and progress(elapsed_before) >= sched.patience_from()
+        and loop.progress(elapsed_before, global_step) >= sched.patience_from()
     ):
-        bad_epochs = len(history["epoch"]) - 1 - history["epoch"].index(best_epoch)
+        bad_epochs = len(history["epoch"]) - 1 - history["epoch"].index(best.epoch)
     epoch = start_epoch - 1
-    stop = False
-    n_train = len(train_s)
     for epoch in range(start_epoch, max_epochs):
         te = time.perf_counter()
-        # every image appears; the rest of the slots are a fresh random mix
-        need = spe * cfg.batch_size
-        order: list[int] = []
-        while len(order) < need:
-            order.extend(torch.randperm(n_train, generator=gen).tolist())
-        order = order[:need]
-        cm = torch.zeros(n_classes * n_classes, dtype=torch.long, device=device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        img_loss = np.zeros(n_train)
-        img_count = np.zeros(n_train)
-        worst: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
-        pending: list = []  # accelerators: read back step i's numbers at step i + 1
-
-        def flush(pending_item, img_loss=img_loss, img_count=img_count, worst=worst) -> float:
-            loss_t, per_crop_t, boxes, s_idx, e_idx, lr_now = pending_item
-            lv = float(loss_t)
-            pc = per_crop_t.float().cpu().numpy()
-            for (i, y0, x0), v in zip(boxes, pc, strict=True):
-                img_loss[i] += v
-                img_count[i] += 1
-                if v > worst.get(i, (-1.0, None))[0]:
-                    worst[i] = (float(v), (y0, x0, cfg.crop, cfg.crop))
-            return lv
-
-        for step in range(spe):
-            # one collective: any rank cancelled, and the clock that has run furthest
-            cancelled, elapsed = dist.max_values(
-                [
-                    cancel is not None and cancel.cancelled,
-                    elapsed_before + time.perf_counter() - t0,
-                ],
-                world,
-            )
-            if cancelled:
-                reason, stop = CANCELLED, True
-                break
-            if time_limit is not None and elapsed >= time_limit:
-                stop = True
-                message = f"time limit of {cfg.minutes:g} minutes reached"
-                break
-            lr = sched.lr(progress(elapsed), epoch + step / spe)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x, y, boxes = sampler.batch(idx)
-            if augmenter.enabled:
-                x, y = augmenter(x, y)
-            y, pixel_w, dist_t = sampler.decode(y, cfg.separation_weight)
-            with autocast_context(device, precision):
-                logits = train_model(x)
-            loss, per_crop = segmentation_loss(
-                logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w,
-                distance=dist_t,
-            )  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            if precision == "fp16":
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                pred = class_argmax(logits.detach()[:, :n_classes], 1)
-                cm += torch.bincount(
-                    (y * n_classes + pred).flatten(), minlength=n_classes * n_classes
-                )
-                loss_sum += loss.detach()
-            pending.append((loss.detach(), per_crop, boxes, step, epoch, lr))
-            if accel and len(pending) < 2 and step < spe - 1:
-                global_step += 1
-                continue
-            item = pending.pop(0)
-            lv = flush(item)
-            bad = not math.isfinite(lv)
-            if dist.any_flag(bad, world):
-                reason, stop = DIVERGED, True
-                hint = DIVERGED_HINT
-                message = f"loss became {lv} at epoch {item[4] + 1}, step {item[3] + 1}"
-                break
-            now = elapsed_before + time.perf_counter() - t0
-            done = global_step + 1
-            eta = None
-            if total_steps:
-                eta = now / done * (total_steps - done) if done else None
-            if time_limit:
-                eta = max(0.0, time_limit - now) if eta is None else min(eta, time_limit - now)
-            global_step += 1
-            if is_main:
-                yield StepEnded(
-                    epoch=item[4], step=item[3], global_step=done - 1 - len(pending),
-                    loss=lv, lr=item[5], seconds=now, eta_seconds=eta,
-                )  # fmt: skip
-        for item in pending:  # drain (accelerators)
-            lv = flush(item)
-            if not math.isfinite(lv) and reason != CANCELLED:
-                reason, stop, hint = DIVERGED, True, DIVERGED_HINT
-                message = f"loss became {lv} at epoch {item[4] + 1}"
-        # a rank's drained loss may be the only bad one: every rank must stop with it
-        if dist.any_flag(reason == DIVERGED, world) and reason != DIVERGED:
-            reason, stop, hint = DIVERGED, True, DIVERGED_HINT
-            message = f"the loss diverged on another process at epoch {epoch + 1}"
-        steps_done = int(img_count.sum() // max(1, cfg.batch_size))
-        if reason in (CANCELLED, DIVERGED) or steps_done == 0:
+        er = yield from run_epoch(loop, epoch, global_step)
+        global_step = er.global_step
+        stop = er.stop
+        if er.reason != DONE:
+            reason = er.reason
+        if er.message:
+            message, hint = er.message, er.hint or hint
+        if reason in (CANCELLED, DIVERGED) or er.steps_done == 0:
             break
-        # ---- end of epoch: train stats, validation, bookkeeping
-        dist.sync_buffers(_unwrap(model), world)
-        cm_np = dist.all_reduce_sum(cm, world).cpu().numpy().reshape(n_classes, n_classes)
-        train_loss = float(dist.all_reduce_sum(loss_sum, world)) / max(1, steps_done * world)
-        train_pc = [float(v) for v in jaccard_from_confusion(cm_np)]
-        train_fg = _fg_from_confusion(cm_np)
+        # ---- end of epoch: validation, bookkeeping
+        train_loss, train_pc, train_fg = er.train_loss, er.train_per_class, er.train_fg
         tv = time.perf_counter()
         ev = _distributed_evaluate(
             model, val_s, n_classes, device, precision, cfg, weights, world, rank
@@ -520,14 +400,14 @@ def _fit(
         val_secs = time.perf_counter() - tv
         (epoch_elapsed,) = dist.max_values([elapsed_before + time.perf_counter() - t0], world)
         val_fg = ev.fg_jaccard
-        is_best = val_fg > best_score
+        is_best = val_fg > best.score
         if is_best:
-            best_score, best_epoch = val_fg, epoch
-            best_state = _state_cpu(model)
-            best_per_image = dict(ev.per_image)
-            best_ap50, best_per_image_ap = ev.ap50, dict(ev.per_image_ap50)
+            best.score, best.epoch = val_fg, epoch
+            best.state = _state_cpu(model)
+            best.per_image = dict(ev.per_image)
+            best.ap50, best.per_image_ap = ev.ap50, dict(ev.per_image_ap50)
             bad_epochs = 0
-        elif progress(epoch_elapsed) >= sched.patience_from():
+        elif loop.progress(epoch_elapsed, global_step) >= sched.patience_from():
             bad_epochs += 1
         secs = time.perf_counter() - te
         history["epoch"].append(epoch)
@@ -554,54 +434,25 @@ def _fit(
                 val_fg_jaccard=val_fg, seconds=secs, lr=history["lr"][-1], is_best=is_best,
                 eta_seconds=eta, val_ap50=ev.ap50, val_seconds=val_secs,
             )  # fmt: skip
-            losses = {
-                train_s[i].name: float(img_loss[i] / img_count[i])
-                for i in range(n_train)
-                if img_count[i]
-            }
-            regions = {train_s[i].name: worst[i][1] for i in worst}
+            losses = er.losses([t.name for t in train_s])
+            regions = {train_s[i].name: er.worst[i][1] for i in er.worst}
             yield SampleLosses(epoch=epoch, losses=losses, regions=regions)
         if is_best:
             write_bundle(
-                best_state,
-                {"val_fg_jaccard": best_score, "val_ap50": best_ap50, "best_epoch": best_epoch},
+                best.state,
+                {"val_fg_jaccard": best.score, "val_ap50": best.ap50, "best_epoch": best.epoch},
                 {
-                    "best_epoch": best_epoch,
-                    "per_image_val_jaccard": best_per_image,
-                    "per_image_val_ap50": best_per_image_ap,
+                    "best_epoch": best.epoch,
+                    "per_image_val_jaccard": best.per_image,
+                    "per_image_val_ap50": best.per_image_ap,
                 },
             )
         if checkpoint_path is not None and is_main:
-            _atomic_torch_save(
-                _plain(
-                    {
-                        "cfg": cfg.to_dict(),
-                        "model": _state_cpu(model),
-                        "optimizer": opt.state_dict(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                        "epoch": epoch,
-                        "global_step": global_step,
-                        "elapsed": now,
-                        "history": history,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "best_state": best_state,
-                        "best_per_image": best_per_image,
-                        "best_ap50": best_ap50,
-                        "best_per_image_ap": best_per_image_ap,
-                        "bad_epochs": bad_epochs,
-                        "split": {"train": train_names, "val": val_list},
-                        "lr_finder": lr_finder,
-                        "rng": {
-                            "sampler": gen.get_state(),
-                            "augment": augmenter.state_dict(),
-                            "torch": torch.get_rng_state(),
-                            "numpy": np_rng.bit_generator.state,
-                        },
-                    }
-                ),
-                Path(checkpoint_path),
-            )
+            live.save(
+                Path(checkpoint_path), cfg=cfg.to_dict(), epoch=epoch, global_step=global_step,
+                elapsed=now, history=history, **best.to_checkpoint(), bad_epochs=bad_epochs,
+                split={"train": train_names, "val": val_list}, lr_finder=lr_finder,
+            )  # fmt: skip
         if stop:
             break
         if cfg.patience and bad_epochs >= cfg.patience:
@@ -612,13 +463,13 @@ def _fit(
             message = f"time limit of {cfg.minutes:g} minutes reached"
             break
     # ---- finish: best weights, guard-rail, final bundle
-    if best_state is None and reason == CANCELLED:
-        best_state = _state_cpu(model)  # stopped before any validation: keep what we have
+    if best.state is None and reason == CANCELLED:
+        best.state = _state_cpu(model)  # stopped before any validation: keep what we have
         message = "stopped before the first validation; saved the current (unvalidated) model"
     guard = None
-    if init_model is not None and best_state is not None and reason != DIVERGED:
+    if init_model is not None and best.state is not None and reason != DIVERGED:
         guard = _guard_rail(
-            init_model, best_state, cfg, val_s, n_classes, device, precision, weights, world, rank
+            init_model, best.state, cfg, val_s, n_classes, device, precision, weights, world, rank
         )
         if guard["new_is_worse"]:
             message = (message + " " if message else "") + guard["text"]
@@ -626,24 +477,24 @@ def _fit(
         message = "stopped by the user; kept the best model so far"
     # A stopped run ends at once (Stop must answer within seconds): its bundle keeps the
     # default post-processing, and says so.
-    if best_state is not None and is_main and reason not in (DIVERGED, CANCELLED):
+    if best.state is not None and is_main and reason not in (DIVERGED, CANCELLED):
         if cfg.tune_postprocess:
             postprocess, tuned_ap = _tune_postprocess(
-                best_state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
+                best.state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
             )
             if postprocess is not None:
                 # what users get: AP with the chosen settings (per-epoch figures use the
                 # defaults, a trend; these are chosen on the same images, so optimistic)
-                best_ap50, best_per_image_ap = postprocess.val_ap50, tuned_ap
+                best.ap50, best.per_image_ap = postprocess.val_ap50, tuned_ap
     result = {
-        "best_val_fg_jaccard": best_score if best_epoch >= 0 else None,
-        "best_epoch": best_epoch if best_epoch >= 0 else None,
+        "best_val_fg_jaccard": best.score if best.epoch >= 0 else None,
+        "best_epoch": best.epoch if best.epoch >= 0 else None,
         "history": history,
         "split": {"train": list(train_names), "val": list(val_list)},
         "guard_rail": guard,
-        "per_image_val_jaccard": best_per_image,
-        "best_val_ap50": best_ap50,
-        "per_image_val_ap50": best_per_image_ap,
+        "per_image_val_jaccard": best.per_image,
+        "best_val_ap50": best.ap50,
+        "per_image_val_ap50": best.per_image_ap,
         "postprocess": postprocess.to_dict() if postprocess else None,
         "precision": precision,
         "device": str(device),
@@ -651,18 +502,18 @@ def _fit(
         "seconds": elapsed_before + time.perf_counter() - t0,
     }
     bundle = None
-    if best_state is not None:
+    if best.state is not None:
         bundle = write_bundle(
-            best_state,
+            best.state,
             {
                 "val_fg_jaccard": result["best_val_fg_jaccard"],
-                "val_ap50": best_ap50,
+                "val_ap50": best.ap50,
                 "best_epoch": result["best_epoch"],
             },
             {
                 "best_epoch": result["best_epoch"],
-                "per_image_val_jaccard": best_per_image,
-                "per_image_val_ap50": best_per_image_ap,
+                "per_image_val_jaccard": best.per_image,
+                "per_image_val_ap50": best.per_image_ap,
                 "guard_rail": guard,
                 "finished": reason,
             },
