@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import shiboken6
@@ -38,7 +37,7 @@ from cellseg_gui.core.maskdoc import (
     has_original,
     original_path,
 )
-from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
+from cellseg_gui.core.workspace import ShownPrediction, Workspace
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
 
 if TYPE_CHECKING:
@@ -87,6 +86,7 @@ class Editor(MaskSaving, QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
+        self.workspace: Workspace = window.workspace  # the project, current image, predictions
         self.ask_unsaved = self._ask_unsaved  # "elsewhere" | "discard" | "cancel"; tests replace
         self.choose_folder = self._choose_folder
         self.canvas = window.canvas
@@ -191,79 +191,21 @@ class Editor(MaskSaving, QObject):
     # ------------------------------------------------------------------ project access
     @property
     def project(self) -> Project | None:
-        return self.window.project
+        return self.workspace.project
 
     @property
     def current(self) -> str | None:
-        return self.window.current_name
-
-    def _mask_mode(self) -> str:
-        mode = self.project.mask_mode if self.project is not None else "auto"
-        return mode if mode in ("binary", "classes", "instances") else "auto"
-
-    def _boundary_width(self) -> int:
-        return self.project.boundary_width if self.project is not None else 2
-
-    def _mask_path(self, name: str) -> Path | None:
-        """The mask file of ``name``, or None when the image has none yet."""
-        return self.project.mask_path(name) if self.project is not None else None
-
-    def _new_mask_path(self, name: str) -> Path:
-        """Where a new mask goes: beside the project's other masks, named and typed like them
-        (``masks/NAME.tif``, or ``NAME_mask.png`` in a flat folder), else ``masks/NAME.tif``."""
-        p = self.project
-        assert p is not None
-        for pair in p.pairs.values():
-            mp = pair.mask_path
-            if mp is None:
-                continue
-            suffix = mp.suffix.lower() if mp.suffix.lower() in (".tif", ".tiff", ".png") else ".tif"
-            tail = mp.stem[len(pair.name) :] if mp.stem.startswith(pair.name) else ""
-            return mp.parent / f"{name}{tail}{suffix}"
-        return p.folder / "masks" / f"{name}.tif"
-
-    def _register_mask(self, name: str, path: Path) -> None:
-        """Tell the project that ``name`` has a mask now, so training and the list see it."""
-        pair = self.project.pairs.get(name) if self.project is not None else None
-        if pair is not None and pair.mask_path is None:
-            pair.mask_path = path
+        return self.workspace.current
 
     def _image_shape(self, name: str) -> tuple[int, int] | None:
         """Height and width of ``name``: from the image shown, else the file's header."""
         if name == self.current and self.canvas.raw is not None:
             return self.canvas.raw.shape[:2]
-        path = self._image_path(name)
-        if path is not None:
-            from cellseg_gui.core.imageio import image_info
+        return self.workspace.image_shape(name)
 
-            shape = image_info(path)["shape"]
-            return tuple(shape[:2])  # type: ignore[return-value]
-        return None
-
-    def _image_path(self, name: str) -> Path | None:
-        p = self.project
-        return p.image_path(name) if p is not None and name in p.pairs else None
-
-    def _prediction(self, name: str):
-        """The window's latest prediction of ``name`` (class map and cells), or None."""
-        return self.window.prediction(name)
-
-    def _classes(self) -> list[tuple[str, tuple[int, ...]]]:
-        classes = self.project.classes if self.project is not None else []
-        out = [
-            (str(c.get("name", i)), tuple(c.get("color", DEFAULT_PALETTE[i % 9])))
-            for i, c in enumerate(classes)
-            if isinstance(c, dict)
-        ]
-        if not out:
-            if self._mask_mode() == "instances":
-                out = [("background", DEFAULT_PALETTE[0]), ("cell", DEFAULT_PALETTE[1])]
-            else:
-                out = [
-                    (("background" if i == 0 else f"class {i}"), DEFAULT_PALETTE[i])
-                    for i in range(3)
-                ]
-        return out
+    def _prediction(self, name: str) -> ShownPrediction | None:
+        """The latest prediction of ``name`` (class map and cells), or None."""
+        return self.workspace.prediction(name)
 
     # ------------------------------------------------------------------ documents
     def document(self, name: str | None = None, *, create: bool = False) -> MaskDocument | None:
@@ -278,26 +220,26 @@ class Editor(MaskSaving, QObject):
         doc = self.docs.get(name)
         if doc is not None:
             return doc
-        path = self._mask_path(name)
-        if path is None and journal_path(self._new_mask_path(name)).is_file():
+        path = self.workspace.mask_path(name)
+        if path is None and journal_path(self.workspace.new_mask_path(name)).is_file():
             create = True  # a new mask that a crash took before its first save
         if path is not None and path.exists():
-            doc = MaskDocument.load(path, self._mask_mode(), self._boundary_width())
+            doc = MaskDocument.load(path, self.workspace.mask_mode, self.workspace.boundary_width)
         elif create:
             shape = self._image_shape(name)
             if shape is None or self.project is None:
                 return None
-            mode = self._mask_mode()
+            mode = self.workspace.mask_mode
             doc = MaskDocument.empty(
-                path or self._new_mask_path(name),
+                path or self.workspace.new_mask_path(name),
                 shape,
                 "classes" if mode in ("auto", "binary") else mode,
-                self._boundary_width(),
+                self.workspace.boundary_width,
             )
         else:
             return None
         self.docs[name] = doc
-        self._register_mask(name, doc.path)
+        self.workspace.register_mask(name, doc.path)
         self.stack(name)
         self._start_journal(name, doc)
         self._show_doc(name)
@@ -494,7 +436,9 @@ class Editor(MaskSaving, QObject):
         name = self.current
         if name is None or self.project is None:
             return False
-        if name in self.docs or (self._mask_path(name) and self._mask_path(name).exists()):
+        if name in self.docs or (
+            self.workspace.mask_path(name) and self.workspace.mask_path(name).exists()
+        ):
             return self.clear()
         doc = self.document(name, create=True)
         if doc is None:
@@ -526,7 +470,7 @@ class Editor(MaskSaving, QObject):
         self.shutdown_docs()
         self.recovered.clear()
         if project is not None:
-            self.toolbar.set_classes(self._classes())
+            self.toolbar.set_classes(self.workspace.paint_classes())
             self._restore_crashed()
 
     def shutdown_docs(self) -> None:
@@ -557,7 +501,7 @@ class Editor(MaskSaving, QObject):
         path = (
             doc.path
             if doc is not None
-            else (self._mask_path(self.current) if self.current else None)
+            else (self.workspace.mask_path(self.current) if self.current else None)
         )
         self.toolbar.restore.setEnabled(bool(path) and has_original(path))
 

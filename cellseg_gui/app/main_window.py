@@ -14,7 +14,6 @@ the canvas, actions, editing and training docks and restores the saved layout. W
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
 from cellseg_gui.core.project import Project, ProjectError, open_project
+from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
 from cellseg_gui.widgets.image_list import Entry, ImageList
 from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
@@ -44,19 +44,6 @@ from cellseg_gui.widgets.overlay_controls import OverlayControls
 log = logging.getLogger(__name__)
 MENUS = ("File", "Edit", "View", "Train", "Help")
 LAYOUT_VERSION = 2  # 2: the training settings got a dock of their own
-
-
-@dataclass(frozen=True)
-class ShownPrediction:
-    """What the window holds of one image's latest prediction."""
-
-    labels: np.ndarray  # uint8 class map
-    probability: np.ndarray | None  # float16 probability of the chosen class
-    cells: np.ndarray | None  # int32 cell ids from the model's post-processing
-
-    @property
-    def n_cells(self) -> int:
-        return 0 if self.cells is None else int(self.cells.max(initial=0))
 
 
 class MainWindow(WindowActions, QMainWindow):
@@ -69,9 +56,10 @@ class MainWindow(WindowActions, QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
         self.resize(1400, 900)
-        self.project: Project | None = None
-        self.current_name: str | None = None
-        self.predictions: dict[str, ShownPrediction] = {}
+        # the open project, the image looked at and the latest predictions (core, no Qt);
+        # the list and the canvas redraw from its announcements
+        self.workspace = Workspace()
+        self.workspace.subscribe(self._on_workspace_change)
         self.project_notice: QMessageBox | None = None  # what was wrong with the project file
         self.project_lock = ProjectLock()
         # shown for as long as the project is read-only here (hover text replaces messages)
@@ -176,10 +164,8 @@ class MainWindow(WindowActions, QMainWindow):
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
         project.read_only = not self.project_lock.acquire(project.folder)
-        self.project = project
-        self.predictions.clear()
+        self.workspace.open(project)
         self._gt.clear()
-        self.current_name = None
         self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
         self._update_legend()
         entries = [
@@ -234,13 +220,13 @@ class MainWindow(WindowActions, QMainWindow):
             self.statusBar().showMessage(str(exc), 8000)
             self.image_list.select(name)
             return False
-        self.current_name = name
+        self.workspace.set_current(name)
         self.canvas.set_image(raw)
         gt = self._gt.get(name)
         if gt is None and self.project.mask_path(name) is not None:
             gt = self._read_gt(name, raw.shape[:2])
         self.canvas.set_gt(gt)
-        pred = self.predictions.get(name)
+        pred = self.workspace.prediction(name)
         if pred is None:
             self.canvas.set_prediction(None, None)
         else:
@@ -251,29 +237,44 @@ class MainWindow(WindowActions, QMainWindow):
         self._say_cells(name)
         return True
 
+    # ------------------------------------------------------------------ the workspace
+    @property
+    def project(self) -> Project | None:
+        return self.workspace.project
+
+    @property
+    def current_name(self) -> str | None:
+        return self.workspace.current
+
+    @property
+    def predictions(self) -> dict[str, ShownPrediction]:
+        return self.workspace.predictions
+
     def prediction(self, name: str) -> ShownPrediction | None:
-        return self.predictions.get(name)
+        return self.workspace.prediction(name)
 
     def set_prediction(self, name: str, labels, probability=None, cells=None) -> None:
         """The latest prediction of ``name``: class map, probability of the chosen class
         and, from the model's own post-processing, its cells (int32 ids)."""
-        if labels is None:
-            self.predictions.pop(name, None)
-        else:
-            self.predictions[name] = ShownPrediction(
-                np.asarray(labels, np.uint8),
-                probability,
-                None if cells is None else np.asarray(cells, np.int32),
-            )
-        n_cells = None if cells is None else int(np.asarray(cells).max(initial=0))
-        self.image_list.model_.update(name, has_pred=labels is not None, n_cells=n_cells)
+        self.workspace.set_prediction(name, labels, probability, cells)
+
+    def _on_workspace_change(self, change: Change) -> None:
+        if change.kind != "prediction" or change.name is None:
+            return
+        name = change.name
+        pred = self.workspace.prediction(name)
+        n_cells = None if pred is None or pred.cells is None else pred.n_cells
+        self.image_list.model_.update(name, has_pred=pred is not None, n_cells=n_cells)
         if name == self.current_name:
-            self.canvas.set_prediction(labels, probability, cells)
+            if pred is None:
+                self.canvas.set_prediction(None, None)
+            else:
+                self.canvas.set_prediction(pred.labels, pred.probability, pred.cells)
             self._update_legend()
             self._say_cells(name)
 
     def _say_cells(self, name: str) -> None:
-        pred = self.predictions.get(name)
+        pred = self.workspace.prediction(name)
         if pred is not None and pred.cells is not None:
             self.statusBar().showMessage(f"{name}: {pred.n_cells} cells predicted")
 

@@ -29,6 +29,8 @@ from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 if TYPE_CHECKING:
     from PySide6.QtGui import QUndoStack
 
+    from cellseg_gui.core.workspace import Workspace
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,7 @@ class MaskSaving:
     docs: dict[str, MaskDocument]
     stacks: dict[str, QUndoStack]
     journals: dict[str, MaskJournal]
+    workspace: Workspace
 
     # ------------------------------------------------------------------ closing
     def unsaved(self) -> list[str]:
@@ -213,7 +216,7 @@ class MaskSaving:
         if self.project is None or self.read_only or not self.window.holds_project_lock:
             return
         for name, pair in self.project.pairs.items():
-            where = pair.mask_path or self._new_mask_path(name)
+            where = pair.mask_path or self.workspace.new_mask_path(name)
             if journal_path(where).is_file():
                 self.document(name, create=pair.mask_path is None)
 

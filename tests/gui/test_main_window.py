@@ -421,3 +421,25 @@ def test_with_no_project_the_legend_names_no_classes(window, sample):
     window.overlays.checks["diff"].setChecked(True)
     names = [n for n, _ in window.legend.entries]
     assert "extra (false positive)" in names and "missed (false negative)" in names
+
+
+def test_the_list_and_canvas_redraw_from_the_workspace(qtbot, window, sample):
+    """A prediction set on the Qt-free Workspace (as a training run or Predict all sets
+    it) reaches the list and the canvas without anyone pushing into the widgets; one set
+    for another image changes only that image's row; opening a project forgets them."""
+    assert window.open_project(sample)
+    names = window.project.names
+    current, other = window.current_name, next(n for n in names if n != window.current_name)
+    shape = window.canvas.gt.shape
+    cells = np.zeros(shape, np.int32)
+    cells[5:25, 5:25], cells[40:60, 40:60] = 1, 2
+    window.workspace.set_prediction(current, (cells > 0).astype(np.uint8), None, cells)
+    entry = {e.name: e for e in window.image_list.model_.entries}
+    assert entry[current].n_cells == 2 and entry[current].has_pred
+    assert window.canvas.cells is not None and int(window.canvas.cells.max()) == 2
+    assert "2 cells predicted" in window.statusBar().currentMessage()
+    window.workspace.set_prediction(other, np.zeros(shape, np.uint8), None, np.zeros(shape))
+    assert entry[other].n_cells == 0 and int(window.canvas.cells.max()) == 2
+    window.workspace.set_prediction(current, None)
+    assert window.canvas.pred is None and not entry[current].has_pred
+    assert window.open_project(sample) and window.predictions == {}

@@ -69,7 +69,8 @@ def test_train_predict_all_and_find_lr_with_the_real_engine(win, qtbot):
     first_val = list(ev.result["split"]["val"])
     assert first_val
 
-    win.predictions.clear()
+    win.workspace.clear_predictions()
+    assert win.predictions == {}
     with qtbot.waitSignal(t.jobFinished, timeout=60000):
         t.panel.predict_action.trigger()
     assert list(win.predictions) == ["cell0"]
