@@ -12,15 +12,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _T0 = time.time()
 
 # --run ACTION: the training controller's method, and the dock that shows the result.
-RUN_ACTIONS = {
-    "lr-find": ("find_lr", "LR finder"),
-    "predict-all": ("predict_all", "Gallery"),
-    "train": ("train", "Plots"),
+# --run NAME: what it starts on the training controller, and the dock it raises
+RUN_ACTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "lr-find": (lambda ctrl: ctrl.find_lr(), "LR finder"),
+    "predict-all": (lambda ctrl: ctrl.predict_all(), "Gallery"),
+    "train": (lambda ctrl: ctrl.train(), "Plots"),
 }
 
 
@@ -121,19 +124,19 @@ def main(argv: list[str] | None = None) -> int:
             finish(1)
 
     def run_action() -> None:
-        method, dock_title = RUN_ACTIONS[args.run]
-        ctrl = getattr(win, "training", None)
+        start, dock_title = RUN_ACTIONS[args.run]
+        ctrl = win.training
         if ctrl is None or win.project is None:
             fail(f"--run {args.run}: no project is open")
             return
         if args.run == "predict-all" and not ctrl.active_model:
-            folder = getattr(win.project, "folder", "the project")
+            folder = win.project.folder
             fail(
                 f"--run predict-all needs a model, and {folder} has none yet: "
                 "train one first (--run train) or load one in the Models dock"
             )
             return
-        worker = getattr(ctrl, method)()
+        worker = start(ctrl)
         if worker is None:
             fail(f"--run {args.run} could not start (another job may be running)")
             return

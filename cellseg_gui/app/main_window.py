@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QByteArray, Qt, Signal
@@ -31,6 +32,10 @@ from PySide6.QtWidgets import (
 )  # fmt: skip
 
 from cellseg_gui.app import settings as S
+
+if TYPE_CHECKING:
+    from cellseg_gui.app.editing import Editor
+    from cellseg_gui.app.training import TrainingController
 from cellseg_gui.app.project_notices import ProjectLock, locked_notice, problems_notice
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
@@ -73,6 +78,9 @@ class MainWindow(WindowActions, QMainWindow):
         self.docks: dict[str, QDockWidget] = {}
 
         self.canvas = None  # ImageCanvas, made by finish_setup (it imports pyqtgraph)
+        # the controllers, installed by finish_setup (app.editing, app.training)
+        self.editor: Editor | None = None
+        self.training: TrainingController | None = None
         self.ready = False
         self.image_list = ImageList(self)
         self.image_list.model_.loader = self._read_raw
@@ -201,7 +209,8 @@ class MainWindow(WindowActions, QMainWindow):
             return
         self.project.read_only = False
         self.read_only_label.hide()
-        self.editor.toolbar.setEnabled(True)
+        if self.editor is not None:
+            self.editor.toolbar.setEnabled(True)
         self.setWindowTitle(f"{self.project.name} — cellseg-gui[*]")
 
     @property

@@ -36,6 +36,7 @@ from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, pro
 
 if TYPE_CHECKING:
     from cellseg_gui.app.main_window import MainWindow
+    from cellseg_gui.core.jobs import CancelToken
     from cellseg_gui.core.project import Project
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,9 @@ class TrainingController(TrainingResults, QObject):
         w = self.worker
         return w is not None and w.is_active()
 
-    def _start(self, kind: str, factory: Any, *, on_oom: Any = None) -> JobWorker | None:
+    def _start(
+        self, kind: str, factory: Any, token: CancelToken, *, on_oom: Any = None
+    ) -> JobWorker | None:
         if self._closing:
             return None
         if self.running:
@@ -210,7 +213,7 @@ class TrainingController(TrainingResults, QObject):
         if self.worker is not None:
             self.worker.wait(5000)  # the last job has finished; let its thread end
         self.stop_background()
-        worker = JobWorker(factory, token=getattr(factory, "token", None), name=kind,
+        worker = JobWorker(factory, token=token, name=kind,
                            on_oom=on_oom, torch_threads=default_torch_threads())  # fmt: skip
         self.worker = worker
         self.panel.clear_message()
@@ -246,7 +249,8 @@ class TrainingController(TrainingResults, QObject):
 
     def _snapshot(self) -> list[Any]:
         """Save pending mask edits, then list the images and masks a run will read."""
-        self.window.editor.flush()
+        if self.window.editor is not None:
+            self.window.editor.flush()
         return self.project.training_pairs()
 
     def train(self, init_bundle: str | None = None) -> JobWorker | None:
@@ -291,8 +295,7 @@ class TrainingController(TrainingResults, QObject):
             ), f"GPU out of memory: retrying once with batch size {cfg.batch_size}."
 
         factory = J.fit_job(pairs, cfg, token, **kw)
-        factory.token = token
-        worker = self._start("fit", factory, on_oom=on_oom)
+        worker = self._start("fit", factory, token, on_oom=on_oom)
         if worker is None:
             return None
         self._finetune_from = init_bundle
@@ -317,8 +320,7 @@ class TrainingController(TrainingResults, QObject):
 
         token = CancelToken()
         factory = J.lr_job(self._snapshot(), self._config(), token)
-        factory.token = token
-        worker = self._start("lr_find", factory)
+        worker = self._start("lr_find", factory, token)
         if worker is None:
             return None
         self.lr_plot.reset()
@@ -350,8 +352,7 @@ class TrainingController(TrainingResults, QObject):
 
         token = CancelToken()
         factory = J.overfit_job(pair, self._config(), token)
-        factory.token = token
-        worker = self._start("overfit", factory)
+        worker = self._start("overfit", factory, token)
         if worker is not None:
             worker.step.connect(self.panel.on_steps)
             worker.finished.connect(self._on_check_finished)
@@ -380,7 +381,6 @@ class TrainingController(TrainingResults, QObject):
         token = CancelToken()
         cfg = self.panel.form.get_config()
         factory = J.predict_job(self.active_model, pairs, token, tile=cfg.tile)
-        factory.token = token
         if background:
             worker = JobWorker(
                 factory, token=token, name="predict_bg", torch_threads=default_torch_threads()
@@ -390,7 +390,7 @@ class TrainingController(TrainingResults, QObject):
                 lambda ev: self._status("Predictions updated" if ev.ok else ev.message)
             )
         else:
-            worker = self._start("predict", factory)
+            worker = self._start("predict", factory, token)
             if worker is None:
                 return None
         worker.predicted.connect(self._on_predicted)
@@ -411,8 +411,7 @@ class TrainingController(TrainingResults, QObject):
         from cellseg_gui.core.jobs import CancelToken
 
         factory = J.export_job(self.active_model, request.paths())
-        factory.token = CancelToken()
-        worker = self._start("export", factory)
+        worker = self._start("export", factory, CancelToken())
         if worker is not None:
             worker.start()
         return worker

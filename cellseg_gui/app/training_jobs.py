@@ -51,7 +51,7 @@ def _load(pairs: list[Any], cfg: TrainConfig) -> Iterator[Any]:
     if samples:
         cfg.model.in_channels = int(samples[0].image.shape[0])
         cfg.model.n_classes = int(max(s.n_classes for s in samples))
-        resolved = getattr(samples[0], "mask_mode", "")
+        resolved = samples[0].mask_mode
         if cfg.mask_mode == "auto" and resolved:
             cfg.mask_mode = resolved  # so the bundle records what the masks really were
     return samples
