@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(quiet=not _is_main_rank_env())
+    ended = False  # normally, or with an error this command reports: ranks leave together
     try:
-        return int(args.func(args, out))
+        code = int(args.func(args, out))
+        ended = True
+        return code
     except KeyboardInterrupt:
         out.clear_bar()
         out.err("interrupted")
@@ -57,6 +60,6 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from cellseg_gui.core import distributed
 
-                distributed.cleanup()
+                distributed.cleanup(together=ended)
             except Exception:  # noqa: BLE001 - never mask the command's own result
                 pass

@@ -7,12 +7,15 @@ its edges see their context), turned into cells, and its own rows are handed on 
 forgotten. Memory beyond the image itself is that of one band window (about
 ``WINDOW_PIXELS`` pixels), whatever the image's height.
 
-Cells that cross from one band into the next: a cell belongs to the band in which its
-top row lies. That band keeps the whole cell, including its rows in the next band's
-margin (the "spill"); the next band keeps its own cells only where the spill left the
-pixels free, and drops the cells whose top lies above it (they were the band above's).
-A cell taller than the margin is cut at the margin; the margin is set well above the
-cells this program is trained on (``margin``).
+Cells that cross from one band into the next: a band keeps every cell of its window that
+has pixels in its own rows, including the cell's rows in the next band's margin (the
+"spill"), unless the band above already holds most of it: a cell whose pixels in the
+band's rows are mostly spill is the band above's and is dropped, and a kept cell fills
+only the pixels the spill left free. So a cell the two windows see alike is kept once,
+whole; one they see differently is still kept once (never lost, never doubled). An
+object taller than the margin (160 rows; the cells this program is trained on are far
+smaller, but a binary model's confluent foreground may not be) is split where the band
+above's spill ends, into two ids.
 
 Normalisation uses the whole image's percentiles (from a regular subsample,
 ``core.normalize.image_levels``), never a band's own, so every band sees the intensities
@@ -94,6 +97,10 @@ def predict_bands(
     ``predictor`` (a loaded bundle or export). Stops early when ``cancelled()``."""
     arr = predictor.model_channels(raw)
     height, width = int(arr.shape[0]), int(arr.shape[1])
+    want = int(predictor.model_config.in_channels)
+    have = 1 if arr.ndim == 2 else int(arr.shape[-1])
+    if have != want:
+        raise ValueError(f"the model expects {want} channel(s) but the image has {have}")
     levels = image_levels(arr, predictor.norm)
     multiple = math.lcm(int(predictor.model_config.size_multiple), TILE)
     rows = _band_rows(height, width, margin, window_pixels, multiple)
@@ -116,30 +123,39 @@ def predict_bands(
             continue
         ids = prediction_to_instances(pred.labels, pred.probs, mode, pp)
         del pred
-        own, next_id = _own_cells(ids, start - top, stop - top, next_id)
+        taken = np.zeros((stop - start, width), bool)
+        if spill is not None:
+            n = min(spill.shape[0], stop - start)
+            taken[:n] = spill[:n] > 0
+        own, next_id = _own_cells(ids, start - top, stop - top, taken, next_id)
         del ids
         core = own[start - top : stop - top]
         if spill is not None:
-            n = min(spill.shape[0], core.shape[0])
-            taken = spill[:n] > 0
-            core[:n][taken] = spill[:n][taken]
+            core[:n][taken[:n]] = spill[:n][taken[:n]]
         spill = own[stop - top :].copy() if stop < height else None
         core = core.copy()  # the window's arrays go now, not when the band is written
         del own
         yield Band(index, count, start, stop, labels, core)
 
 
-def _own_cells(ids: np.ndarray, start: int, stop: int, next_id: int) -> tuple[np.ndarray, int]:
-    """The window's cells whose top row lies in ``start:stop`` (window rows), renumbered
+def _own_cells(
+    ids: np.ndarray, start: int, stop: int, taken: np.ndarray, next_id: int
+) -> tuple[np.ndarray, int]:
+    """The window's cells that this band keeps: those with pixels in rows ``start:stop``
+    (window rows) of which at most half are ``taken`` (the band above's spill), renumbered
     from ``next_id`` in order of their top row; other cells removed."""
+    core = ids[start:stop]
+    n = int(ids.max()) if ids.size else 0
+    in_core = np.bincount(core.ravel(), minlength=n + 1)
+    in_taken = np.bincount(core[taken].ravel(), minlength=n + 1)
     boxes = ndi.find_objects(ids)
-    mapping = np.zeros(len(boxes) + 1, np.uint32)
-    owned = [
+    mapping = np.zeros(n + 1, np.uint32)
+    kept = [
         (box[0].start, box[1].start, k)
         for k, box in enumerate(boxes, start=1)
-        if box is not None and start <= box[0].start < stop
+        if box is not None and in_core[k] and 2 * in_taken[k] <= in_core[k]
     ]
-    for _, _, k in sorted(owned):
+    for _, _, k in sorted(kept):
         mapping[k] = next_id
         next_id += 1
     return mapping[ids], next_id

@@ -70,8 +70,9 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
     lines += [f"| {i} | {c.get('name', i)} |" for i, c in enumerate(classes)]
     if cfg.distance_head:
         lines.append(
-            f"| {len(classes)} | distance: sigmoid, each cell pixel's distance to its cell's "
-            "edge as a share of the cell's largest (not a class; leave it out of the argmax) |"
+            f"| {len(classes)} | distance: sigmoid, how close each pixel lies to its cell's "
+            "centre along the cell, 1 at the centre to 0 at the far end (not a class; leave "
+            "it out of the argmax) |"
         )
     if meta.get("mask_mode") == "instances":
         from cellseg_gui.core.postprocess import SMOOTHING_SIGMA, postprocess_from_meta
@@ -239,8 +240,9 @@ def build_rdf(
                 "id": OUTPUT_ID,
                 "description": "softmax probability per class"
                 + (
-                    "; the last channel is the predicted distance to the cell's edge as a "
-                    "share of the cell's largest (1 at a centre, 0 at an edge)"
+                    "; the last channel is the predicted closeness to the cell's centre along "
+                    "the cell (1 at the centre, its pixel farthest from the edge; falling to 0 "
+                    "at the cell's far end and on the background)"
                     if cfg.distance_head
                     else ""
                 ),

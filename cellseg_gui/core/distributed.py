@@ -143,14 +143,21 @@ def gather_dict(d: dict, world: int) -> dict:
     return merged
 
 
-def cleanup() -> None:
-    """Leave the process group together: a rank that finished early (rank 0 alone tunes
-    the post-processing and writes the bundle) waits at a barrier first. Destroying the
-    group while another rank was still working aborted it now and then under torchrun
-    ("terminate called without an active exception", 1 run in 6 on 2 CPU ranks)."""
-    if tdist.is_available() and tdist.is_initialized():
+def cleanup(*, together: bool = True) -> None:
+    """Leave the process group. With ``together`` (a command that ended normally) a rank
+    that finished early (rank 0 alone tunes the post-processing and writes the bundle)
+    first waits for the others: destroying the group while another rank still worked
+    aborted it now and then under torchrun on CPU ranks ("terminate called without an
+    active exception", 1 run in 6 of the two-rank CLI test). The wait is gloo's
+    ``monitored_barrier`` with a long timeout of its own (tuning a large validation set
+    may outlast the group's), and is skipped after an error (a rank that failed must not
+    wait for ranks that will never come) and under NCCL, whose barrier has no timeout of
+    its own and whose watchdog would abort a long wait."""
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return
+    if together and tdist.get_backend() == "gloo" and tdist.get_world_size() > 1:
         try:
-            tdist.barrier()
+            tdist.monitored_barrier(timeout=datetime.timedelta(hours=6))
         except Exception:  # noqa: BLE001 - a rank that died: leave anyway
             pass
-        tdist.destroy_process_group()
+    tdist.destroy_process_group()

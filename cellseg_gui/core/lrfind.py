@@ -122,6 +122,13 @@ def lr_find(
     # the objective fit trains on: separation weights and the distance term included
     run_cfg = copy.copy(cfg)
     run_cfg.model = model.cfg if isinstance(getattr(model, "cfg", None), ModelConfig) else cfg.model
+    if run_cfg.model.distance_head and not distance_possible(train):
+        yield Finished(
+            reason=FAILED,
+            message="this model learns a distance map from instance masks (one id per cell), "
+            "and these masks are not",
+        )
+        return
     sampler = _make_sampler(
         train, cfg.crop, device, cfg.foreground_bias, gen, cfg=run_cfg,
         n_classes=int(run_cfg.model.n_classes),

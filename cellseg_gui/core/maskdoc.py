@@ -94,8 +94,17 @@ def _save_lock(path: Path) -> Iterator[None]:
         yield
         return
     lock = path.parent / ".cellseg-save.lock"
-    with open(lock, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        fh = open(lock, "a+b")  # noqa: SIM115 - closed below
+    except OSError:  # a read-only folder: the write below names the mask, not the lock
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:  # e.g. NFS without lockd (ENOLCK): the check still stands
+            yield
+            return
         try:
             yield
         finally:
@@ -126,13 +135,18 @@ def save_mask_checked(
     file); returns the new file's hash. Raises MaskConflict and writes nothing otherwise,
     so a stale copy never replaces someone else's strokes."""
     path = Path(mask_path)
-    data = _encoded(path, stored, None)  # the slow part, before taking the lock
+    orig = original_path(path)
+    like = orig if orig.is_file() else (path if path.is_file() else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = encode_mask(path, stored, like=like)  # the slow part, before taking the lock
     # Check and write as one step for cellseg: under the lock no other cellseg save can
     # land between them, and the hash returned is that of the bytes written, never a
-    # re-read that another writer could have changed meanwhile.
+    # re-read that another writer could have changed meanwhile. The user's original is
+    # kept only once the file is known to be the one this window read.
     with _save_lock(path):
         if disk_hash(path) != expected:
             raise MaskConflict(path)
+        keep_original(path)
         atomic_write_bytes(path, data)
     return bytes_sha256(data)
 

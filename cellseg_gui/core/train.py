@@ -255,6 +255,12 @@ def _fit(
         wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
         if arch.to_dict() != wanted.to_dict() and is_main:
             yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
+        if arch.distance_head and not distance_possible(train_s):
+            raise ValueError(
+                f"{init_bundle}: its model learns a distance map from instance masks (one "
+                "id per cell), and these masks are not; fine-tune it on instance masks, or "
+                "train a new model"
+            )
         cfg.model = arch
         init_model = b.model
     else:

@@ -115,7 +115,7 @@ def test_a_model_with_a_distance_output_exports_it_as_a_named_channel(tmp_path) 
         readme = zf.read("README.md").decode()
     out = rdf["outputs"][0]
     assert out["axes"][1]["channel_names"] == ["background", "cell", "boundary", "distance"]
-    assert "last channel is the predicted distance" in out["description"]
+    assert "last channel is the predicted closeness to the cell's centre" in out["description"]
     assert y.shape[1] == 4
     np.testing.assert_allclose(y[:, :3].sum(axis=1), 1.0, atol=1e-5)
     assert ((y[:, 3] > 0) & (y[:, 3] < 1)).all()

@@ -137,3 +137,41 @@ def test_killing_the_process_mid_save_leaves_every_mask_readable(tmp_path: Path)
             assert m.shape == (512, 512)
             # A complete file holds one state: a single value everywhere.
             assert len(np.unique(m)) == 1
+
+
+def test_a_checked_save_writes_only_over_the_version_read_and_survives_a_lockless_share(
+    tmp_path, monkeypatch
+) -> None:
+    """The hash check and the write are one step; a changed file is left alone and is not
+    taken as the user's original; a folder where flock fails (NFS without lockd) still
+    saves."""
+    import errno
+
+    from cellseg_gui.core.maskdoc import (
+        MaskConflict,
+        disk_hash,
+        original_path,
+        save_mask_checked,
+    )
+
+    path = tmp_path / "masks" / "a.tif"
+    path.parent.mkdir()
+    first = np.zeros((8, 8), np.uint8)
+    write_mask(path, first)
+    seen = disk_hash(path)
+    outside = first.copy()
+    outside[0, 0] = 2
+    write_mask(path, outside)  # another program changed it after we read it
+    mine = first.copy()
+    mine[4, 4] = 1
+    with pytest.raises(MaskConflict):
+        save_mask_checked(path, mine, seen)
+    assert read_mask(path)[0, 0] == 2 and not original_path(path).exists()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    new = save_mask_checked(path, mine, disk_hash(path))
+    assert new == disk_hash(path) and read_mask(path)[4, 4] == 1
+    assert read_mask(original_path(path))[0, 0] == 2  # the version on disk before our save

@@ -415,3 +415,15 @@ def test_a_distance_output_is_trained_recorded_and_tuned_on_instance_masks(tmp_p
     assert fin.reason == DONE
     assert any("no distance output" in e.text for e in events if isinstance(e, Message))
     assert not load_bundle(tmp_path / "b.cellseg", "cpu").model_config.distance_head
+
+
+def test_fine_tuning_a_distance_model_on_masks_without_cell_ids_is_refused(tmp_path) -> None:
+    cfg = tiny_cfg(epochs=1)
+    cfg.model.distance_head = True
+    _, fin = run(_instance_samples(), cfg, out_path=tmp_path / "d.cellseg", mask_mode="instances")
+    assert fin.reason == DONE
+    samples = make_samples()
+    for s in samples:  # three classes, but no ids: what a class-map project gives
+        s.n_classes = 3
+    _, fin = run(samples, tiny_cfg(epochs=1), init_bundle=tmp_path / "d.cellseg")
+    assert fin.reason == "failed" and "learns a distance map from instance masks" in fin.message
