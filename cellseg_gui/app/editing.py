@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoGroup, QUndoStack
+from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
+from cellseg_gui.app.editing_actions import wire_edit_actions
 from cellseg_gui.app.mask_saving import MaskSaving
 from cellseg_gui.core import edits as E
 from cellseg_gui.core.edit_session import fill_patch, paint_value, prediction_values
@@ -117,44 +118,8 @@ class Editor(MaskSaving, QObject):
 
     # ------------------------------------------------------------------ set-up
     def _build_ui(self) -> None:
-        w, tb = self.window, self.toolbar
-        w.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
-        w.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
-        w.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb.cleanup_bar)
-        w.addActions(tb.shortcut_actions)
-        tb.toolChanged.connect(self.set_tool)
-        tb.sizeChanged.connect(lambda _s: self._update_cursor())
-        tb.smooth_all.triggered.connect(self.smooth_all)
-        tb.fill_holes.triggered.connect(self.fill_holes)
-        tb.remove_specks.triggered.connect(self.remove_specks)
-        tb.accept_all.triggered.connect(lambda: self.accept_prediction(None))
-        tb.clear.triggered.connect(self.clear)
-        tb.new_mask.triggered.connect(self.new_mask)
-        tb.save.triggered.connect(self.save_current)
-        tb.restore.triggered.connect(self.restore_original)
-        self.undo_action = self.group.createUndoAction(self, "Undo")
-        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
-        self.redo_action = self.group.createRedoAction(self, "Redo")
-        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        menu = self._menu("Edit")
-        for act in (self.undo_action, self.redo_action):
-            w.addAction(act)
-        if menu is not None:
-            menu.addAction(self.undo_action)
-            menu.addAction(self.redo_action)
-            menu.addSeparator()
-            menu.addAction(tb.save)
-            menu.addAction(tb.restore)
-            menu.addSeparator()
-            for act in (tb.fill_holes, tb.remove_specks, tb.smooth_all, tb.accept_all):
-                menu.addAction(act)
-            menu.addAction(tb.clear)
-            menu.addAction(tb.new_mask)
-        self.class_shortcuts = []
-        for k in range(1, 10):
-            sc = QShortcut(QKeySequence(str(k)), w)
-            sc.activated.connect(lambda k=k: self.toolbar.set_class(k))
-            self.class_shortcuts.append(sc)
+        w = self.window
+        self.undo_action, self.redo_action, self.class_shortcuts = wire_edit_actions(self)
         self.group.cleanChanged.connect(lambda _c: self._update_modified())
         self.group.indexChanged.connect(lambda _i: self._update_actions())
         w.currentImageChanged.connect(self._on_image_changed)
@@ -165,12 +130,6 @@ class Editor(MaskSaving, QObject):
         if name:
             self._on_image_changed(name)
         self._update_actions()
-
-    def _menu(self, title: str) -> Any:
-        try:
-            return self.window.menu(title)
-        except Exception:  # noqa: BLE001 - an unknown menu name must not stop editing
-            return None
 
     def _connect_canvas(self) -> None:
         c = self.canvas
@@ -287,11 +246,11 @@ class Editor(MaskSaving, QObject):
         self._finish_stroke()
         self.tool = tool
         self.canvas.set_tool_active(tool != "pan")
-        self._update_cursor()
+        self.update_cursor()
         if self.toolbar.tool != tool:
             self.toolbar.set_tool(tool)
 
-    def _update_cursor(self) -> None:
+    def update_cursor(self) -> None:
         show = self.tool in BRUSH_TOOLS and not (
             self.tool in ("smooth", "accept") and self.toolbar.region_shape == "lasso"
         )

@@ -3,6 +3,8 @@ images already on the device, and the resolution the masks allow."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -111,6 +113,45 @@ class CropSampler:
             ys.append(self.targets[i][y0 : y0 + c, x0 : x0 + c])
             boxes.append((i, y0, x0))
         return torch.stack(xs), torch.stack(ys), boxes
+
+
+def _steps_per_epoch(cfg: TrainConfig, samples: list, world: int) -> int:
+    if cfg.steps_per_epoch:
+        total = int(cfg.steps_per_epoch)
+    else:
+        pixels = sum(int(s.target.size) for s in samples)
+        total = max(1, round(pixels / (cfg.crop * cfg.crop * cfg.batch_size)))
+    return max(1, math.ceil(total / world))
+
+
+def min_image_side(cfg: TrainConfig) -> int:
+    """The smallest image side this network learns from: one cell of its coarsest level
+    (2**depth, times the downsampling; auto counts as 2, the larger choice). A 1x1 image
+    made batch-norm raise in the check and validated as J 0.0000 in training."""
+    ds = int(cfg.model.downsample or 2)
+    return 2 ** int(cfg.model.depth) * max(ds, 1)
+
+
+def _check_samples(samples: list, cfg: TrainConfig) -> tuple[list, str]:
+    """The samples training can use; too-small images are refused by name (ValueError when
+    none is left)."""
+    if not samples:
+        raise ValueError("no images to train on")
+    for s in samples:
+        if s.target is None:
+            raise ValueError(f"{s.name}: no mask (training needs a mask for every image)")
+    side = min_image_side(cfg)
+    small = [s for s in samples if min(s.image.shape[-2:]) < side]
+    if small:
+        shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})" for s in small[:5])
+        text = (
+            f"{len(small)} image(s) smaller than {side} pixels on a side, the least this "
+            f"network (depth {cfg.model.depth}) learns from, are left out: {shown}"
+        )
+        if len(small) == len(samples):
+            raise ValueError(text.replace("are left out", "and no other image remains"))
+        return [s for s in samples if s not in small], text
+    return samples, ""
 
 
 def training_targets(samples: list, cfg: TrainConfig) -> list:

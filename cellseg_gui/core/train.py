@@ -11,7 +11,6 @@ CPU) and the tiled predictor otherwise.
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections.abc import Iterator
@@ -65,11 +64,14 @@ from cellseg_gui.core.precision import autocast_context, resolve_precision, setu
 from cellseg_gui.core.sampling import (  # noqa: F401
     THIN_SHARE,
     CropSampler,
+    _check_samples,
     _downsample_message,
     _make_sampler,
+    _steps_per_epoch,
     choose_downsample,
     distance_possible,
     edge_counts,
+    min_image_side,
     split_weights,
     training_targets,
 )
@@ -109,45 +111,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _steps_per_epoch(cfg: TrainConfig, samples: list, world: int) -> int:
-    if cfg.steps_per_epoch:
-        total = int(cfg.steps_per_epoch)
-    else:
-        pixels = sum(int(s.target.size) for s in samples)
-        total = max(1, round(pixels / (cfg.crop * cfg.crop * cfg.batch_size)))
-    return max(1, math.ceil(total / world))
-
-
-def min_image_side(cfg: TrainConfig) -> int:
-    """The smallest image side this network learns from: one cell of its coarsest level
-    (2**depth, times the downsampling; auto counts as 2, the larger choice). A 1x1 image
-    made batch-norm raise in the check and validated as J 0.0000 in training."""
-    ds = int(cfg.model.downsample or 2)
-    return 2 ** int(cfg.model.depth) * max(ds, 1)
-
-
-def _check_samples(samples: list, cfg: TrainConfig) -> tuple[list, str]:
-    """The samples training can use; too-small images are refused by name (ValueError when
-    none is left)."""
-    if not samples:
-        raise ValueError("no images to train on")
-    for s in samples:
-        if s.target is None:
-            raise ValueError(f"{s.name}: no mask (training needs a mask for every image)")
-    side = min_image_side(cfg)
-    small = [s for s in samples if min(s.image.shape[-2:]) < side]
-    if small:
-        shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})" for s in small[:5])
-        text = (
-            f"{len(small)} image(s) smaller than {side} pixels on a side, the least this "
-            f"network (depth {cfg.model.depth}) learns from, are left out: {shown}"
-        )
-        if len(small) == len(samples):
-            raise ValueError(text.replace("are left out", "and no other image remains"))
-        return [s for s in samples if s not in small], text
-    return samples, ""
 
 
 # --------------------------------------------------------------------------- fit

@@ -101,3 +101,19 @@ def test_a_stopped_band_run_leaves_no_file(tmp_path) -> None:
 def test_only_images_above_the_limit_go_band_by_band() -> None:
     assert not B.needs_bands((7000, 7000))
     assert B.needs_bands((20000, 20000)) and B.needs_bands((20000, 20000, 3))
+
+
+def test_the_windows_batch_refuses_an_image_above_the_limit_and_goes_on(tmp_path, monkeypatch):
+    """Predict all in the window (core.batch) does not try a whole-image prediction of a
+    huge image: that image gets one line naming the command that can, the next is done."""
+    from cellseg_gui.core.batch import BatchItem, predict_batch
+    from cellseg_gui.core.events import Predicted
+
+    raw = _discs(300, 200)
+    tifffile.imwrite(tmp_path / "huge.tif", np.tile(raw, (2, 2)))
+    tifffile.imwrite(tmp_path / "small.tif", raw[:100, :100])
+    monkeypatch.setattr(B, "BAND_PIXELS", 50_000)
+    items = [BatchItem("huge", tmp_path / "huge.tif"), BatchItem("small", tmp_path / "small.tif")]
+    got = [e for e in predict_batch(_predictor(), items, tile=256) if isinstance(e, Predicted)]
+    assert got[0].error and "huge.tif" in got[0].error and "cellseg predict" in got[0].error
+    assert got[1].error is None and got[1].cells is not None and got[1].cells.max() > 0
