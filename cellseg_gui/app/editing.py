@@ -1,9 +1,12 @@
 """Mask editing in the main window: tools, undo per image, autosave.
 
-``install_editing(window)`` is called by the main window. Everything goes through the
-window's contract API (canvas mouse signals in image coordinates, ``set_tool_active``,
-``set_brush_cursor``, ``refresh_region``, ``window.set_ground_truth``), so the window knows
-nothing about editing.
+The window makes one ``Editor(workspace, canvas, parent)`` and places its toolbars and
+menu entries (``editing_actions.place_edit_actions``). The editor knows no window: it reads
+and changes the :class:`~cellseg_gui.core.workspace.Workspace` (the open project, the image
+looked at, its predictions, the open mask documents and which differ from their files),
+drives the canvas through its API (mouse signals in image coordinates, ``set_tool_active``,
+``set_brush_cursor``, ``refresh_region``) and says what happened through ``message``. The
+window redraws the list, the ground truth and its title from the Workspace's announcements.
 
 Design (see ``core/edits.py`` and ``core/maskdoc.py``):
 - Each image being edited has a :class:`MaskDocument`; tools compute a ``Patch`` of it. A
@@ -24,10 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import shiboken6
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
-from cellseg_gui.app.editing_actions import wire_edit_actions
+from cellseg_gui.app.editing_actions import connect_edit_actions
 from cellseg_gui.app.mask_saving import MaskSaving
 from cellseg_gui.core import edits as E
 from cellseg_gui.core.edit_session import fill_patch, paint_value, prediction_values
@@ -38,12 +41,14 @@ from cellseg_gui.core.maskdoc import (
     has_original,
     original_path,
 )
-from cellseg_gui.core.workspace import ShownPrediction, Workspace
+from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
 from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
 
 if TYPE_CHECKING:
-    from cellseg_gui.app.main_window import MainWindow
+    from PySide6.QtWidgets import QWidget
+
     from cellseg_gui.core.project import Project
+    from cellseg_gui.widgets.canvas import ImageCanvas
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +68,12 @@ class PatchCommand(QUndoCommand):
         if self._skip_redo:
             self._skip_redo = False
         else:
-            self.patch.apply(self.editor.docs[self.name].data)
+            self.patch.apply(self.editor.workspace.document(self.name).data)
             self.editor.mask_changed(self.name, self.patch.bbox)
         self.editor.journal(self.name, APPLY, self.patch)
 
     def undo(self) -> None:
-        self.patch.revert(self.editor.docs[self.name].data)
+        self.patch.revert(self.editor.workspace.document(self.name).data)
         self.editor.mask_changed(self.name, self.patch.bbox)
         self.editor.journal(self.name, REVERT, self.patch)
 
@@ -83,21 +88,21 @@ class Editor(MaskSaving, QObject):
     """Wires the edit toolbar and the canvas's mouse to mask documents and undo stacks."""
 
     saved = Signal(str)  # a mask file was written (name)
+    message = Signal(str)  # something the user should read (the window's status bar)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
-        self.workspace: Workspace = window.workspace  # the project, current image, predictions
+    def __init__(self, workspace: Workspace, canvas: ImageCanvas, parent: QWidget) -> None:
+        super().__init__(parent)
+        self._host = parent  # the parent of the dialogs
+        self.workspace = workspace  # the project, current image, predictions, documents
         self.ask_unsaved = self._ask_unsaved  # "elsewhere" | "discard" | "cancel"; tests replace
         self.choose_folder = self._choose_folder
-        self.canvas = window.canvas
-        self.docs: dict[str, MaskDocument] = {}
+        self.canvas = canvas
         self.stacks: dict[str, QUndoStack] = {}
         self.journals: dict[str, MaskJournal] = {}
         self.recovered: dict[str, str] = {}  # what opening found in crash journals, per image
         self.merged: dict[str, str] = {}  # masks merged with a change made outside, per image
         self.group = QUndoGroup(self)
-        self.toolbar = EditToolbar(window)
+        self.toolbar = EditToolbar(parent)
         self.tool = "pan"
         self.current_instance: int | None = None
         self._stroke: E.Stroke | None = None
@@ -118,18 +123,31 @@ class Editor(MaskSaving, QObject):
 
     # ------------------------------------------------------------------ set-up
     def _build_ui(self) -> None:
-        w = self.window
-        self.undo_action, self.redo_action, self.class_shortcuts = wire_edit_actions(self)
-        self.group.cleanChanged.connect(lambda _c: self._update_modified())
+        self.undo_action, self.redo_action, self.class_shortcuts = connect_edit_actions(
+            self, self._host
+        )
+        self.group.cleanChanged.connect(lambda _c: self._update_actions())
         self.group.indexChanged.connect(lambda _i: self._update_actions())
-        w.currentImageChanged.connect(self._on_image_changed)
-        w.projectOpened.connect(self._on_project_opened)
-        w.installEventFilter(self)
-        self._on_project_opened(w.project)
-        name = w.current_name
-        if name:
-            self._on_image_changed(name)
+        self.workspace.subscribe(self._on_workspace_change)
+        if self.project is not None:
+            self._on_project_opened()
+        if self.current:
+            self._on_image_changed(self.current)
         self._update_actions()
+
+    def _on_workspace_change(self, change: Change) -> None:
+        if change.kind == "closing":
+            self._finish_stroke()
+            self.shutdown_docs()
+        elif change.kind == "project":
+            self._on_project_opened()
+        elif change.kind == "current" and change.name is not None:
+            self._on_image_changed(change.name)
+
+    @property
+    def docs(self) -> dict[str, MaskDocument]:
+        """The open mask documents (the Workspace's, read-only here)."""
+        return self.workspace.documents
 
     def _connect_canvas(self) -> None:
         c = self.canvas
@@ -137,15 +155,17 @@ class Editor(MaskSaving, QObject):
         c.mouseDragged.connect(self._on_drag)
         c.mouseReleased.connect(self._on_release)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        if obj is self.window and event.type() == QEvent.Type.Close:
-            self._finish_stroke()
-            self.flush()
-            if not self._may_close():
-                event.ignore()
-                return True
-            self._close_journals()  # everything is saved (or given up): nothing to recover
-        return False
+    def may_close(self) -> bool:
+        """The window is asked to close: save everything, and with masks that could not
+        be saved ask what to do (False: stay open)."""
+        self._finish_stroke()
+        self.flush()
+        return self._may_close()
+
+    def closed(self) -> None:
+        """The window closes: everything is saved (or given up), so nothing is left for a
+        crash journal to recover."""
+        self._close_journals()
 
     # ------------------------------------------------------------------ project access
     @property
@@ -176,7 +196,7 @@ class Editor(MaskSaving, QObject):
         name = name or self.current
         if name is None:
             return None
-        doc = self.docs.get(name)
+        doc = self.workspace.document(name)
         if doc is not None:
             return doc
         path = self.workspace.mask_path(name)
@@ -197,11 +217,9 @@ class Editor(MaskSaving, QObject):
             )
         else:
             return None
-        self.docs[name] = doc
-        self.workspace.register_mask(name, doc.path)
+        self.workspace.add_document(name, doc)  # the window shows its class map
         self.stack(name)
         self._start_journal(name, doc)
-        self._show_doc(name)
         return doc
 
     def stack(self, name: str) -> QUndoStack:
@@ -215,15 +233,9 @@ class Editor(MaskSaving, QObject):
                 self.group.setActiveStack(st)
         return st
 
-    def _show_doc(self, name: str) -> None:
-        doc = self.docs.get(name)
-        if doc is None or name != self.current:
-            return
-        self.window.set_ground_truth(name, doc.display)
-
     def mask_changed(self, name: str, bbox: tuple[int, int, int, int]) -> None:
         """After ``data`` changed in ``bbox``: update the overlay rectangle, schedule a save."""
-        doc = self.docs[name]
+        doc = self.workspace.document(name)
         y0, x0, y1, x1 = doc.refresh_display(*bbox)
         if name == self.current:
             self.canvas.refresh_region("gt", y0, x0, y1, x1)
@@ -260,7 +272,7 @@ class Editor(MaskSaving, QObject):
     def read_only(self) -> bool:
         return self.project is not None and self.project.read_only
 
-    def _on_press(self, x: float, y: float, obj: Any = None) -> None:
+    def _on_press(self, x: float, y: float, obj: dict[str, Any] | None = None) -> None:
         if self.tool == "pan" or not _is_left(obj):
             return
         if self.read_only:
@@ -291,14 +303,14 @@ class Editor(MaskSaving, QObject):
             self._pressed = False
             self.pick(x, y)
 
-    def _on_drag(self, x: float, y: float, obj: Any = None) -> None:
+    def _on_drag(self, x: float, y: float, obj: dict[str, Any] | None = None) -> None:
         if not self._pressed:
             return
         self._points.append((x, y))
         if self._stroke is not None:
             self._stroke_move(x, y)
 
-    def _on_release(self, x: float, y: float, obj: Any = None) -> None:
+    def _on_release(self, x: float, y: float, obj: dict[str, Any] | None = None) -> None:
         if not self._pressed:
             return
         self._pressed = False
@@ -334,7 +346,8 @@ class Editor(MaskSaving, QObject):
     def _stroke_move(self, x: float, y: float) -> None:
         patch = self._stroke.move_to(x, y)
         if patch is not None:
-            y0, x0, y1, x1 = self.docs[self._stroke_name].refresh_display(*patch.bbox)
+            doc = self.workspace.document(self._stroke_name)
+            y0, x0, y1, x1 = doc.refresh_display(*patch.bbox)
             if self._stroke_name == self.current:
                 self.canvas.refresh_region("gt", y0, x0, y1, x1)
 
@@ -395,7 +408,7 @@ class Editor(MaskSaving, QObject):
         name = self.current
         if name is None or self.project is None:
             return False
-        if name in self.docs or (
+        if self.workspace.document(name) is not None or (
             self.workspace.mask_path(name) and self.workspace.mask_path(name).exists()
         ):
             return self.clear()
@@ -425,23 +438,22 @@ class Editor(MaskSaving, QObject):
             self._executor = None
 
     # ------------------------------------------------------------------ window state
-    def _on_project_opened(self, project: Any) -> None:
-        self.shutdown_docs()
+    def _on_project_opened(self) -> None:
         self.recovered.clear()
-        if project is not None:
-            self.toolbar.set_classes(self.workspace.paint_classes())
-            self._restore_crashed()
+        self.toolbar.set_classes(self.workspace.paint_classes())
+        self._restore_crashed()
 
     def shutdown_docs(self) -> None:
-        """A new project: save what is unsaved, forget the old documents and stacks."""
+        """Another project is opening: save what is unsaved while this one is still open,
+        forget its documents and stacks."""
         if self.docs:
             self.flush()
         self._close_journals()
         for st in self.stacks.values():
             self.group.removeStack(st)
             st.deleteLater()
-        self.docs.clear()
         self.stacks.clear()
+        self.workspace.forget_documents()
 
     def _on_image_changed(self, name: str) -> None:
         self._finish_stroke()
@@ -451,12 +463,10 @@ class Editor(MaskSaving, QObject):
             self.group.setActiveStack(self.stacks[name])
         else:
             self.group.setActiveStack(None)
-        if name in self.docs:
-            self._show_doc(name)
         self._update_actions()
 
     def _update_actions(self) -> None:
-        doc = self.docs.get(self.current) if self.current else None
+        doc = self.workspace.document(self.current)
         path = (
             doc.path
             if doc is not None
@@ -465,30 +475,16 @@ class Editor(MaskSaving, QObject):
         self.toolbar.restore.setEnabled(bool(path) and has_original(path))
 
     def _set_image_modified(self, name: str, modified: bool) -> None:
-        # Undo stacks emit cleanChanged while Qt tears the window down on quit; the list
-        # and the stacks may be gone by then (it printed "Internal C++ object already
-        # deleted" on every quit).
-        if not shiboken6.isValid(self.window) or not shiboken6.isValid(self.window.image_list):
+        # Undo stacks emit cleanChanged while Qt tears the window down on quit; the
+        # toolbar may be gone by then (it printed "Internal C++ object already deleted").
+        if not shiboken6.isValid(self):
             return
-        self.window.image_list.set_modified(name, modified)
-        self._update_modified()
-
-    def _update_modified(self) -> None:
-        if not shiboken6.isValid(self.window):
-            return
-        stacks = [s for s in self.stacks.values() if shiboken6.isValid(s)]
-        self.window.setWindowModified(any(not s.isClean() for s in stacks))
-        self._update_actions()
+        self.workspace.set_modified(name, modified)
+        if shiboken6.isValid(self.toolbar):
+            self._update_actions()
 
     def _message(self, text: str) -> None:
-        self.window.statusBar().showMessage(text, 5000)
+        self.message.emit(text)
 
 
-def install_editing(window: MainWindow) -> Editor:
-    """Add mask editing to the main window (toolbar, Edit menu, undo, autosave)."""
-    editor = Editor(window)
-    window.editor = editor
-    return editor
-
-
-__all__ = ["Editor", "PatchCommand", "install_editing"]
+__all__ = ["Editor", "PatchCommand"]

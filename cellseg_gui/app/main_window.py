@@ -1,8 +1,11 @@
 """Main window: composes the image list, canvas and overlay panel; wires signals.
 
 It holds no numerics: images come from core.imageio, masks become class maps through
-core.masks, colours are applied by the canvas. Editing and training are installed by
-their own modules (``install_editing`` / ``install_training``) through this contract API.
+core.masks, colours are applied by the canvas. The window is where the parts meet: it
+owns the :class:`~cellseg_gui.core.workspace.Workspace`, makes the editor and the training
+controller on it (neither knows the window), places their toolbars, menus and docks,
+connects their signals to the status bar, and redraws the list, the canvas and its title
+from the Workspace's announcements.
 
 Two phases, so the window is on screen within a second: ``MainWindow(deferred=True)``
 builds only the shell (menu bar, image list, display panel, status bar) without importing
@@ -38,11 +41,11 @@ if TYPE_CHECKING:
     from cellseg_gui.app.training import TrainingController
 from cellseg_gui.app.project_notices import ProjectLock, locked_notice, problems_notice
 from cellseg_gui.app.window_actions import WindowActions
-from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
-from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
-from cellseg_gui.core.project import Project, ProjectError, open_project
-from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
-from cellseg_gui.widgets.image_list import Entry, ImageList
+from cellseg_gui.app.workspace_view import WorkspaceView
+from cellseg_gui.core.imageio import ImageReadError
+from cellseg_gui.core.project import ProjectError, open_project
+from cellseg_gui.core.workspace import Workspace
+from cellseg_gui.widgets.image_list import ImageList
 from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
 
@@ -51,9 +54,8 @@ MENUS = ("File", "Edit", "View", "Train", "Help")
 LAYOUT_VERSION = 2  # 2: the training settings got a dock of their own
 
 
-class MainWindow(WindowActions, QMainWindow):
-    currentImageChanged = Signal(str)
-    projectOpened = Signal(object)
+class MainWindow(WorkspaceView, WindowActions, QMainWindow):
+    currentImageChanged = Signal(str)  # after the image is on the canvas
 
     def __init__(self, parent: QWidget | None = None, *, deferred: bool = False) -> None:
         super().__init__(parent)
@@ -78,7 +80,7 @@ class MainWindow(WindowActions, QMainWindow):
         self.docks: dict[str, QDockWidget] = {}
 
         self.canvas = None  # ImageCanvas, made by finish_setup (it imports pyqtgraph)
-        # the controllers, installed by finish_setup (app.editing, app.training)
+        # the controllers, made on the Workspace by finish_setup (app.editing, app.training)
         self.editor: Editor | None = None
         self.training: TrainingController | None = None
         self.ready = False
@@ -171,33 +173,29 @@ class MainWindow(WindowActions, QMainWindow):
         except (ProjectError, OSError) as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
+        self.workspace.close()  # the editor saves the last project's masks under its lock
         project.read_only = not self.project_lock.acquire(project.folder)
-        self.workspace.open(project)
-        self._gt.clear()
-        self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
-        self._update_legend()
-        entries = [
-            Entry(n, has_gt=project.mask_path(n) is not None, split=project.get_split(n))
-            for n in project.names
-        ]
-        self.image_list.model_.set_entries(entries)
+        self.workspace.holds_lock = self.project_lock.held
         ro = " (read-only: open in another window)" if project.read_only else ""
         self.read_only_label.setVisible(project.read_only)
         self.setWindowTitle(f"{project.name}{ro} — cellseg-gui[*]")
         if (project.folder / "cellseg-project.json").exists() or project.pairs:
             S.add_recent(project.folder)
             self._fill_recent()
-        self.statusBar().showMessage(f"{project.folder}: {len(entries)} images", 5000)
+        # said before the editor hears of the project, so what it restores after a crash
+        # is the message left on the status bar
+        self.statusBar().showMessage(f"{project.folder}: {len(project.names)} images", 5000)
         if project.problems:
             self.project_notice = problems_notice(self, project)
             self.statusBar().showMessage(project.problems[0], 15000)
         if self.ready:  # the editor exists once the window is built
             self.editor.toolbar.setEnabled(not project.read_only)
+        self.workspace.open(project)  # the list, palette and legend redraw from the news
+        entries = self.image_list.model_.entries
         if project.read_only:
             self.lock_notice = locked_notice(
                 self, project, self.project_lock.holder, self.edit_anyway
             )
-        self.projectOpened.emit(project)
         if entries:
             self.show_image(entries[0].name)
         return True
@@ -231,7 +229,8 @@ class MainWindow(WindowActions, QMainWindow):
             return False
         self.workspace.set_current(name)
         self.canvas.set_image(raw)
-        gt = self._gt.get(name)
+        doc = self.workspace.document(name)  # being edited: its class map, changed in place
+        gt = doc.display if doc is not None else self._gt.get(name)
         if gt is None and self.project.mask_path(name) is not None:
             gt = self._read_gt(name, raw.shape[:2])
         self.canvas.set_gt(gt)
@@ -246,97 +245,6 @@ class MainWindow(WindowActions, QMainWindow):
         self._say_cells(name)
         return True
 
-    # ------------------------------------------------------------------ the workspace
-    @property
-    def project(self) -> Project | None:
-        return self.workspace.project
-
-    @property
-    def current_name(self) -> str | None:
-        return self.workspace.current
-
-    @property
-    def predictions(self) -> dict[str, ShownPrediction]:
-        return self.workspace.predictions
-
-    def prediction(self, name: str) -> ShownPrediction | None:
-        return self.workspace.prediction(name)
-
-    def set_prediction(self, name: str, labels, probability=None, cells=None) -> None:
-        """The latest prediction of ``name``: class map, probability of the chosen class
-        and, from the model's own post-processing, its cells (int32 ids)."""
-        self.workspace.set_prediction(name, labels, probability, cells)
-
-    def _on_workspace_change(self, change: Change) -> None:
-        if change.kind != "prediction" or change.name is None:
-            return
-        name = change.name
-        pred = self.workspace.prediction(name)
-        n_cells = None if pred is None or pred.cells is None else pred.n_cells
-        self.image_list.model_.update(name, has_pred=pred is not None, n_cells=n_cells)
-        if name == self.current_name:
-            if pred is None:
-                self.canvas.set_prediction(None, None)
-            else:
-                self.canvas.set_prediction(pred.labels, pred.probability, pred.cells)
-            self._update_legend()
-            self._say_cells(name)
-
-    def _say_cells(self, name: str) -> None:
-        pred = self.workspace.prediction(name)
-        if pred is not None and pred.cells is not None:
-            self.statusBar().showMessage(f"{name}: {pred.n_cells} cells predicted")
-
-    def set_ground_truth(self, name: str, labels) -> None:
-        self._gt[name] = labels
-        self.image_list.model_.update(name, has_gt=labels is not None)
-        if name == self.current_name and labels is not self.canvas.gt:
-            self.canvas.set_gt(labels)
-
-    def set_val_jaccard(self, name: str, value: float | None) -> None:
-        self.image_list.model_.update(name, val_jaccard=value)
-
-    def set_val_ap50(self, name: str, value: float | None) -> None:
-        self.image_list.model_.update(name, val_ap50=value)
-
-    def refresh_splits(self) -> None:
-        """Show the project's train/val/excluded roles again (a first run writes its
-        automatic split into the project)."""
-        if self.project is None:
-            return
-        for e in self.image_list.model_.entries:
-            role = self.project.get_split(e.name)
-            if role != e.split:
-                self.image_list.model_.update(e.name, split=role)
-
-    # ------------------------------------------------------------------ reading
-    def read_raw(self, name: str) -> np.ndarray:
-        """The image as stored (for measurements: intensities in the file's units)."""
-        return read_image(self.project.image_path(name), channels="keep")
-
-    def _read_raw(self, name: str) -> np.ndarray:
-        raw = read_image(self.project.image_path(name), channels="keep")
-        if raw.ndim == 3 and raw.shape[2] not in (3, 4):
-            raw = raw[..., 0]
-        return raw
-
-    def _read_gt(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-        from cellseg_gui.core.masks import mask_to_classes  # scipy: not needed at start-up
-
-        path = self.project.mask_path(name)
-        try:
-            mask = read_mask(path)
-            if mask.shape[:2] != shape:
-                raise ImageReadError(path, f"mask is {mask.shape} but the image is {shape}")
-            labels, _, _ = mask_to_classes(
-                mask, self.project.mask_mode, self.project.boundary_width
-            )
-        except (ImageReadError, ValueError) as exc:
-            self.image_list.model_.update(name, error=str(exc))
-            return None
-        self._gt[name] = labels
-        return labels
-
     # ------------------------------------------------------------------ actions
     def _wire(self) -> None:
         o, c = self.overlays, self.canvas
@@ -350,42 +258,11 @@ class MainWindow(WindowActions, QMainWindow):
         )
         self.image_list.splitRequested.connect(self.set_split)
 
-    def _update_legend(self) -> None:
-        if self.project is None:  # no project, no classes to name
-            self.legend.set_entries([])
-            return
-        classes = self.project.classes if self.project else []
-        names = [c.get("name", f"class {i}") for i, c in enumerate(classes)] or [
-            "background",
-            "cell",
-            "boundary",
-        ]
-        cols = (
-            self.project.colors() if self.project else [(0, 0, 0), (46, 204, 113), (241, 196, 15)]
-        )
-        entries = [(n, cols[i]) for i, n in enumerate(names) if i > 0]
-        canvas = self.canvas  # None until finish_setup builds it
-        if (
-            canvas is not None
-            and canvas.cells is not None
-            and self.overlays.checks["pred"].isChecked()
-        ):
-            from cellseg_gui.widgets.canvas import CELL_LUT
-
-            entries.append(
-                ("predicted cells (a colour each)", tuple(int(v) for v in CELL_LUT[1, :3]))
-            )
-        if self.overlays.checks["diff"].isChecked():
-            entries += [(FP_WORDS, FP_COLOR), (FN_WORDS, FN_COLOR)]
-        self.legend.set_entries(entries)
-
     def set_split(self, names: list[str], role: str) -> None:
-        if self.project is None:
-            return
-        self.project.set_split(dict.fromkeys(names, role))
-        for n in names:
-            self.image_list.model_.update(n, split=role)
-        self.save_project()
+        try:
+            self.workspace.set_split(names, role)  # the list redraws from the news
+        except OSError as exc:
+            QMessageBox.warning(self, "Cannot save project", str(exc))
 
     def save_project(self) -> None:
         if self.project is not None:
@@ -413,14 +290,36 @@ class MainWindow(WindowActions, QMainWindow):
     # ------------------------------------------------------------------ drag and drop
     # ------------------------------------------------------------------ hooks and layout
     def _install_hooks(self) -> None:
-        from cellseg_gui.app.editing import install_editing
-        from cellseg_gui.app.training import install_training
+        """Make the editor and the training controller on the Workspace, place their
+        toolbars, menus and docks, and connect what they say to the status bar."""
+        from cellseg_gui.app.editing import Editor
+        from cellseg_gui.app.editing_actions import place_edit_actions
+        from cellseg_gui.app.training import TrainingController
+        from cellseg_gui.app.training_layout import arrange_training_docks
 
-        install_editing(self)
-        install_training(self)
-        # The editor asks about unsaved masks first: the last filter installed sees an
-        # event first, so a Cancel there leaves a running training job untouched.
-        self.installEventFilter(self.editor)
+        editor = Editor(self.workspace, self.canvas, self)
+        place_edit_actions(self, self.menu("Edit"), editor)
+        editor.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.editor = editor
+        training = TrainingController(self.workspace, self, save_edits=editor.flush)
+        arrange_training_docks(self, training.panel, training.models, training.advice,
+                               training.noisy, training.plots, training.lr_plot,
+                               training.gallery)  # fmt: skip
+        menu = self.menu("Train")
+        for i, action in enumerate(training.panel.actions_list):
+            if i in (3, 6):
+                menu.addSeparator()
+            menu.addAction(action)
+        training.status.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        training.panelWanted.connect(lambda title: self.docks[title].raise_())
+        training.showRequested.connect(self._show_region)
+        self.training = training
+
+    def _show_region(self, name: str, region: tuple[int, int, int, int] | None) -> None:
+        """Show ``name``, zoomed to ``region`` (y, x, h, w) when one is given."""
+        if self.show_image(name) and region is not None:
+            y, x, h, w = region
+            self.canvas.zoom_to(y, x, y + h, x + w)
 
     def _default_sizes(self) -> None:
         """Give the image most of the room: bottom panels short, side panels narrow."""
@@ -451,6 +350,18 @@ class MainWindow(WindowActions, QMainWindow):
         s.sync()
 
     def closeEvent(self, ev) -> None:  # noqa: N802
+        # the editor asks about unsaved masks first, so a Cancel there leaves a running
+        # training job untouched; then a running job is stopped (or the close cancelled)
+        if self.editor is not None and not self.editor.may_close():
+            ev.ignore()
+            return
+        if self.training is not None:
+            if not self.training.may_close():
+                ev.ignore()
+                return
+            self.training.shutdown()
+        if self.editor is not None:
+            self.editor.closed()
         self.save_layout()
         self.project_lock.release()
         super().closeEvent(ev)

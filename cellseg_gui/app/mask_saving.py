@@ -44,7 +44,7 @@ def _save_and_hash(path: Path, stored: np.ndarray, expected: str | None) -> str:
 class MaskSaving:
     """Saving, journalling and conflict handling for the Editor (see the module)."""
 
-    docs: dict[str, MaskDocument]
+    docs: dict[str, MaskDocument]  # the Workspace's open documents (a read-only view)
     stacks: dict[str, QUndoStack]
     journals: dict[str, MaskJournal]
     workspace: Workspace
@@ -93,7 +93,7 @@ class MaskSaving:
 
     def _ask_unsaved(self, names: list[str]) -> str:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        box = QMessageBox(self.window)
+        box = QMessageBox(self._host)
         box.setIcon(QMessageBox.Icon.Warning)
         box.setWindowTitle("Unsaved masks")
         box.setText(f"{len(names)} mask(s) could not be saved: {shown}.")
@@ -109,7 +109,7 @@ class MaskSaving:
         )
 
     def _choose_folder(self) -> Path | None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Save the unsaved masks in")
+        folder = QFileDialog.getExistingDirectory(self._host, "Save the unsaved masks in")
         return Path(folder) if folder else None
 
     # ------------------------------------------------------------------ outside changes
@@ -166,7 +166,7 @@ class MaskSaving:
     # ------------------------------------------------------------------ crash journal
     def _start_journal(self, name: str, doc: MaskDocument) -> None:
         """Replay what a crash left in the mask's journal, then journal from here on."""
-        if self.read_only or not self.window.holds_project_lock:
+        if self.read_only or not self.workspace.holds_lock:
             return  # one journal per mask: the window that holds the project keeps it
         # the document hashed the file when it read it: no second and third read here
         found = recover(doc.path, doc.shape, doc.disk_sha)
@@ -213,7 +213,7 @@ class MaskSaving:
     def _restore_crashed(self) -> None:
         """Open every mask of the project that a crash left strokes for, so they are
         restored (and then saved) without waiting for the user to open each image."""
-        if self.project is None or self.read_only or not self.window.holds_project_lock:
+        if self.project is None or self.read_only or not self.workspace.holds_lock:
             return
         for name, pair in self.project.pairs.items():
             where = pair.mask_path or self.workspace.new_mask_path(name)

@@ -1,29 +1,32 @@
 """Training in the main window: docks, Train menu, and the jobs behind the buttons.
 
-``install_training(window)`` is called by the main window. It only uses the window's
-contract API (``add_dock``, ``menu``, ``project``, ``current_name``, ``show_image``,
-``set_prediction``, ``projectOpened``...). Jobs run through ``workers.JobWorker``; this
-module turns their signals into widget updates, on the GUI thread.
+The window makes one ``TrainingController(workspace, parent, save_edits=...)`` and places
+its widgets (``training_layout.arrange_training_docks``, the Train menu). The controller
+knows no window: it reads and changes the
+:class:`~cellseg_gui.core.workspace.Workspace` (the project, the image looked at, the
+split, the models and the active one, predictions and validation scores) and asks for
+what only the window can do through signals (``status``, ``panelWanted``,
+``showRequested``). Jobs run through ``workers.JobWorker``; this module turns their
+signals into widget updates, on the GUI thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from cellseg_gui.app import training_jobs as J
-from cellseg_gui.app.training_layout import arrange_training_docks
 from cellseg_gui.app.training_results import TrainingResults
-from cellseg_gui.core.bundle_meta import BundleError
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.events import Finished
-from cellseg_gui.core.model_registry import model_record, model_records, new_model_path
-from cellseg_gui.core.project import ProjectError
+from cellseg_gui.core.project import ImagePair, ProjectError
+from cellseg_gui.core.workspace import Change, Workspace
 from cellseg_gui.widgets.advice import AdvicePanel
 from cellseg_gui.widgets.export_dialog import ExportDialog
 from cellseg_gui.widgets.gallery import Gallery
@@ -35,9 +38,9 @@ from cellseg_gui.widgets.training_plots import TrainingPlots
 from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, protect_bool_refcounts
 
 if TYPE_CHECKING:
-    from cellseg_gui.app.main_window import MainWindow
-    from cellseg_gui.core.jobs import CancelToken
+    from cellseg_gui.core.jobs import CancelToken, JobFactory
     from cellseg_gui.core.project import Project
+    from cellseg_gui.widgets.export_dialog import ExportRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +49,22 @@ class TrainingController(TrainingResults, QObject):
     """``jobFinished(kind, Finished)`` fires on the GUI thread after a job's own handlers."""
 
     jobFinished = Signal(str, object)
+    status = Signal(str, int)  # a line for the status bar, and for how long (ms)
+    panelWanted = Signal(str)  # bring this panel (dock title) to the front
+    showRequested = Signal(str, object)  # show this image, zoomed to (y, x, h, w) or None
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+    def __init__(
+        self,
+        workspace: Workspace,
+        parent: QWidget,
+        *,
+        save_edits: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(parent)
         protect_bool_refcounts()
-        self.window = window
+        self._host = parent  # the parent of dialogs; Esc stops a run while it is active
+        self.workspace = workspace
+        self.save_edits = save_edits  # writes pending mask edits before a job reads masks
         self.panel = TrainingPanel("cpu")
         self.plots = TrainingPlots()
         self.lr_plot = LRPlot()
@@ -60,7 +74,6 @@ class TrainingController(TrainingResults, QObject):
         self.models = ModelsList()
         self.worker: JobWorker | None = None
         self.bg_worker: JobWorker | None = None  # background prediction after a run
-        self.active_model: str | None = None
         self.last_result: Finished | None = None
         self.val_jaccard: dict[str, float] = {}
         self.ask_to_stop = self._ask_to_stop  # replaced in tests
@@ -70,14 +83,13 @@ class TrainingController(TrainingResults, QObject):
         self._has_saved_config = False
         self.probe_worker: JobWorker | None = None
         self._closing = False  # shutdown has begun: start no new job
-        self._regions: dict[str, Any] = {}
+        self._regions: dict[str, tuple[int, int, int, int]] = {}
         self._save_timer = QTimer(self, singleShot=True, interval=500)
         self._save_timer.timeout.connect(self.save_settings)
-        self._build_docks()
         self._connect()
-        window.installEventFilter(self)
-        if window.project is not None:
-            self._on_project_opened(window.project)
+        workspace.subscribe(self._on_workspace_change)
+        if workspace.project is not None:
+            self._on_project_opened(workspace.project)
         else:
             self._set_enabled(False)
         if os.environ.get("CELLSEG_NO_WARMUP", "0") != "1":
@@ -105,17 +117,6 @@ class TrainingController(TrainingResults, QObject):
         worker.finished.connect(done)
         worker.start()
 
-    # --- layout -----------------------------------------------------------------------
-    def _build_docks(self) -> None:
-        self.docks = arrange_training_docks(self.window, self.panel, self.models,
-                                            self.advice, self.noisy, self.plots,
-                                            self.lr_plot, self.gallery)  # fmt: skip
-        menu = self.window.menu("Train")
-        for i, action in enumerate(self.panel.actions_list):
-            if i in (3, 6):
-                menu.addSeparator()
-            menu.addAction(action)
-
     def _connect(self) -> None:
         p = self.panel
         p.trainRequested.connect(self.train)
@@ -133,12 +134,24 @@ class TrainingController(TrainingResults, QObject):
         self.models.activateRequested.connect(self.set_active_model)
         self.models.loadRequested.connect(self.load_model)
         self.models.fineTuneRequested.connect(self.fine_tune)
-        self.window.projectOpened.connect(self._on_project_opened)
 
     # --- project ----------------------------------------------------------------------
     @property
     def project(self) -> Project | None:
-        return self.window.project
+        return self.workspace.project
+
+    @property
+    def active_model(self) -> str | None:
+        """The bundle that predicts and exports (the Workspace's)."""
+        return self.workspace.active_model
+
+    def _on_workspace_change(self, change: Change) -> None:
+        if change.kind == "closing":
+            self.stop(wait=True)
+        elif change.kind == "project":
+            self._on_project_opened(self.workspace.project)
+        elif change.kind == "models":
+            self.refresh_models()
 
     def _on_project_opened(self, project: Project | None) -> None:
         self.stop(wait=True)
@@ -151,9 +164,6 @@ class TrainingController(TrainingResults, QObject):
             self.panel.form.set_config(TrainConfig.from_dict(saved["config"]))
         else:
             self.panel.form.set_config(TrainConfig.for_device(self.device_type))
-        self.active_model = saved.get("active_model")
-        if self.active_model and not Path(self.active_model).exists():
-            self.active_model = None
         self.refresh_models()
 
     def save_settings(self, only_if_changed: bool = False) -> None:
@@ -177,14 +187,7 @@ class TrainingController(TrainingResults, QObject):
             self.panel.show_message(f"Could not save the training settings: {exc}", "warning")
 
     def refresh_models(self) -> None:
-        records = model_records(self.project) if self.project is not None else []
-        if self.active_model is None and records:
-            self.active_model = records[0].path
-        if self.active_model and not any(r.path == self.active_model for r in records):
-            try:
-                records.insert(0, model_record(self.active_model))
-            except (BundleError, OSError):  # a vanished or broken file: forget it
-                self.active_model = None
+        records = self.workspace.models()
         self.models.set_models(records, self.active_model)
         self.panel.set_models_available(self.active_model is not None)
 
@@ -203,7 +206,12 @@ class TrainingController(TrainingResults, QObject):
         return w is not None and w.is_active()
 
     def _start(
-        self, kind: str, factory: Any, token: CancelToken, *, on_oom: Any = None
+        self,
+        kind: str,
+        factory: JobFactory,
+        token: CancelToken,
+        *,
+        on_oom: Callable[[], tuple[JobFactory, str] | None] | None = None,
     ) -> JobWorker | None:
         if self._closing:
             return None
@@ -247,10 +255,9 @@ class TrainingController(TrainingResults, QObject):
             cfg.mask_mode = mode
         return cfg
 
-    def _snapshot(self) -> list[Any]:
+    def _snapshot(self) -> list[ImagePair]:
         """Save pending mask edits, then list the images and masks a run will read."""
-        if self.window.editor is not None:
-            self.window.editor.flush()
+        self.save_edits()
         return self.project.training_pairs()
 
     def train(self, init_bundle: str | None = None) -> JobWorker | None:
@@ -262,8 +269,9 @@ class TrainingController(TrainingResults, QObject):
         pairs = [p for p in self._snapshot() if p.mask_path]
         names = [p.name for p in pairs]
         try:
-            _, val = self.project.training_split(names, cfg.val_fraction, cfg.seed)
-            out = new_model_path(self.project, "finetune" if init_bundle else "run")
+            # a first run draws the split and stores it: the list shows it from the news
+            _, val = self.workspace.training_split(names, cfg.val_fraction, cfg.seed)
+            out = self.workspace.new_model_path("finetune" if init_bundle else "run")
         except ProjectError as exc:  # every image marked 'val'
             self.panel.show_message(str(exc), "warning")
             return None
@@ -275,7 +283,6 @@ class TrainingController(TrainingResults, QObject):
                 "warning",
             )
             return None
-        self.window.refresh_splits()  # a first run has just made the split: the list shows it
         token = CancelToken()
         kw = dict(val_names=val, init_bundle=init_bundle, out_path=out,
                   checkpoint_path=out.with_suffix(".ckpt"), mask_mode=cfg.mask_mode)  # fmt: skip
@@ -286,7 +293,7 @@ class TrainingController(TrainingResults, QObject):
                 for c in classes
             ]
 
-        def on_oom(cfg: TrainConfig = cfg) -> tuple[Any, str] | None:
+        def on_oom(cfg: TrainConfig = cfg) -> tuple[JobFactory, str] | None:
             if cfg.batch_size <= 1:
                 return None
             cfg.batch_size //= 2
@@ -307,7 +314,7 @@ class TrainingController(TrainingResults, QObject):
         worker.sampleLosses.connect(self._on_sample_losses)
         worker.finished.connect(self._on_fit_finished)
         worker.start()
-        self.docks["Plots"].raise_()
+        self.panelWanted.emit("Plots")
         return worker
 
     def fine_tune(self, path: str) -> JobWorker | None:
@@ -330,16 +337,16 @@ class TrainingController(TrainingResults, QObject):
         def progress(ev) -> None:
             text = f"LR sweep: step {ev.step + 1} of {self.lr_plot.steps}, lr {ev.lr:.2g}"
             self.panel.on_progress(ev.step + 1, self.lr_plot.steps, text)
-            self.window.statusBar().showMessage(text, 3000)  # seen from any tab
+            self.status.emit(text, 3000)  # seen from any tab
 
         worker.lrProbe.connect(progress)
         worker.finished.connect(self._on_lr_finished)
         worker.start()
-        self.docks["LR finder"].raise_()
+        self.panelWanted.emit("LR finder")
         return worker
 
     def check(self) -> JobWorker | None:
-        name = self.window.current_name
+        name = self.workspace.current
         pair = (
             next((p for p in self._snapshot() if p.name == name and p.mask_path), None)
             if self.project
@@ -360,7 +367,7 @@ class TrainingController(TrainingResults, QObject):
         return worker
 
     def predict_current(self) -> JobWorker | None:
-        name = self.window.current_name
+        name = self.workspace.current
         return self.predict([name] if name else [])
 
     def predict_all(self) -> JobWorker | None:
@@ -397,13 +404,13 @@ class TrainingController(TrainingResults, QObject):
         worker.start()
         return worker
 
-    def export(self, request: Any = None) -> JobWorker | None:
+    def export(self, request: ExportRequest | None = None) -> JobWorker | None:
         if not self.active_model:
             self.panel.show_message("No model to export yet.", "warning")
             return None
         if request is None:
             dialog = ExportDialog(
-                Path(self.active_model).stem, self.project.folder / "export", self.window
+                Path(self.active_model).stem, self.project.folder / "export", self._host
             )
             if not dialog.exec():
                 return None
@@ -419,7 +426,7 @@ class TrainingController(TrainingResults, QObject):
     # --- closing ----------------------------------------------------------------------
     def _ask_to_stop(self) -> bool:
         answer = QMessageBox.question(
-            self.window, "Training is running",
+            self._host, "Training is running",
             "A job is still running. Stop it and close? The best model so far is kept.",
         )  # fmt: skip
         return answer == QMessageBox.StandardButton.Yes
@@ -429,18 +436,17 @@ class TrainingController(TrainingResults, QObject):
             event.type() == QEvent.Type.ShortcutOverride
             and event.key() == Qt.Key.Key_Escape
             and self.running
-            and self.window.isActiveWindow()
+            and self._host.isActiveWindow()
         ):
             # During a run Esc means Stop, ahead of the editor's Esc (pan tool) shortcut.
             event.accept()
             self.stop()
             return True
-        if obj is self.window and event.type() == QEvent.Type.Close:
-            if self.running and not self.ask_to_stop():
-                event.ignore()
-                return True
-            self.shutdown()
         return False
+
+    def may_close(self) -> bool:
+        """The window is asked to close: with a job running, ask (False: stay open)."""
+        return not self.running or self.ask_to_stop()
 
     def shutdown(self) -> None:
         """Stop every job and wait, so no thread outlives the window, and drop what the
@@ -461,11 +467,4 @@ class TrainingController(TrainingResults, QObject):
                 worker.abandon()
 
 
-def install_training(window: MainWindow) -> TrainingController:
-    """Add the training docks and the Train menu to the main window."""
-    controller = TrainingController(window)
-    window.training = controller
-    return controller
-
-
-__all__ = ["TrainingController", "install_training"]
+__all__ = ["TrainingController"]

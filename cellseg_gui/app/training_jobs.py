@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cellseg_gui.core.config import TrainConfig
-from cellseg_gui.core.events import DONE, FAILED, Finished, Message, Started
-from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.events import DONE, FAILED, Event, Finished, Message, Started
+from cellseg_gui.core.jobs import CancelToken, JobFactory
+from cellseg_gui.core.project import ImagePair
 from cellseg_gui.core.scoring import shown_metrics
 
 
-def device_probe_job() -> Callable[[], Iterator[Any]]:
+def device_probe_job() -> JobFactory:
     """Load torch in the worker and name the device "auto" would pick, so the form's
     defaults fit it (and torch is warm before the first Train click)."""
 
-    def run() -> Iterator[Any]:
+    def run() -> Iterator[Event]:
         from cellseg_gui.core.predict import select_device
 
         dev = select_device("auto")
@@ -33,7 +34,7 @@ def device_probe_job() -> Callable[[], Iterator[Any]]:
     return run
 
 
-def _load(pairs: list[Any], cfg: TrainConfig) -> Iterator[Any]:
+def _load(pairs: list[ImagePair], cfg: TrainConfig) -> Iterator[Event]:
     """Load the snapshot of images and masks; bad files become warnings, not failures."""
     from cellseg_gui.core.dataset import load_samples
 
@@ -57,10 +58,8 @@ def _load(pairs: list[Any], cfg: TrainConfig) -> Iterator[Any]:
     return samples
 
 
-def fit_job(
-    pairs: list[Any], cfg: TrainConfig, token: CancelToken, **kw: Any
-) -> Callable[[], Iterator[Any]]:
-    def run() -> Iterator[Any]:
+def fit_job(pairs: list[ImagePair], cfg: TrainConfig, token: CancelToken, **kw: Any) -> JobFactory:
+    def run() -> Iterator[Event]:
         samples = yield from _load(pairs, cfg)
         if not samples:
             yield Finished(
@@ -80,8 +79,8 @@ def fit_job(
     return run
 
 
-def lr_job(pairs: list[Any], cfg: TrainConfig, token: CancelToken) -> Callable[[], Iterator[Any]]:
-    def run() -> Iterator[Any]:
+def lr_job(pairs: list[ImagePair], cfg: TrainConfig, token: CancelToken) -> JobFactory:
+    def run() -> Iterator[Event]:
         samples = yield from _load(pairs, cfg)
         if not samples:
             yield Finished(FAILED, "No image with a mask for the learning-rate sweep.")
@@ -94,9 +93,9 @@ def lr_job(pairs: list[Any], cfg: TrainConfig, token: CancelToken) -> Callable[[
 
 
 def overfit_job(
-    pair: Any, cfg: TrainConfig, token: CancelToken, max_steps: int = 600
-) -> Callable[[], Iterator[Any]]:
-    def run() -> Iterator[Any]:
+    pair: ImagePair, cfg: TrainConfig, token: CancelToken, max_steps: int = 600
+) -> JobFactory:
+    def run() -> Iterator[Event]:
         samples = yield from _load([pair], cfg)
         if not samples:
             yield Finished(FAILED, f"{pair.name} has no readable mask to overfit.")
@@ -109,13 +108,13 @@ def overfit_job(
 
 
 def predict_job(
-    bundle_path: str | Path, pairs: list[Any], token: CancelToken, tile: int = 512
-) -> Callable[[], Iterator[Any]]:
+    bundle_path: str | Path, pairs: list[ImagePair], token: CancelToken, tile: int = 512
+) -> JobFactory:
     """Predict images one by one with a bundle (``core.batch``, the job ``cellseg predict``
     runs): per-image foreground Jaccard and cell AP where a mask exists; an error on one
     image is reported in its event and the rest go on."""
 
-    def run() -> Iterator[Any]:
+    def run() -> Iterator[Event]:
         from cellseg_gui.core.batch import predict_batch
         from cellseg_gui.core.bundle import load_bundle
 
@@ -124,11 +123,11 @@ def predict_job(
     return run
 
 
-def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> Callable[[], Iterator[Any]]:
+def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> JobFactory:
     """Write the chosen formats (each checked against the torch model by core.bundle) and
     the model card beside them."""
 
-    def run() -> Iterator[Any]:
+    def run() -> Iterator[Event]:
         import shutil
 
         from cellseg_gui.core import bundle as B

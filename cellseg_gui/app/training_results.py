@@ -3,19 +3,18 @@ the new model registered and predicted, advice, guard-rail verdicts, and the sma
 actions of the result docks (use a learning rate, apply advice, open an image).
 
 A mixin of ``TrainingController`` (app/training.py), split out to keep each file small;
-it uses the controller's widgets (``panel``, ``gallery``, ``noisy``...) and ``window``.
+it uses the controller's widgets (``panel``, ``gallery``, ``noisy``...), its Workspace and
+its signals (``status``, ``panelWanted``, ``showRequested``).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.core.bundle_meta import BundleError, read_bundle_meta
-from cellseg_gui.core.events import Finished
-from cellseg_gui.core.model_registry import register_model
+from cellseg_gui.core.events import Finished, Predicted, SampleLosses
 from cellseg_gui.widgets.gallery import GalleryItem
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ class TrainingResults:
     """Result handlers of the training controller (see the module docstring)."""
 
     # --- results ----------------------------------------------------------------------
-    def _on_sample_losses(self, ev: Any) -> None:
+    def _on_sample_losses(self, ev: SampleLosses) -> None:
         self._regions = dict(ev.regions)
         self.noisy.set_ranking(J.rank_losses(dict(ev.losses)), ev.regions, ev.epoch)
 
@@ -43,7 +42,7 @@ class TrainingResults:
             )
         self.val_jaccard = dict(res.get("per_image_val_jaccard") or {})
         for name, j in self.val_jaccard.items():
-            self._set_list_jaccard(name, j)
+            self.workspace.set_scores(name, jaccard=j)
         history = res.get("history")
         if history:
             try:
@@ -53,10 +52,8 @@ class TrainingResults:
             except Exception as exc:  # noqa: BLE001 - advice is optional, the run is not
                 log.warning("advice failed: %s", exc)
         if ev.bundle_path and Path(ev.bundle_path).exists():
-            register_model(self.project, ev.bundle_path)
-            self.active_model = str(ev.bundle_path)
+            self.workspace.add_model(ev.bundle_path)  # the Models list redraws from the news
             self.save_settings()
-            self.refresh_models()
             self.predict(None, background=True)
 
     def _on_lr_finished(self, ev: Finished) -> None:
@@ -74,24 +71,20 @@ class TrainingResults:
                 text += f"\n{r['advice']}"
             self.panel.show_message(text, "info" if r["passed"] else "warning")
 
-    def _on_predicted(self, ev: Any) -> None:
+    def _on_predicted(self, ev: Predicted) -> None:
         if ev.error or ev.labels is None:
             self._status(f"{ev.name}: {ev.error}")
             return
-        self.window.set_prediction(ev.name, ev.labels, ev.probability, ev.cells)
+        self.workspace.set_prediction(ev.name, ev.labels, ev.probability, ev.cells)
         self.panel.on_progress(
             ev.index + 1, ev.total, f"Predicted {ev.index + 1}/{ev.total}: {ev.name}"
         )
         if ev.jaccard is not None:
             self.val_jaccard[ev.name] = ev.jaccard
-            self._set_list_jaccard(ev.name, ev.jaccard)
-            self.window.set_val_ap50(ev.name, ev.ap50)
+            self.workspace.set_scores(ev.name, jaccard=ev.jaccard, ap50=ev.ap50)
             self._gallery_add(ev)
 
-    def _set_list_jaccard(self, name: str, jaccard: float) -> None:
-        self.window.set_val_jaccard(name, jaccard)
-
-    def _gallery_add(self, ev: Any) -> None:
+    def _gallery_add(self, ev: Predicted) -> None:
         """The job made the difference thumbnail where it had the image and the mask: no
         disk read on the GUI thread (it re-read both for every predicted image)."""
         if ev.thumbnail is None:
@@ -107,12 +100,11 @@ class TrainingResults:
 
     def _apply_advice(self, changes: dict) -> None:
         self.panel.form.apply_changes(changes)
-        self.docks["Training"].raise_()
+        self.panelWanted.emit("Training")
 
     def set_active_model(self, path: str) -> None:
-        self.active_model = path
+        self.workspace.set_active_model(path)  # the Models list redraws from the news
         self.save_settings()
-        self.refresh_models()
 
     def load_model(self, path: str) -> None:
         try:
@@ -120,20 +112,16 @@ class TrainingResults:
         except (BundleError, OSError) as exc:
             self.panel.show_message(str(exc), "error")
             return
-        if self.project is not None:
-            register_model(self.project, path)
-        self.set_active_model(str(path))
+        self.workspace.add_model(path)
+        self.save_settings()
 
     def _show(self, name: str) -> None:
-        self.window.show_image(name)
+        self.showRequested.emit(name, None)
 
-    def _show_region(self, name: str, region: Any) -> None:
+    def _show_region(self, name: str, region: tuple[int, int, int, int] | None) -> None:
         """Open a noisy-label entry: its image, zoomed to its worst crop (y, x, h, w)."""
-        if not self.window.show_image(name) or region is None:
-            return
-        y, x, h, w = region
-        self.window.canvas.zoom_to(y, x, y + h, x + w)
+        self.showRequested.emit(name, region)
 
     def _status(self, text: str) -> None:
         if text:
-            self.window.statusBar().showMessage(text, 5000)
+            self.status.emit(text, 5000)

@@ -134,3 +134,8 @@ class Finished:
     @property
     def ok(self) -> bool:
         return self.reason in (DONE, EARLY_STOP, CANCELLED)
+
+
+# what a job yields: the one type a job factory's iterator, the worker and the CLI's
+# renderer share
+Event = Started | StepEnded | EpochEnded | SampleLosses | LRProbe | Predicted | Message | Finished

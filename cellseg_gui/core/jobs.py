@@ -5,6 +5,11 @@ thread (a queued signal would arrive only after the job ends); jobs check
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cellseg_gui.core.events import Event
 
 
 class CancelToken:
@@ -25,3 +30,8 @@ class CancelToken:
 class Cancelled(Exception):
     """Raised inside a job's helpers to unwind to the generator, which then yields
     ``Finished(reason="cancelled")``."""
+
+
+# A job: a zero-argument callable returning the generator of its events, called in the
+# thread (or process) that runs it, so what it imports loads there.
+JobFactory = Callable[[], "Iterator[Event]"]

@@ -6,9 +6,13 @@ callbacks that subscribed (a :class:`Change` each). The window subscribes and re
 list and canvas from it, so code that predicts (a training run, Predict all, a test) sets
 a prediction here and never pushes pixels into widgets by hand.
 
-It also answers what editing asks of the project (mask mode, where a new mask goes, an
-image's size, the classes to paint). First steps of issue 17's Workspace: the open mask
-documents, the split and the model registry still live in the editor and the project.
+It also holds the open mask documents (the edits not yet saved live in them) and which
+of them differ from their file, each image's validation scores, the train/val split (one
+function: ``Project.training_split``, the CLI's too) and the model registry with the
+active model, and answers what editing asks of the project (mask mode, where a new mask
+goes, an image's size, the classes to paint). Saving, undo and the crash journal are the
+editor's (app/editing.py, app/mask_saving.py); what a stroke paints is
+``core/edit_session.py``'s.
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
+from cellseg_gui.core.bundle_meta import BundleError
+from cellseg_gui.core.maskdoc import MaskDocument
+from cellseg_gui.core.model_registry import (
+    ModelRecord,
+    model_record,
+    model_records,
+    new_model_path,
+    register_model,
+)
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.core.project import Project
 
-__all__ = ["Change", "ShownPrediction", "Workspace"]
+__all__ = ["Change", "Scores", "ShownPrediction", "Workspace"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,28 @@ class ShownPrediction:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """One validation image's figures from the latest run or prediction."""
+
+    jaccard: float | None = None  # foreground Jaccard
+    ap50: float | None = None  # AP at IoU 0.5 of the predicted cells
+
+
+@dataclass(frozen=True)
 class Change:
-    """What changed: ``"project"`` (another project is open; ``name`` None), ``"current"``
-    (the image looked at is ``name``) or ``"prediction"`` (``name``'s prediction was set
-    or removed)."""
+    """What changed, ``name`` being the image concerned (None: the whole project):
+
+    - ``"closing"``: the open project is about to be replaced (save what is yours now:
+      its documents, lock and folder are still the old project's);
+    - ``"project"``: another project is open;
+    - ``"current"``: the image looked at is ``name``;
+    - ``"prediction"``: ``name``'s prediction was set or removed;
+    - ``"mask"``: ``name``'s mask document was opened (show its class map);
+    - ``"modified"``: ``name``'s mask now does (or no longer does) differ from its file;
+    - ``"scores"``: ``name``'s validation scores were set;
+    - ``"split"``: the train/val roles of the images changed;
+    - ``"models"``: the model registry or the active model changed.
+    """
 
     kind: str
     name: str | None = None
@@ -52,7 +83,14 @@ class Workspace:
     def __init__(self) -> None:
         self.project: Project | None = None
         self.current: str | None = None
+        # whether this program holds the project's lock (one window per project keeps
+        # the crash journals); the window that takes the lock sets it
+        self.holds_lock = True
+        self.active_model: str | None = None
         self._predictions: dict[str, ShownPrediction] = {}
+        self._documents: dict[str, MaskDocument] = {}
+        self._modified: set[str] = set()
+        self._scores: dict[str, Scores] = {}
         self._listeners: list[Callable[[Change], None]] = []
 
     # ------------------------------------------------------------------ observers
@@ -66,11 +104,27 @@ class Workspace:
             callback(change)
 
     # ------------------------------------------------------------------ state
-    def open(self, project: Project) -> None:
-        """Make ``project`` the open one: no image looked at, no predictions yet."""
-        self.project = project
+    def close(self) -> None:
+        """Announce ``"closing"`` (subscribers save their edits while the project is still
+        open), then forget the project and everything known of it."""
+        if self.project is None:
+            return
+        self._announce(Change("closing"))
+        self.project = None
         self.current = None
+        self.active_model = None
         self._predictions.clear()
+        self._documents.clear()
+        self._modified.clear()
+        self._scores.clear()
+
+    def open(self, project: Project) -> None:
+        """Make ``project`` the open one (closing the last): no image looked at, no
+        documents, predictions or scores yet; its saved active model if it still exists."""
+        self.close()
+        self.project = project
+        saved = project.training_settings().get("active_model")
+        self.active_model = saved if isinstance(saved, str) and Path(saved).exists() else None
         self._announce(Change("project"))
 
     def set_current(self, name: str | None) -> None:
@@ -110,6 +164,113 @@ class Workspace:
         """Forget every prediction (each removal announced, so every row redraws)."""
         for name in list(self._predictions):
             self.set_prediction(name, None)
+
+    # ------------------------------------------------------------------ mask documents
+    @property
+    def documents(self) -> dict[str, MaskDocument]:
+        """The open mask documents by image (a copy: add one through add_document)."""
+        return dict(self._documents)
+
+    def document(self, name: str | None) -> MaskDocument | None:
+        return None if name is None else self._documents.get(name)
+
+    def add_document(self, name: str, doc: MaskDocument) -> None:
+        """``name``'s mask is open for editing: its class map is what to show, and the
+        project lists the file as the image's mask (a new one included)."""
+        self._documents[name] = doc
+        self.register_mask(name, doc.path)
+        self._announce(Change("mask", name))
+
+    def forget_documents(self) -> None:
+        """Close every document (their edits saved or given up by the caller)."""
+        self._documents.clear()
+        for name in sorted(self._modified):
+            self.set_modified(name, False)
+
+    def set_modified(self, name: str, modified: bool) -> None:
+        """Whether ``name``'s mask holds edits its file does not."""
+        if modified == (name in self._modified):
+            return
+        (self._modified.add if modified else self._modified.discard)(name)
+        self._announce(Change("modified", name))
+
+    @property
+    def modified(self) -> frozenset[str]:
+        """The images whose masks differ from their files."""
+        return frozenset(self._modified)
+
+    # ------------------------------------------------------------------ validation scores
+    def set_scores(
+        self, name: str, *, jaccard: float | None = None, ap50: float | None = None
+    ) -> None:
+        """``name``'s validation figures; a figure left None keeps the one known."""
+        old = self._scores.get(name, Scores())
+        self._scores[name] = Scores(
+            old.jaccard if jaccard is None else float(jaccard),
+            old.ap50 if ap50 is None else float(ap50),
+        )
+        self._announce(Change("scores", name))
+
+    def scores(self, name: str) -> Scores:
+        return self._scores.get(name, Scores())
+
+    # ------------------------------------------------------------------ the split
+    def training_split(
+        self, names: list[str], val_fraction: float, seed: int
+    ) -> tuple[list[str], list[str]]:
+        """Train and validation names among ``names``: the project's stored split, drawn
+        and stored the first time (``Project.training_split``, the CLI's function too).
+        Raises ProjectError when every image is marked 'val', OSError when the project
+        file cannot be written."""
+        if self.project is None:
+            raise ValueError("no project is open")
+        before = dict(self.project.split)
+        out = self.project.training_split(names, val_fraction, seed)
+        if self.project.split != before:
+            self._announce(Change("split"))
+        return out
+
+    def set_split(self, names: list[str], role: str) -> None:
+        """Mark images 'train', 'val' or 'excluded' and store it (OSError if it cannot be
+        written: the roles are set here all the same)."""
+        if self.project is None:
+            return
+        self.project.set_split(dict.fromkeys(names, role))
+        self._announce(Change("split"))
+        self.project.save()
+
+    # ------------------------------------------------------------------ models
+    def models(self) -> list[ModelRecord]:
+        """The project's readable models, newest first, with the active one listed even
+        when it lives elsewhere; an active model that can no longer be read is forgotten
+        (the newest becomes active, if any)."""
+        records = model_records(self.project) if self.project is not None else []
+        if self.active_model and not any(r.path == self.active_model for r in records):
+            try:
+                records.insert(0, model_record(self.active_model))
+            except (BundleError, OSError):  # a vanished or broken file: forget it
+                self.active_model = None
+        if self.active_model is None and records:
+            self.active_model = records[0].path
+        return records
+
+    def set_active_model(self, path: str | None) -> None:
+        self.active_model = None if path is None else str(path)
+        self._announce(Change("models"))
+
+    def add_model(self, path: str | Path, *, activate: bool = True) -> None:
+        """List a bundle in the project (a new run's, or one loaded from disk)."""
+        if self.project is not None:
+            register_model(self.project, path)
+        if activate:
+            self.active_model = str(path)
+        self._announce(Change("models"))
+
+    def new_model_path(self, kind: str) -> Path:
+        """Where a new run's bundle goes (OSError when the folder is not writable)."""
+        if self.project is None:
+            raise ValueError("no project is open")
+        return new_model_path(self.project, kind)
 
     # ------------------------------------------------------------------ what editing asks
     @property

@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -35,7 +35,7 @@ from cellseg_gui.core.events import (
     StepEnded,
     is_out_of_memory,
 )
-from cellseg_gui.core.jobs import CancelToken
+from cellseg_gui.core.jobs import CancelToken, JobFactory
 from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ def protect_bool_refcounts() -> None:
 _BOOLS_PROTECTED = False
 protect_bool_refcounts()
 
-JobFactory = Callable[[], Iterator[Any]]
 
 # Workers whose events have not all been delivered. Holding them here keeps the Python
 # objects (and their delivery timers) alive until ``done`` has been emitted, even when the

@@ -687,3 +687,61 @@ def test_clicking_a_noisy_label_opens_its_image_zoomed_to_its_worst_region(qtbot
     # the crop (x 20..60, y 10..40) fills the view, with a little margin
     assert x0 <= 20 and x1 >= 60 and y0 <= 10 and y1 >= 40
     assert (x1 - x0) < W / 2  # zoomed in (the locked aspect may widen the other axis)
+
+
+def test_the_editor_and_the_training_controller_need_only_a_workspace(
+    qtbot, monkeypatch, tmp_path: Path, class_mask: np.ndarray
+) -> None:
+    """No window: a Workspace, a canvas and a parent widget are all they take, and what
+    they change is on the Workspace for whoever draws it."""
+    from PySide6.QtWidgets import QWidget
+
+    from cellseg_gui.app.editing import Editor
+    from cellseg_gui.app.training import TrainingController
+    from cellseg_gui.core.imageio import read_image
+    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.workspace import Workspace
+    from cellseg_gui.widgets.canvas import ImageCanvas
+
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    folder = _project(tmp_path / "p", {"a": class_mask, "b": None})
+    ws = Workspace()
+    host = QWidget()
+    qtbot.addWidget(host)
+    canvas = ImageCanvas(host)
+    ed = Editor(ws, canvas, host)
+    tc = TrainingController(ws, host, save_edits=ed.flush)
+    # no docks hold its panels here: let qtbot delete them while Qt is still up
+    for w in (tc.panel, tc.panel.settings_view, tc.models, tc.advice, tc.noisy, tc.plots,
+              tc.lr_plot, tc.gallery):  # fmt: skip
+        qtbot.addWidget(w)
+    said: list[str] = []
+    ed.message.connect(said.append)
+    ws.open(open_project(folder))
+    ws.set_current("a")
+    canvas.set_image(read_image(folder / "images" / "a.tif"))
+    assert tc.panel.train_button.isEnabled()  # the controller heard of the project
+
+    ed.set_tool("brush")
+    ed.toolbar.set_class(2)
+    left = {"buttons": LEFT, "modifiers": Qt.KeyboardModifier.NoModifier}
+    canvas.mousePressed.emit(5.0, 110.0, left)
+    canvas.mouseDragged.emit(60.0, 110.0, left)
+    canvas.mouseReleased.emit(60.0, 110.0, left)
+    doc = ws.document("a")
+    assert doc is not None and (doc.data[110, 8:58] == 2).all()
+    assert ws.modified == {"a"}  # the list and the title read this
+    tc._snapshot()  # a run saves the edits first, through the callback it was given
+    assert ws.modified == frozenset() and np.array_equal(
+        read_mask(folder / "masks" / "a.tif")[110, 8:58], np.full(50, 2, np.uint8)
+    )
+    ed.accept_prediction()
+    assert said == ["There is no prediction for this image yet."]
+    shown: list[tuple[str, object]] = []
+    tc.showRequested.connect(lambda name, region: shown.append((name, region)))
+    tc.noisy.regionClicked.emit("b", (1, 2, 3, 4))
+    assert shown == [("b", (1, 2, 3, 4))]
+    ws.close()  # the editor lets go of the documents while the project is still open
+    assert ws.document("a") is None and ed.stacks == {}
+    ed.shutdown()
+    tc.shutdown()

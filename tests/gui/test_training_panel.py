@@ -41,14 +41,11 @@ def window(qtbot, tmp_path, monkeypatch):
     w.open_project(folder)
     t = w.training
     t.panel.form.apply_changes(TINY)
-    calls: list[str] = []
-    real = w.set_prediction
-
-    def spy(name, labels, prob=None, cells=None):
-        calls.append(name)
-        return real(name, labels, prob, cells)
-
-    w.set_prediction = spy
+    calls: list[str] = []  # each image whose prediction the Workspace announced as set
+    w.workspace.subscribe(
+        lambda ch: ch.kind == "prediction" and w.workspace.prediction(ch.name) is not None
+        and calls.append(ch.name)
+    )  # fmt: skip
     w.prediction_calls = calls
     yield w
     t.shutdown()
@@ -199,7 +196,7 @@ def test_train_in_a_read_only_folder_says_so_and_starts_nothing(window, qtbot, m
         folder = project.models_dir()
         raise PermissionError(13, "Permission denied", str(folder))
 
-    monkeypatch.setattr("cellseg_gui.app.training.new_model_path", read_only)
+    monkeypatch.setattr("cellseg_gui.core.workspace.new_model_path", read_only)
     t = window.training
     qtbot.mouseClick(t.panel.train_button, Qt.MouseButton.LeftButton)
     assert t.worker is None or not t.running

@@ -1,0 +1,177 @@
+"""How the main window draws the Workspace: the list, the canvas, the legend and the
+title redraw from its announcements (``_on_workspace_change``), never pushed into by the
+editor or the training controller; and the reads from disk that drawing needs (the image,
+its ground truth). A mixin of :class:`~cellseg_gui.app.main_window.MainWindow`, which owns
+the widgets (``image_list``, ``canvas``, ``legend``, ``overlays``) and the Workspace."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import shiboken6
+
+from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
+from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
+from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
+from cellseg_gui.widgets.image_list import Entry, ImageList
+from cellseg_gui.widgets.legend import Legend
+from cellseg_gui.widgets.overlay_controls import OverlayControls
+
+if TYPE_CHECKING:
+    from cellseg_gui.core.project import Project
+    from cellseg_gui.widgets.canvas import ImageCanvas
+
+
+class WorkspaceView:
+    """The window's drawing of the Workspace (see the module docstring)."""
+
+    workspace: Workspace
+    image_list: ImageList
+    canvas: ImageCanvas | None
+    legend: Legend
+    overlays: OverlayControls
+    _gt: dict[str, np.ndarray]
+
+    # ------------------------------------------------------------------ the workspace
+    @property
+    def project(self) -> Project | None:
+        return self.workspace.project
+
+    @property
+    def current_name(self) -> str | None:
+        return self.workspace.current
+
+    @property
+    def predictions(self) -> dict[str, ShownPrediction]:
+        return self.workspace.predictions
+
+    def prediction(self, name: str) -> ShownPrediction | None:
+        return self.workspace.prediction(name)
+
+    def set_prediction(self, name: str, labels, probability=None, cells=None) -> None:
+        """The latest prediction of ``name``: class map, probability of the chosen class
+        and, from the model's own post-processing, its cells (int32 ids)."""
+        self.workspace.set_prediction(name, labels, probability, cells)
+
+    def _on_workspace_change(self, change: Change) -> None:
+        # Undo stacks report "modified" while Qt tears the window down on quit; the list
+        # may be gone by then ("Internal C++ object already deleted").
+        if not shiboken6.isValid(self) or not shiboken6.isValid(self.image_list):
+            return
+        name, model = change.name, self.image_list.model_
+        if change.kind == "project":
+            self._show_project()
+        elif change.kind == "split":
+            self._refresh_splits()
+        elif change.kind == "scores" and name is not None:
+            scores = self.workspace.scores(name)
+            model.update(name, val_jaccard=scores.jaccard, val_ap50=scores.ap50)
+        elif change.kind == "modified" and name is not None:
+            self.image_list.set_modified(name, name in self.workspace.modified)
+            self.setWindowModified(bool(self.workspace.modified))
+        elif change.kind == "mask" and name is not None:
+            doc = self.workspace.document(name)
+            self._gt.pop(name, None)
+            model.update(name, has_gt=True)
+            if name == self.current_name and doc is not None and doc.display is not self.canvas.gt:
+                self.canvas.set_gt(doc.display)
+        elif change.kind == "prediction" and name is not None:
+            self._show_prediction(name)
+
+    def _show_project(self) -> None:
+        """Another project is open: its images in the list, its classes' colours and names
+        on the canvas and in the legend (before the editor and the training controller
+        hear of it, so what they restore or mark lands on the new list)."""
+        project = self.project
+        self._gt.clear()
+        self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
+        self._update_legend()
+        self.image_list.model_.set_entries([
+            Entry(n, has_gt=project.mask_path(n) is not None, split=project.get_split(n))
+            for n in project.names
+        ])  # fmt: skip
+
+    def _show_prediction(self, name: str) -> None:
+        pred = self.workspace.prediction(name)
+        n_cells = None if pred is None or pred.cells is None else pred.n_cells
+        self.image_list.model_.update(name, has_pred=pred is not None, n_cells=n_cells)
+        if name == self.current_name:
+            if pred is None:
+                self.canvas.set_prediction(None, None)
+            else:
+                self.canvas.set_prediction(pred.labels, pred.probability, pred.cells)
+            self._update_legend()
+            self._say_cells(name)
+
+    def _say_cells(self, name: str) -> None:
+        pred = self.workspace.prediction(name)
+        if pred is not None and pred.cells is not None:
+            self.statusBar().showMessage(f"{name}: {pred.n_cells} cells predicted")
+
+    def _refresh_splits(self) -> None:
+        """Show the project's train/val/excluded roles again (a first run writes its
+        automatic split into the project)."""
+        if self.project is None:
+            return
+        for e in self.image_list.model_.entries:
+            role = self.project.get_split(e.name)
+            if role != e.split:
+                self.image_list.model_.update(e.name, split=role)
+
+    # ------------------------------------------------------------------ reading
+    def read_raw(self, name: str) -> np.ndarray:
+        """The image as stored (for measurements: intensities in the file's units)."""
+        return read_image(self.project.image_path(name), channels="keep")
+
+    def _read_raw(self, name: str) -> np.ndarray:
+        raw = read_image(self.project.image_path(name), channels="keep")
+        if raw.ndim == 3 and raw.shape[2] not in (3, 4):
+            raw = raw[..., 0]
+        return raw
+
+    def _read_gt(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
+        from cellseg_gui.core.masks import mask_to_classes  # scipy: not needed at start-up
+
+        path = self.project.mask_path(name)
+        try:
+            mask = read_mask(path)
+            if mask.shape[:2] != shape:
+                raise ImageReadError(path, f"mask is {mask.shape} but the image is {shape}")
+            labels, _, _ = mask_to_classes(
+                mask, self.project.mask_mode, self.project.boundary_width
+            )
+        except (ImageReadError, ValueError) as exc:
+            self.image_list.model_.update(name, error=str(exc))
+            return None
+        self._gt[name] = labels
+        return labels
+
+    def _update_legend(self) -> None:
+        if self.project is None:  # no project, no classes to name
+            self.legend.set_entries([])
+            return
+        classes = self.project.classes if self.project else []
+        names = [c.get("name", f"class {i}") for i, c in enumerate(classes)] or [
+            "background",
+            "cell",
+            "boundary",
+        ]
+        cols = (
+            self.project.colors() if self.project else [(0, 0, 0), (46, 204, 113), (241, 196, 15)]
+        )
+        entries = [(n, cols[i]) for i, n in enumerate(names) if i > 0]
+        canvas = self.canvas  # None until finish_setup builds it
+        if (
+            canvas is not None
+            and canvas.cells is not None
+            and self.overlays.checks["pred"].isChecked()
+        ):
+            from cellseg_gui.widgets.canvas import CELL_LUT
+
+            entries.append(
+                ("predicted cells (a colour each)", tuple(int(v) for v in CELL_LUT[1, :3]))
+            )
+        if self.overlays.checks["diff"].isChecked():
+            entries += [(FP_WORDS, FP_COLOR), (FN_WORDS, FN_COLOR)]
+        self.legend.set_entries(entries)
