@@ -10,18 +10,17 @@ CPU) and the tiled predictor otherwise.
 
 from __future__ import annotations
 
-import copy
-import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 
 from cellseg_gui.core import distributed as dist
 from cellseg_gui.core.augment import Augmenter
-from cellseg_gui.core.bundle import architecture, load_bundle, make_meta, save_bundle
 from cellseg_gui.core.checkpoint import (  # noqa: F401
     BestSoFar,
     Resumable,
@@ -57,10 +56,10 @@ from cellseg_gui.core.events import (
     is_out_of_memory,
 )
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.memory import check_training_memory
 from cellseg_gui.core.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
-from cellseg_gui.core.postprocess import PostProcess, default_postprocess
+from cellseg_gui.core.postprocess import PostProcess
 from cellseg_gui.core.precision import autocast_context, resolve_precision, setup_device  # noqa: F401
+from cellseg_gui.core.run_setup import BundleWriter, RunSetup, prepare_run
 from cellseg_gui.core.sampling import (  # noqa: F401
     THIN_SHARE,
     CropSampler,
@@ -107,12 +106,6 @@ def _empty_history() -> dict[str, list]:
     }
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------- fit
 
 
@@ -147,108 +140,14 @@ def _fit(
     samples, cfg: TrainConfig, *, cancel, val_names, init_bundle, resume, out_path,
     checkpoint_path, lr_finder, classes, mask_mode,
 ):  # fmt: skip
-    given = {s.name for s in samples}
-    samples, too_small = _check_samples(samples, cfg)
-    if too_small:
-        yield Message(level="warning", text=too_small)
-        kept = {s.name for s in samples}
-        if val_names:  # a too-small validation image is left out, not "unknown"
-            val_names = [n for n in val_names if n in kept or n not in given]
-    cfg = TrainConfig.from_dict(copy.deepcopy(cfg.to_dict()))  # never mutate the caller's
     ctx = dist.context()
     world, rank, is_main = ctx.world_size, ctx.rank, ctx.is_main
-    device, precision = setup_device(cfg.device, cfg.amp, ctx.device)
-    names = [s.name for s in samples]
-    by_name = {s.name: s for s in samples}
-    ckpt: dict | None = None
-    if resume is not None:
-        ckpt = load_checkpoint(Path(resume))
-        # the run's own settings, except when and where to stop and run, which the
-        # caller may change (e.g. "train 20 more epochs")
-        keep = {k: getattr(cfg, k) for k in ("epochs", "minutes", "patience", "device")}
-        cfg = TrainConfig.from_dict(ckpt["cfg"])
-        if "boundary_mode" not in ckpt["cfg"]:  # from before the setting: it drew them all
-            cfg.boundary_mode = "all"
-        for k, v in keep.items():
-            setattr(cfg, k, v)
-        precision = resolve_precision(cfg.amp, device)
-    # split
-    if ckpt is not None:
-        train_names = [n for n in ckpt["split"]["train"] if n in by_name]
-        val_list = [n for n in ckpt["split"]["val"] if n in by_name]
-    elif val_names:
-        unknown = [n for n in val_names if n not in by_name]
-        if unknown:
-            raise ValueError(f"validation images not in the data: {', '.join(unknown)}")
-        val_list = [n for n in names if n in set(val_names)]
-        train_names = [n for n in names if n not in set(val_names)]
-    else:
-        train_names, val_list = split_train_val(names, cfg.val_fraction, cfg.seed)
-    if not train_names:
-        raise ValueError("no training images left after the validation split")
-    by_name = {s.name: s for s in training_targets(list(by_name.values()), cfg)}
-    train_s = [by_name[n] for n in train_names]
-    val_s = [by_name[n] for n in val_list]
-    n_classes = max(int(s.n_classes) for s in samples)
-    if not val_s:
-        val_s = train_s
-        if is_main:
-            yield Message(
-                "only one image: validating on the training image, so the scores say "
-                "nothing about new images",
-                level="warning",
-            )
-    # model
-    _seed_everything(cfg.seed)
-    from cellseg_gui.core.unet import build_model
-
-    init_model = None
-    chosen = ""  # what auto-downsample decided, said once the run has started
-    if init_bundle is not None and ckpt is None:
-        b = load_bundle(init_bundle, device="cpu")
-        arch = architecture(b.meta)
-        if arch.n_classes != n_classes or arch.in_channels != int(train_s[0].image.shape[0]):
-            raise ValueError(
-                f"{init_bundle}: its model has {arch.n_classes} classes and "
-                f"{arch.in_channels} channel(s); the data has {n_classes} and "
-                f"{train_s[0].image.shape[0]}"
-            )
-        wanted = copy.deepcopy(cfg.model)
-        wanted.downsample = wanted.downsample or arch.downsample  # auto accepts any
-        wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
-        if arch.to_dict() != wanted.to_dict() and is_main:
-            yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
-        if arch.distance_head and not distance_possible(train_s):
-            raise ValueError(
-                f"{init_bundle}: its model learns a distance map from instance masks (one "
-                "id per cell), and these masks are not; fine-tune it on instance masks, or "
-                "train a new model"
-            )
-        cfg.model = arch
-        init_model = b.model
-    else:
-        cfg.model.n_classes = n_classes
-        cfg.model.in_channels = int(train_s[0].image.shape[0])
-        if not cfg.model.downsample:
-            cfg.model.downsample = choose_downsample(train_s)
-            chosen = _downsample_message(cfg.model.downsample)
-        if cfg.model.distance_head and not distance_possible(train_s):
-            cfg.model.distance_head = False
-            if is_main:
-                yield Message(
-                    "no distance output: it is learned from instance masks (one id per "
-                    "cell), and these masks are not"
-                )
-    model = build_model(cfg.model)
-    too_big = check_training_memory(
-        cfg.model, cfg.batch_size, cfg.crop, sum(p.numel() for p in model.parameters()), device
+    setup = yield from prepare_run(
+        samples, cfg, ctx, val_names=val_names, init_bundle=init_bundle, resume=resume
     )
-    if too_big:  # before the first step allocates it: say so instead of swapping
-        raise ValueError(too_big)
-    if init_model is not None:
-        model.load_state_dict(init_model.state_dict())
-    model.to(device)
-    model.train()
+    cfg, device, precision, model = setup.cfg, setup.device, setup.precision, setup.model
+    train_s, val_s, n_classes = setup.train_s, setup.val_s, setup.n_classes
+    train_names, val_list, ckpt = setup.train_names, setup.val_names, setup.ckpt
     train_model = dist.wrap(model, device) if world > 1 else model
     opt = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
@@ -271,7 +170,6 @@ def _fit(
     total_steps = None if time_limit and not cfg.epochs else max_epochs * spe
     history = _empty_history()
     best = BestSoFar()
-    postprocess: PostProcess | None = None  # chosen on the validation images at the end
     start_epoch, global_step, elapsed_before = 0, 0, 0.0
     resumed_bad_epochs = None
     np_rng = np.random.default_rng(cfg.seed + rank)
@@ -286,7 +184,7 @@ def _fit(
         best = BestSoFar.from_checkpoint(ckpt)
         lr_finder = lr_finder or ckpt.get("lr_finder")
         resumed_bad_epochs = ckpt.get("bad_epochs")
-    record_base = {
+    record = {
         "images": [
             {"name": s.name, "sha256": getattr(s, "sha256", ""), "split": "train"} for s in train_s
         ]
@@ -304,21 +202,7 @@ def _fit(
         "resumed_from": str(resume) if resume else None,
         "lr_finder": lr_finder,
     }
-
-    def write_bundle(state, metrics: dict, extra: dict | None = None) -> str | None:
-        pp = postprocess or default_postprocess(bool(cfg.model.distance_head))
-        if out_path is None or not is_main or state is None:
-            return None
-        m = build_model(cfg.model)
-        m.load_state_dict(state)
-        training = dict(record_base, history=copy.deepcopy(history), **(extra or {}))
-        meta = make_meta(
-            cfg.model, classes=classes, mask_mode=mask_mode, boundary_width=cfg.boundary_width,
-            channels=cfg.channels, norm=cfg.norm, training=training, metrics=metrics,
-            name=Path(out_path).stem, postprocess=pp.to_dict(),
-        )  # fmt: skip
-        save_bundle(out_path, m, meta)
-        return str(out_path)
+    bundles = BundleWriter(out_path, cfg, record, classes, mask_mode, is_main, history=history)
 
     if is_main:
         yield Started(
@@ -328,8 +212,8 @@ def _fit(
             message=f"{len(train_s)} training, {len(val_list)} validation images; "
             f"{world} process(es)" if world > 1 else "",
         )  # fmt: skip
-        if chosen:
-            yield Message(chosen)
+        if setup.chosen:
+            yield Message(setup.chosen)
     t0 = time.perf_counter()
     reason, message, hint = DONE, "", ""
     bad_epochs = 0
@@ -407,7 +291,7 @@ def _fit(
             regions = {train_s[i].name: er.worst[i][1] for i in er.worst}
             yield SampleLosses(epoch=epoch, losses=losses, regions=regions)
         if is_best:
-            write_bundle(
+            bundles.write(
                 best.state,
                 {"val_fg_jaccard": best.score, "val_ap50": best.ap50, "best_epoch": best.epoch},
                 {
@@ -431,22 +315,69 @@ def _fit(
         if time_limit is not None and epoch_elapsed >= time_limit:  # the same on every rank
             message = f"time limit of {cfg.minutes:g} minutes reached"
             break
-    # ---- finish: best weights, guard-rail, final bundle
+    # ---- finish: best weights, guard-rail, post-processing, final bundle
+    end = RunEnd(reason, message, hint, global_step, elapsed_before + time.perf_counter() - t0)
+    done = _finish(setup, end, best, bundles, history, weights, ctx, mask_mode, cancel)
+    if is_main or world == 1:
+        yield done
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How the epoch loop ended."""
+
+    reason: str  # DONE, CANCELLED, EARLY_STOP, DIVERGED
+    message: str
+    hint: str
+    steps: int
+    seconds: float
+
+
+class FitResult(TypedDict):
+    """``Finished.result`` of a run: JSON-able, as ``cellseg train --json`` writes it."""
+
+    best_val_fg_jaccard: float | None
+    best_epoch: int | None
+    history: dict[str, list]
+    split: dict[str, list[str]]
+    guard_rail: dict | None
+    per_image_val_jaccard: dict[str, float]
+    best_val_ap50: float | None
+    per_image_val_ap50: dict[str, float]
+    postprocess: dict | None
+    precision: str
+    device: str
+    steps: int
+    seconds: float
+
+
+def _finish(
+    setup: RunSetup, end: RunEnd, best: BestSoFar, bundles: BundleWriter,
+    history: dict[str, list], weights: torch.Tensor | None, ctx: dist.DistContext,
+    mask_mode: str, cancel: CancelToken | None,
+) -> Finished:  # fmt: skip
+    """After the loop: keep the best weights (the current ones if stopped before any
+    validation), compare a fine-tune with its starting model (the guard-rail), choose the
+    post-processing on the validation images, write the last bundle."""
+    cfg, val_s, n_classes = setup.cfg, setup.val_s, setup.n_classes
+    device, precision, reason, message = setup.device, setup.precision, end.reason, end.message
     if best.state is None and reason == CANCELLED:
-        best.state = _state_cpu(model)  # stopped before any validation: keep what we have
+        best.state = _state_cpu(setup.model)  # stopped before any validation: keep it
         message = "stopped before the first validation; saved the current (unvalidated) model"
     guard = None
-    if init_model is not None and best.state is not None and reason != DIVERGED:
+    if setup.init_model is not None and best.state is not None and reason != DIVERGED:
         guard = _guard_rail(
-            init_model, best.state, cfg, val_s, n_classes, device, precision, weights, world, rank
-        )
+            setup.init_model, best.state, cfg, val_s, n_classes, device, precision, weights,
+            ctx.world_size, ctx.rank,
+        )  # fmt: skip
         if guard["new_is_worse"]:
             message = (message + " " if message else "") + guard["text"]
     if reason == CANCELLED and not message:
         message = "stopped by the user; kept the best model so far"
     # A stopped run ends at once (Stop must answer within seconds): its bundle keeps the
     # default post-processing, and says so.
-    if best.state is not None and is_main and reason not in (DIVERGED, CANCELLED):
+    postprocess: PostProcess | None = None
+    if best.state is not None and ctx.is_main and reason not in (DIVERGED, CANCELLED):
         if cfg.tune_postprocess:
             postprocess, tuned_ap = _tune_postprocess(
                 best.state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
@@ -455,39 +386,29 @@ def _fit(
                 # what users get: AP with the chosen settings (per-epoch figures use the
                 # defaults, a trend; these are chosen on the same images, so optimistic)
                 best.ap50, best.per_image_ap = postprocess.val_ap50, tuned_ap
-    result = {
-        "best_val_fg_jaccard": best.score if best.epoch >= 0 else None,
-        "best_epoch": best.epoch if best.epoch >= 0 else None,
-        "history": history,
-        "split": {"train": list(train_names), "val": list(val_list)},
-        "guard_rail": guard,
-        "per_image_val_jaccard": best.per_image,
-        "best_val_ap50": best.ap50,
-        "per_image_val_ap50": best.per_image_ap,
-        "postprocess": postprocess.to_dict() if postprocess else None,
-        "precision": precision,
-        "device": str(device),
-        "steps": global_step,
-        "seconds": elapsed_before + time.perf_counter() - t0,
-    }
-    bundle = None
-    if best.state is not None:
-        bundle = write_bundle(
-            best.state,
-            {
-                "val_fg_jaccard": result["best_val_fg_jaccard"],
-                "val_ap50": best.ap50,
-                "best_epoch": result["best_epoch"],
-            },
-            {
-                "best_epoch": result["best_epoch"],
-                "per_image_val_jaccard": best.per_image,
-                "per_image_val_ap50": best.per_image_ap,
-                "guard_rail": guard,
-                "finished": reason,
-            },
-        )
-    if is_main or world == 1:
-        yield Finished(
-            reason=reason, message=message.strip(), hint=hint, bundle_path=bundle, result=result
-        )
+                bundles.postprocess = postprocess  # the last bundle carries it
+    best_score = best.score if best.epoch >= 0 else None
+    best_epoch = best.epoch if best.epoch >= 0 else None
+    result = FitResult(
+        best_val_fg_jaccard=best_score, best_epoch=best_epoch, history=history,
+        split={"train": list(setup.train_names), "val": list(setup.val_names)},
+        guard_rail=guard, per_image_val_jaccard=best.per_image, best_val_ap50=best.ap50,
+        per_image_val_ap50=best.per_image_ap,
+        postprocess=postprocess.to_dict() if postprocess else None, precision=precision,
+        device=str(device), steps=end.steps, seconds=end.seconds,
+    )  # fmt: skip
+    bundle = bundles.write(
+        best.state,
+        {"val_fg_jaccard": best_score, "val_ap50": best.ap50, "best_epoch": best_epoch},
+        {
+            "best_epoch": best_epoch,
+            "per_image_val_jaccard": best.per_image,
+            "per_image_val_ap50": best.per_image_ap,
+            "guard_rail": guard,
+            "finished": reason,
+        },
+    )
+    return Finished(
+        reason=reason, message=message.strip(), hint=end.hint, bundle_path=bundle,
+        result=result,
+    )  # fmt: skip
