@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cellseg_gui.core.bundle import load_bundle  # noqa: E402
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
-from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.data.dataset import find_pairs, load_samples  # noqa: E402
 from cellseg_gui.core.events import EpochEnded, Finished, Message  # noqa: E402
-from cellseg_gui.core.train import evaluate, fit  # noqa: E402
+from cellseg_gui.core.model.bundle import load_bundle  # noqa: E402
+from cellseg_gui.core.training.train import evaluate, fit  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("CELLSEG_TEST_DATA", ROOT.parent / "shared" / "data"))
 VAL = ["set46", "set47", "set48", "set49", "set50"]
@@ -55,7 +55,7 @@ def _apply(cfg: TrainConfig, assignment: str) -> None:
 def bare_reference(data: Path, minutes: float, seed: int) -> int:
     """The loop issue 3 compares against: nothing but crops, forward, loss, step."""
     from cellseg_gui.core.config import ModelConfig
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model.unet import build_model
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -47,13 +47,13 @@ def main() -> None:
     import torch
 
     from cellseg_gui.core.config import TrainConfig
-    from cellseg_gui.core.dataset import find_pairs, load_samples
-    from cellseg_gui.core.lrfind import lr_find
-    from cellseg_gui.core.overfit import overfit_check
-    from cellseg_gui.core.predict import predict_tiled, select_device
-    from cellseg_gui.core.sample import make_sample
-    from cellseg_gui.core.train import fit
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.data.dataset import find_pairs, load_samples
+    from cellseg_gui.core.data.sample import make_sample
+    from cellseg_gui.core.model.predict import predict_tiled, select_device
+    from cellseg_gui.core.model.unet import build_model
+    from cellseg_gui.core.training.lrfind import lr_find
+    from cellseg_gui.core.training.overfit import overfit_check
+    from cellseg_gui.core.training.train import fit
 
     out: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
     dev = select_device("auto")

@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 # the data path, the authors' validation split and the --set parser are accuracy.py's
 from accuracy import DEFAULT_DATA, VAL, _apply  # noqa: E402
 
-from cellseg_gui.core.bundle import load_bundle  # noqa: E402
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
-from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.data.dataset import find_pairs, load_samples  # noqa: E402
 from cellseg_gui.core.events import EpochEnded, Finished  # noqa: E402
-from cellseg_gui.core.postprocess import default_postprocess  # noqa: E402
-from cellseg_gui.core.scoring import score_dataset, score_image  # noqa: E402
-from cellseg_gui.core.train import evaluate, fit  # noqa: E402
+from cellseg_gui.core.model.bundle import load_bundle  # noqa: E402
+from cellseg_gui.core.model.postprocess import default_postprocess  # noqa: E402
+from cellseg_gui.core.model.scoring import score_dataset, score_image  # noqa: E402
+from cellseg_gui.core.training.train import evaluate, fit  # noqa: E402
 
 
 def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:

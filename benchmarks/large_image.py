@@ -32,9 +32,9 @@ FIELD = ROOT.parent / "shared" / "data" / "usiigaci-phc" / "images" / "set46.tif
 def run_case(model: str, size: int, cells: bool) -> dict:
     import numpy as np
 
-    from cellseg_gui.core.bands import predict_bands, write_bands
-    from cellseg_gui.core.bundle import load_predictor
-    from cellseg_gui.core.imageio import read_image
+    from cellseg_gui.core.data.imageio import read_image
+    from cellseg_gui.core.model.bands import predict_bands, write_bands
+    from cellseg_gui.core.model.bundle import load_predictor
 
     predictor = load_predictor(model, "cpu")
     field = read_image(FIELD)

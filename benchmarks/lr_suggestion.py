@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 from accuracy import DEFAULT_DATA  # noqa: E402
 
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
-from cellseg_gui.core.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.data.dataset import find_pairs, load_samples  # noqa: E402
 from cellseg_gui.core.events import Finished  # noqa: E402
-from cellseg_gui.core.lrfind import lr_find  # noqa: E402
-from cellseg_gui.core.train import fit  # noqa: E402
+from cellseg_gui.core.training.lrfind import lr_find  # noqa: E402
+from cellseg_gui.core.training.train import fit  # noqa: E402
 
 
 def _sets() -> dict[str, tuple[Path, list[str]]]:
-    from cellseg_gui.core.sample import make_sample
+    from cellseg_gui.core.data.sample import make_sample
 
     sample = make_sample(Path(tempfile.mkdtemp()) / "sample")
     return {

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cellseg_gui.core import edits as E  # noqa: E402
+from cellseg_gui.core.editing import edits as E  # noqa: E402
 
 
 def _window_latency(side: int, app: QApplication, zoom: str, moves: int) -> dict[str, float]:
@@ -40,7 +40,7 @@ def _window_latency(side: int, app: QApplication, zoom: str, moves: int) -> dict
     from PySide6.QtGui import QMouseEvent
 
     from cellseg_gui.app.main_window import MainWindow
-    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.data.imageio import write_mask
     from cellseg_gui.widgets.label_layer import LabelLayer
 
     paints = [0]

@@ -53,8 +53,8 @@ def run_case(size: int, hidden: int, repeats: int) -> dict:
     import torch
 
     from cellseg_gui.core.config import ModelConfig
-    from cellseg_gui.core.predict import predict_tiled, predict_whole
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model.predict import predict_tiled, predict_whole
+    from cellseg_gui.core.model.unet import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(in_channels=1, n_classes=3, hidden=hidden, depth=4)).eval()

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
-from cellseg_gui.core.dataset import Sample  # noqa: E402
+from cellseg_gui.core.data.dataset import Sample  # noqa: E402
 from cellseg_gui.core.events import StepEnded  # noqa: E402
-from cellseg_gui.core.predict import tune_cpu_allocator  # noqa: E402
-from cellseg_gui.core.train import fit  # noqa: E402
-from cellseg_gui.core.unet import build_model  # noqa: E402
+from cellseg_gui.core.model.predict import tune_cpu_allocator  # noqa: E402
+from cellseg_gui.core.model.unet import build_model  # noqa: E402
+from cellseg_gui.core.training.train import fit  # noqa: E402
 
 
 def synthetic(n: int, size: int, seed: int = 0) -> list[Sample]:

@@ -5,8 +5,8 @@ A precise 10 ms QTimer runs on the GUI thread; each tick records how late it fir
 and the real Training panel and plots consume its signals, as in the window. The target
 is p99 <= 50 ms: the window keeps answering clicks and brush strokes during a run.
 
-Training data: the sample project (core/sample.py) through core.dataset and core.train.fit
-when they exist; otherwise synthetic blobs and a plain training loop of core.unet (reported
+Training data: the sample project (core/data/sample.py) through core.data.dataset and core.training.train.fit
+when they exist; otherwise synthetic blobs and a plain training loop of core.model.unet (reported
 as "engine": "fallback").
 
     python benchmarks/ui_latency.py [--seconds 20] [--crop 128] [--hidden 16] [--batch 4]
@@ -28,7 +28,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 def _synthetic_samples(n: int = 6, size: int = 256) -> list:
-    """Blobs on noise, shaped like core.dataset.Sample (name, image, target, n_classes)."""
+    """Blobs on noise, shaped like core.data.dataset.Sample (name, image, target, n_classes)."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -48,10 +48,10 @@ def _synthetic_samples(n: int = 6, size: int = 256) -> list:
 
 
 def _fit_factory(args, token):
-    """The real engine: on the sample project where core.sample and core.dataset exist,
-    else on synthetic samples. None where core.train is not there."""
+    """The real engine: on the sample project where core.data.sample and core.data.dataset exist,
+    else on synthetic samples. None where core.training.train is not there."""
     try:
-        from cellseg_gui.core.train import fit  # noqa: F401 - only checks it exists
+        from cellseg_gui.core.training.train import fit  # noqa: F401 - only checks it exists
     except ImportError:
         return None, None
     from cellseg_gui.core.config import TrainConfig
@@ -61,8 +61,8 @@ def _fit_factory(args, token):
     cfg.model.hidden, cfg.crop, cfg.batch_size = args.hidden, args.crop, args.batch
     cfg.epochs, cfg.patience, cfg.minutes, cfg.device = 1000, 0, None, "cpu"
     try:
-        from cellseg_gui.core import sample as S
-        from cellseg_gui.core.dataset import find_pairs, load_samples
+        from cellseg_gui.core.data import sample as S
+        from cellseg_gui.core.data.dataset import find_pairs, load_samples
 
         project_dir = Path(S.make_sample(folder / "sample"))
         data = "sample project"
@@ -70,7 +70,7 @@ def _fit_factory(args, token):
         project_dir, data = None, "synthetic"
 
     def run():
-        from cellseg_gui.core.train import fit
+        from cellseg_gui.core.training.train import fit
 
         if project_dir is not None:
             samples, _ = load_samples(
@@ -91,7 +91,7 @@ def _fallback_factory(args, token):
 
         from cellseg_gui.core.config import ModelConfig
         from cellseg_gui.core.events import CANCELLED, Finished, Started, StepEnded
-        from cellseg_gui.core.unet import build_model
+        from cellseg_gui.core.model.unet import build_model
 
         model = build_model(ModelConfig(hidden=args.hidden, depth=4, n_classes=3))
         opt = torch.optim.AdamW(model.parameters(), 1e-3)

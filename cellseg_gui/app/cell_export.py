@@ -1,6 +1,6 @@
 """File > Export cells: per-cell measurements (CSV) and Fiji ROI sets of the predicted
 cells, for the current image or every predicted one; the same files, through the same
-function (``core.measure.export_cells``), as ``cellseg predict --measure --rois``."""
+function (``core.scores.measure.export_cells``), as ``cellseg predict --measure --rois``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
-from cellseg_gui.core.imageio import ImageReadError
+from cellseg_gui.core.data.imageio import ImageReadError
 
 
 def export_cells_to(window, folder: Path, names: list[str]) -> tuple[list[Path], list[str]]:
     """Write the exports of ``names`` (those with predicted cells) into ``folder``.
     Returns the files written and one problem line per image that could not be."""
-    from cellseg_gui.core.measure import export_cells, write_csv
+    from cellseg_gui.core.scores.measure import export_cells, write_csv
 
     written: list[Path] = []
     problems: list[str] = []

@@ -8,7 +8,7 @@ drives the canvas through its API (mouse signals in image coordinates, ``set_too
 ``set_brush_cursor``, ``refresh_region``) and says what happened through ``message``. The
 window redraws the list, the ground truth and its title from the Workspace's announcements.
 
-Design (see ``core/edits.py`` and ``core/maskdoc.py``):
+Design (see ``core/editing/edits.py`` and ``core/editing/maskdoc.py``):
 - Each image being edited has a :class:`MaskDocument`; tools compute a ``Patch`` of it. A
   brush stroke paints as the mouse moves and becomes one ``QUndoCommand`` on release. Each
   image has its own ``QUndoStack`` in one ``QUndoGroup``, so Ctrl+Z undoes on the image shown.
@@ -32,11 +32,11 @@ from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
 from cellseg_gui.app.editing_actions import connect_edit_actions
 from cellseg_gui.app.mask_saving import MaskSaving
-from cellseg_gui.core import edits as E
-from cellseg_gui.core.edit_session import fill_patch, paint_value, prediction_values
-from cellseg_gui.core.imageio import read_mask
-from cellseg_gui.core.journal import APPLY, REVERT, MaskJournal, journal_path
-from cellseg_gui.core.maskdoc import (
+from cellseg_gui.core.data.imageio import read_mask
+from cellseg_gui.core.editing import edits as E
+from cellseg_gui.core.editing.edit_session import fill_patch, paint_value, prediction_values
+from cellseg_gui.core.editing.journal import APPLY, REVERT, MaskJournal, journal_path
+from cellseg_gui.core.editing.maskdoc import (
     MaskDocument,
     has_original,
     original_path,
@@ -47,7 +47,7 @@ from cellseg_gui.widgets.edit_toolbar import BRUSH_TOOLS, EditToolbar
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QWidget
 
-    from cellseg_gui.core.project import Project
+    from cellseg_gui.core.data.project import Project
     from cellseg_gui.widgets.canvas import ImageCanvas
 
 log = logging.getLogger(__name__)

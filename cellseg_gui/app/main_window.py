@@ -1,7 +1,7 @@
 """Main window: composes the image list, canvas and overlay panel; wires signals.
 
-It holds no numerics: images come from core.imageio, masks become class maps through
-core.masks, colours are applied by the canvas. The window is where the parts meet: it
+It holds no numerics: images come from core.data.imageio, masks become class maps through
+core.data.masks, colours are applied by the canvas. The window is where the parts meet: it
 owns the :class:`~cellseg_gui.core.workspace.Workspace`, makes the editor and the training
 controller on it (neither knows the window), places their toolbars, menus and docks,
 connects their signals to the status bar, and redraws the list, the canvas and its title
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 from cellseg_gui.app.project_notices import ProjectLock, locked_notice, problems_notice
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.app.workspace_view import WorkspaceView
-from cellseg_gui.core.imageio import ImageReadError
-from cellseg_gui.core.project import ProjectError, open_project
+from cellseg_gui.core.data.imageio import ImageReadError
+from cellseg_gui.core.data.project import ProjectError, open_project
 from cellseg_gui.core.workspace import Workspace
 from cellseg_gui.widgets.image_list import ImageList
 from cellseg_gui.widgets.legend import Legend
@@ -272,7 +272,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
                 QMessageBox.warning(self, "Cannot save project", str(exc))
 
     def open_sample(self) -> bool:
-        from cellseg_gui.core.sample import make_sample
+        from cellseg_gui.core.data.sample import make_sample
 
         self.statusBar().showMessage("Generating the sample images…")
         return self.open_project(make_sample())

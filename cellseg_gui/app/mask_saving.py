@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from cellseg_gui.core import edits as E
-from cellseg_gui.core.imageio import ImageReadError, read_mask
-from cellseg_gui.core.journal import APPLY, MaskJournal, journal_path, recover
-from cellseg_gui.core.maskdoc import (
+from cellseg_gui.core.data.imageio import ImageReadError, read_mask
+from cellseg_gui.core.editing import edits as E
+from cellseg_gui.core.editing.journal import APPLY, MaskJournal, journal_path, recover
+from cellseg_gui.core.editing.maskdoc import (
     MaskConflict,
     MaskDocument,
     disk_hash,

@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QLockFile
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from cellseg_gui.core.project import Project
+from cellseg_gui.core.data.project import Project
 
 LOCK_FILE = ".cellseg.lock"  # held while a window has the project open
 

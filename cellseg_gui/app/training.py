@@ -24,8 +24,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.app.training_results import TrainingResults
 from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.data.project import ImagePair, ProjectError
 from cellseg_gui.core.events import Finished
-from cellseg_gui.core.project import ImagePair, ProjectError
 from cellseg_gui.core.workspace import Change, Workspace
 from cellseg_gui.widgets.advice import AdvicePanel
 from cellseg_gui.widgets.export_dialog import ExportDialog
@@ -38,8 +38,8 @@ from cellseg_gui.widgets.training_plots import TrainingPlots
 from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, protect_bool_refcounts
 
 if TYPE_CHECKING:
+    from cellseg_gui.core.data.project import Project
     from cellseg_gui.core.jobs import CancelToken, JobFactory
-    from cellseg_gui.core.project import Project
     from cellseg_gui.widgets.export_dialog import ExportRequest
 
 log = logging.getLogger(__name__)

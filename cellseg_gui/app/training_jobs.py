@@ -3,7 +3,7 @@ model card and the ranking the noisy-labels list shows.
 
 No Qt here: every factory is called inside the worker thread, so the engine (and torch)
 load there, never on the GUI thread. The project's split, settings and model registry
-live in core (``Project``, ``core.model_registry``), shared with the CLI.
+live in core (``Project``, ``core.model.model_registry``), shared with the CLI.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cellseg_gui.core.config import TrainConfig
+from cellseg_gui.core.data.project import ImagePair
 from cellseg_gui.core.events import DONE, FAILED, Event, Finished, Message, Started
 from cellseg_gui.core.jobs import CancelToken, JobFactory
-from cellseg_gui.core.project import ImagePair
-from cellseg_gui.core.scoring import shown_metrics
+from cellseg_gui.core.model.scoring import shown_metrics
 
 
 def device_probe_job() -> JobFactory:
@@ -26,7 +26,7 @@ def device_probe_job() -> JobFactory:
     defaults fit it (and torch is warm before the first Train click)."""
 
     def run() -> Iterator[Event]:
-        from cellseg_gui.core.predict import select_device
+        from cellseg_gui.core.model.predict import select_device
 
         dev = select_device("auto")
         yield Finished(DONE, result={"device_type": dev.type, "device": str(dev)})
@@ -36,7 +36,7 @@ def device_probe_job() -> JobFactory:
 
 def _load(pairs: list[ImagePair], cfg: TrainConfig) -> Iterator[Event]:
     """Load the snapshot of images and masks; bad files become warnings, not failures."""
-    from cellseg_gui.core.dataset import load_samples
+    from cellseg_gui.core.data.dataset import load_samples
 
     samples, errors = load_samples(
         [p for p in pairs if p.mask_path],
@@ -68,7 +68,7 @@ def fit_job(pairs: list[ImagePair], cfg: TrainConfig, token: CancelToken, **kw: 
                 "Add masks, or check that mask files match image names.",
             )
             return
-        from cellseg_gui.core.train import fit
+        from cellseg_gui.core.training.train import fit
 
         if kw.get("mask_mode", "auto") == "auto":
             kw["mask_mode"] = cfg.mask_mode
@@ -85,7 +85,7 @@ def lr_job(pairs: list[ImagePair], cfg: TrainConfig, token: CancelToken) -> JobF
         if not samples:
             yield Finished(FAILED, "No image with a mask for the learning-rate sweep.")
             return
-        from cellseg_gui.core.lrfind import lr_find
+        from cellseg_gui.core.training.lrfind import lr_find
 
         yield from lr_find(samples, cfg, cancel=token)
 
@@ -100,7 +100,7 @@ def overfit_job(
         if not samples:
             yield Finished(FAILED, f"{pair.name} has no readable mask to overfit.")
             return
-        from cellseg_gui.core.overfit import overfit_check
+        from cellseg_gui.core.training.overfit import overfit_check
 
         yield from overfit_check(samples[0], cfg, cancel=token, max_steps=max_steps)
 
@@ -110,13 +110,13 @@ def overfit_job(
 def predict_job(
     bundle_path: str | Path, pairs: list[ImagePair], token: CancelToken, tile: int = 512
 ) -> JobFactory:
-    """Predict images one by one with a bundle (``core.batch``, the job ``cellseg predict``
+    """Predict images one by one with a bundle (``core.model.batch``, the job ``cellseg predict``
     runs): per-image foreground Jaccard and cell AP where a mask exists; an error on one
     image is reported in its event and the rest go on."""
 
     def run() -> Iterator[Event]:
-        from cellseg_gui.core.batch import predict_batch
-        from cellseg_gui.core.bundle import load_bundle
+        from cellseg_gui.core.model.batch import predict_batch
+        from cellseg_gui.core.model.bundle import load_bundle
 
         yield from predict_batch(load_bundle(bundle_path), pairs, cancel=token, tile=tile)
 
@@ -124,13 +124,13 @@ def predict_job(
 
 
 def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> JobFactory:
-    """Write the chosen formats (each checked against the torch model by core.bundle) and
+    """Write the chosen formats (each checked against the torch model by core.model.bundle) and
     the model card beside them."""
 
     def run() -> Iterator[Event]:
         import shutil
 
-        from cellseg_gui.core import bundle as B
+        from cellseg_gui.core.model import bundle as B
 
         b = B.load_bundle(bundle_path, device="cpu")
         yield Started(job="export", device="cpu", precision="fp32", total_steps=len(paths))
@@ -145,7 +145,7 @@ def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> JobFactory:
             elif fmt == "onnx":
                 B.export_onnx(b, path)
             elif fmt == "bioimageio":
-                from cellseg_gui.core.bioimageio import export_bioimageio
+                from cellseg_gui.core.export.bioimageio import export_bioimageio
 
                 path = export_bioimageio(b, path)
             elif fmt == "card":
@@ -214,7 +214,7 @@ def rank_losses(losses: dict[str, float]) -> list[tuple[str, float, bool]]:
     """Images by loss, worst first, outliers flagged: diagnostics.noisy_labels, or a
     median + 3 MAD rule while that module is unavailable."""
     try:
-        from cellseg_gui.core.diagnostics import noisy_labels
+        from cellseg_gui.core.training.diagnostics import noisy_labels
     except ImportError:
         import numpy as np
 

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 
 from cellseg_gui.app import training_jobs as J
-from cellseg_gui.core.bundle_meta import BundleError, read_bundle_meta
 from cellseg_gui.core.events import Finished, Predicted, SampleLosses
+from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
 from cellseg_gui.widgets.gallery import GalleryItem
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class TrainingResults:
         history = res.get("history")
         if history:
             try:
-                from cellseg_gui.core.diagnostics import advise
+                from cellseg_gui.core.training.diagnostics import advise
 
                 self.advice.set_advice(advise(history, self._run_cfg))
             except Exception as exc:  # noqa: BLE001 - advice is optional, the run is not

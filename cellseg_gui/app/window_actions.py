@@ -11,7 +11,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog
 
 from cellseg_gui.app import settings as S
-from cellseg_gui.core.imageio import IMAGE_EXTS
+from cellseg_gui.core.data.imageio import IMAGE_EXTS
 
 
 class WindowActions:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import shiboken6
 
-from cellseg_gui.core.imageio import ImageReadError, read_image, read_mask
+from cellseg_gui.core.data.imageio import ImageReadError, read_image, read_mask
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
 from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
 from cellseg_gui.widgets.image_list import Entry, ImageList
@@ -19,7 +19,7 @@ from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
 
 if TYPE_CHECKING:
-    from cellseg_gui.core.project import Project
+    from cellseg_gui.core.data.project import Project
     from cellseg_gui.widgets.canvas import ImageCanvas
 
 
@@ -131,7 +131,7 @@ class WorkspaceView:
         return raw
 
     def _read_gt(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-        from cellseg_gui.core.masks import mask_to_classes  # scipy: not needed at start-up
+        from cellseg_gui.core.data.masks import mask_to_classes  # scipy: not needed at start-up
 
         path = self.project.mask_path(name)
         try:

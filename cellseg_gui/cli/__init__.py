@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if "torch.distributed" in sys.modules:
             try:
-                from cellseg_gui.core import distributed
+                from cellseg_gui.core.training import distributed
 
                 distributed.cleanup(together=ended)
             except Exception:  # noqa: BLE001 - never mask the command's own result

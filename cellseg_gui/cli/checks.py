@@ -11,7 +11,7 @@ from cellseg_gui.cli.training import _load_training_samples, _train_config
 
 
 def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.inspect import inspect_dataset
+    from cellseg_gui.core.data.inspect import inspect_dataset
 
     pairs = _find_pairs(args.data)
     report = inspect_dataset(pairs, n_classes=args.classes, folder=args.data)
@@ -25,7 +25,7 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.inspect import inspect_dataset
+    from cellseg_gui.core.data.inspect import inspect_dataset
 
     pairs = _find_pairs(args.data)
     report = inspect_dataset(pairs, n_classes=args.classes, folder=args.data)
@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
     cfg = _train_config(args)
     samples, _mode, _ = _load_training_samples(args, cfg, out, names=[usable[0].name])
     from cellseg_gui.core.jobs import CancelToken
-    from cellseg_gui.core.overfit import overfit_check
+    from cellseg_gui.core.training.overfit import overfit_check
 
     out.out("")
     out.out(f"overfit-one-image check on {samples[0].name} (can the model learn at all?)")

@@ -30,7 +30,7 @@ def _existing(path: str, what: str = "file") -> Path:
 
 
 def _find_pairs(data: str) -> list[Any]:
-    from cellseg_gui.core.dataset import find_pairs
+    from cellseg_gui.core.data.dataset import find_pairs
 
     folder = _existing(data, "folder")
     if not folder.is_dir():
@@ -38,7 +38,7 @@ def _find_pairs(data: str) -> list[Any]:
     pairs = find_pairs(folder)
     if not pairs:
         raise CLIError(folder, "no images found")
-    from cellseg_gui.core.dataset import dead_links
+    from cellseg_gui.core.data.dataset import dead_links
 
     for link in dead_links(folder):
         print(f"warning: {link}: a symbolic link that loops or points nowhere; skipped",
@@ -49,7 +49,7 @@ def _find_pairs(data: str) -> list[Any]:
 def _collect_images(inputs: Iterable[str]) -> tuple[list[Path], list[CLIError]]:
     """Image files from files and folders given on the command line. A folder with an
     ``images/`` sub-folder is a data set: its images are used (not its masks)."""
-    from cellseg_gui.core.imageio import IMAGE_EXTS
+    from cellseg_gui.core.data.imageio import IMAGE_EXTS
 
     files: list[Path] = []
     errors: list[CLIError] = []
@@ -77,7 +77,7 @@ def _collect_images(inputs: Iterable[str]) -> tuple[list[Path], list[CLIError]]:
 
 
 def _load_model(path: str, device: str | None = None) -> Any:
-    from cellseg_gui.core.bundle import load_predictor
+    from cellseg_gui.core.model.bundle import load_predictor
 
     p = _existing(path)
     return load_predictor(p, device=None if device in (None, "auto") else device)
@@ -92,7 +92,7 @@ def _check_finite(raw: Any, path: Path) -> None:
 
 def _dist_context() -> Any:
     """torchrun's rank, or a single-process stand-in (imports torch)."""
-    from cellseg_gui.core import distributed
+    from cellseg_gui.core.training import distributed
 
     return distributed.context()
 

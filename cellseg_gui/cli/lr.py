@@ -27,7 +27,7 @@ def cmd_lr_find(args: argparse.Namespace, out: Output) -> int:
         raise CLIError(base.parent, "output folder does not exist")
     csv_path = base.with_suffix(".csv")
     png_path = base.with_suffix(".png")
-    from cellseg_gui.core.imageio import atomic_write_text
+    from cellseg_gui.core.data.imageio import atomic_write_text
 
     lines = ["lr,loss,smoothed"]
     for lr, lo, sm in zip(lrs, losses, smoothed, strict=False):
@@ -130,7 +130,7 @@ def draw_lr_curve(
         d.text((left + 32, y), text, fill="black")
     import io
 
-    from cellseg_gui.core.imageio import atomic_write_bytes
+    from cellseg_gui.core.data.imageio import atomic_write_bytes
 
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -29,7 +29,7 @@ from cellseg_gui.cli.output import (
 def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     import numpy as np
 
-    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.data.imageio import write_mask
 
     if (args.measure or args.rois) and not args.instances:
         raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
@@ -47,8 +47,8 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     if args.instances:
         pp, note = predictor.postprocess
         out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
-    from cellseg_gui.core.batch import items_from_paths, predict_batch
     from cellseg_gui.core.events import Predicted
+    from cellseg_gui.core.model.batch import items_from_paths, predict_batch
 
     def target_for(path: Path, ext: str) -> Path:
         stem = path.stem
@@ -58,10 +58,10 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         return out_dir / f"{stem}.{ext}"
 
     large, files = _split_large(files)
-    for path in large:  # band by band, straight into their files (core.bands)
+    for path in large:  # band by band, straight into their files (core.model.bands)
         if not _predict_large(predictor, path, target_for(path, "tif"), args, out):
             n_bad += 1
-    # the window's Predict all runs the same job (core.batch): the same cells and errors
+    # the window's Predict all runs the same job (core.model.batch): the same cells and errors
     events = predict_batch(
         predictor, items_from_paths(files), tile=args.tile, tta=args.tta, score=False,
         cells=bool(args.instances), keep_image=bool(args.measure or args.rois),
@@ -81,7 +81,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
             write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
             extra = ""
             if args.measure or args.rois:
-                from cellseg_gui.core.measure import export_cells
+                from cellseg_gui.core.scores.measure import export_cells
 
                 row, written = export_cells(
                     out_dir, target.stem, labels, ev.image, measure=args.measure, rois=args.rois
@@ -97,7 +97,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         out.bar((ev.index + 1) / len(files), f"{ev.index + 1}/{len(files)} images")
     out.clear_bar()
     if summary:
-        from cellseg_gui.core.measure import write_csv
+        from cellseg_gui.core.scores.measure import write_csv
 
         write_csv(out_dir / "cells_summary.csv", summary)
         out.out(f"summary: {out_dir / 'cells_summary.csv'}")
@@ -109,8 +109,8 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
 def _split_large(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """(images too large for a whole-image prediction, the others), from their headers."""
-    from cellseg_gui.core.bands import needs_bands
-    from cellseg_gui.core.imageio import image_info
+    from cellseg_gui.core.data.imageio import image_info
+    from cellseg_gui.core.model.bands import needs_bands
 
     large, small = [], []
     for path in files:
@@ -124,8 +124,8 @@ def _split_large(files: list[Path]) -> tuple[list[Path], list[Path]]:
 
 def _predict_large(predictor: Any, path: Path, target: Path, args: Any, out: Output) -> bool:
     """One very large image, band by band into a tiled BigTIFF; False on failure."""
-    from cellseg_gui.core.bands import predict_bands, write_bands
-    from cellseg_gui.core.imageio import read_image
+    from cellseg_gui.core.data.imageio import read_image
+    from cellseg_gui.core.model.bands import predict_bands, write_bands
 
     try:
         raw = read_image(path, channels=predictor.meta.get("channels", "grey"))
@@ -165,10 +165,9 @@ def _predict_large(predictor: Any, path: Path, target: Path, args: Any, out: Out
 
 
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.imageio import read_image, read_mask
-    from cellseg_gui.core.instances import truth_cells
-    from cellseg_gui.core.masks import mask_to_classes
-    from cellseg_gui.core.scoring import score_dataset, score_image
+    from cellseg_gui.core.data.imageio import read_image, read_mask
+    from cellseg_gui.core.data.masks import mask_to_classes, truth_cells
+    from cellseg_gui.core.model.scoring import score_dataset, score_image
 
     predictor = _load_model(args.model, args.device)
     pairs = [p for p in _find_pairs(args.data) if p.mask_path]
@@ -273,7 +272,12 @@ def evaluation_lines(result: Any, pp: Any) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.bundle import ExportError, export_onnx, export_torchscript, load_bundle
+    from cellseg_gui.core.model.bundle import (
+        ExportError,
+        export_onnx,
+        export_torchscript,
+        load_bundle,
+    )
 
     bundle = load_bundle(_existing(args.model), device="cpu")
     target = Path(args.out)
@@ -283,7 +287,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         if args.format == "torchscript":
             export_torchscript(bundle, target)
         elif args.format == "bioimageio":
-            from cellseg_gui.core.bioimageio import export_bioimageio
+            from cellseg_gui.core.export.bioimageio import export_bioimageio
 
             target = export_bioimageio(bundle, target, sample_image=args.sample)
         else:
@@ -298,7 +302,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
     path = _existing(args.model)
     if path.suffix.lower() == ".cellseg":
-        from cellseg_gui.core.bundle_meta import read_bundle_meta
+        from cellseg_gui.core.model.bundle_meta import read_bundle_meta
 
         meta = read_bundle_meta(path)
     else:
@@ -344,13 +348,13 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
         lines.append(
             f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')} percentiles"
         )
-    from cellseg_gui.core.scoring import shown_metrics
+    from cellseg_gui.core.model.scoring import shown_metrics
 
     metrics = shown_metrics(meta)
     if metrics:
         lines.append("metrics: " + ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in metrics.items()))
     if meta.get("mask_mode") == "instances" or "postprocess" in meta:
-        from cellseg_gui.core.postprocess import postprocess_from_meta
+        from cellseg_gui.core.model.postprocess import postprocess_from_meta
 
         pp, note = postprocess_from_meta(meta)
         lines.append(f"cells: {note}" if note else f"cells: {pp.describe()}")

@@ -116,12 +116,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input" and carry a "path: problem" message.
 
     Looked up in sys.modules so that catching them never imports torch."""
-    from cellseg_gui.core.imageio import ImageReadError
+    from cellseg_gui.core.data.imageio import ImageReadError
 
     types: list[type[BaseException]] = [CLIError, ImageReadError]
     for mod, name in (
-        ("cellseg_gui.core.dataset", "DatasetError"),
-        ("cellseg_gui.core.bundle", "BundleError"),
+        ("cellseg_gui.core.data.dataset", "DatasetError"),
+        ("cellseg_gui.core.model.bundle", "BundleError"),
     ):
         cls = getattr(sys.modules.get(mod), name, None)
         if isinstance(cls, type):

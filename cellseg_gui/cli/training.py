@@ -32,7 +32,7 @@ def _load_training_samples(
     args: argparse.Namespace, cfg: Any, out: Output, *, names: list[str] | None = None
 ) -> tuple[list[Any], str, int]:
     """Samples with masks, the data set's mask mode and the number of bad files."""
-    from cellseg_gui.core.dataset import load_samples
+    from cellseg_gui.core.data.dataset import load_samples
 
     pairs = _find_pairs(args.data)
     if names is not None:
@@ -117,7 +117,7 @@ def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) 
 
 def write_history_csv(path: Path, history: dict[str, Any]) -> None:
     """One row per epoch; per-class Jaccards spread into columns (train_jaccard_0, ...)."""
-    from cellseg_gui.core.imageio import atomic_write_text
+    from cellseg_gui.core.data.imageio import atomic_write_text
 
     n = len(history.get("epoch") or [])
     cols: list[str] = []
@@ -146,7 +146,7 @@ def write_history_csv(path: Path, history: dict[str, Any]) -> None:
 
 def _run_lr_find(samples: list[Any], cfg: Any, out: Output, args: argparse.Namespace) -> Any:
     from cellseg_gui.core.jobs import CancelToken
-    from cellseg_gui.core.lrfind import lr_find
+    from cellseg_gui.core.training.lrfind import lr_find
 
     token = CancelToken()
     with _Cancel(token, out):
@@ -172,7 +172,7 @@ def _folder_project(data: str, out: Output) -> Any:
     """The project of a data folder that has a ``cellseg-project.json`` (the window's
     split and settings), else None. A project file that cannot be read is said, and the
     run goes on without it."""
-    from cellseg_gui.core.project import PROJECT_FILE, ProjectError, open_project
+    from cellseg_gui.core.data.project import PROJECT_FILE, ProjectError, open_project
 
     folder = Path(data)
     if not (folder / PROJECT_FILE).is_file():
@@ -241,7 +241,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     if args.resume:
         _existing(args.resume)
     if args.init:
-        from cellseg_gui.core.bundle_meta import read_bundle_meta
+        from cellseg_gui.core.model.bundle_meta import read_bundle_meta
 
         read_bundle_meta(_existing(args.init))  # a bad model is bad input, reported early
     ctx = _dist_context()
@@ -269,7 +269,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     elif args.lr is not None:
         cfg.lr = float(args.lr)
     from cellseg_gui.core.jobs import CancelToken
-    from cellseg_gui.core.train import fit
+    from cellseg_gui.core.training.train import fit
 
     token = CancelToken()
     ckpt = Path(args.checkpoint) if args.checkpoint else target.with_suffix(".ckpt")
@@ -311,7 +311,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         )
         pp = res.get("postprocess")
         if pp:
-            from cellseg_gui.core.postprocess import PostProcess
+            from cellseg_gui.core.model.postprocess import PostProcess
 
             chosen = PostProcess.from_dict(pp)
             out.out(
@@ -326,14 +326,14 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         out.out(f"guard-rail: {verdict}")
     losses = seen.get("sample_losses")
     if losses is not None and losses.losses:
-        from cellseg_gui.core.diagnostics import noisy_labels
+        from cellseg_gui.core.training.diagnostics import noisy_labels
 
         flagged = [(n, v) for n, v, o in noisy_labels(losses.losses) if o]
         if flagged:
             shown = ", ".join(f"{n} ({v:.3g})" for n, v in flagged[:10])
             out.out(f"possibly noisy labels (training loss far above the rest): {shown}")
     if history:
-        from cellseg_gui.core.diagnostics import advise
+        from cellseg_gui.core.training.diagnostics import advise
 
         for a in advise(history, cfg):
             changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())

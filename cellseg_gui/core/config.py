@@ -45,7 +45,7 @@ class ModelConfig:
     # architecture without one (older bundles) runs at full resolution.
     downsample: int = 0
     # One output plane more than the classes: how close each pixel lies to its cell's
-    # centre along the cell (core.distance), learned from instance masks; its peaks are
+    # centre along the cell (core.model.distance), learned from instance masks; its peaks are
     # offered as seeds to the post-processing search. Off by default (measured: no gain
     # in 10-minute CPU runs) and in older bundles.
     distance_head: bool = False

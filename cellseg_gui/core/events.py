@@ -108,8 +108,8 @@ class Predicted:
     jaccard: float | None = None  # foreground Jaccard where ground truth exists
     error: str | None = None
     cells: Any | None = None  # np.ndarray int32 (H, W): predicted cell ids, 0 = background
-    ap50: float | None = None  # cell AP@0.5 where ground truth exists (core.scoring)
-    # uint8 (h, w, 3) difference thumbnail for the gallery (core.thumbnails), made where
+    ap50: float | None = None  # cell AP@0.5 where ground truth exists (core.model.scoring)
+    # uint8 (h, w, 3) difference thumbnail for the gallery (core.scores.thumbnails), made where
     # the image and mask were already in memory; None without ground truth
     thumbnail: Any | None = None
     image: Any | None = None  # the raw image, when the job was asked to keep it (CLI)

@@ -1,6 +1,6 @@
 """The open project and what the program knows of it now, without Qt.
 
-A :class:`Workspace` owns the open :class:`~cellseg_gui.core.project.Project`, the image
+A :class:`Workspace` owns the open :class:`~cellseg_gui.core.data.project.Project`, the image
 being looked at and each image's latest prediction, and announces every change to the
 callbacks that subscribed (a :class:`Change` each). The window subscribes and redraws its
 list and canvas from it, so code that predicts (a training run, Predict all, a test) sets
@@ -12,7 +12,7 @@ function: ``Project.training_split``, the CLI's too) and the model registry with
 active model, and answers what editing asks of the project (mask mode, where a new mask
 goes, an image's size, the classes to paint). Saving, undo and the crash journal are the
 editor's (app/editing.py, app/mask_saving.py); what a stroke paints is
-``core/edit_session.py``'s.
+``core/editing/edit_session.py``'s.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cellseg_gui.core.bundle_meta import BundleError
-from cellseg_gui.core.maskdoc import MaskDocument
-from cellseg_gui.core.model_registry import (
+from cellseg_gui.core.data.project import Project
+from cellseg_gui.core.editing.maskdoc import MaskDocument
+from cellseg_gui.core.model.bundle_meta import BundleError
+from cellseg_gui.core.model.model_registry import (
     ModelRecord,
     model_record,
     model_records,
@@ -33,7 +34,6 @@ from cellseg_gui.core.model_registry import (
     register_model,
 )
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
-from cellseg_gui.core.project import Project
 
 __all__ = ["Change", "Scores", "ShownPrediction", "Workspace"]
 
@@ -318,7 +318,7 @@ class Workspace:
         path = self.image_path(name)
         if path is None:
             return None
-        from cellseg_gui.core.imageio import image_info
+        from cellseg_gui.core.data.imageio import image_info
 
         shape = image_info(path)["shape"]
         return int(shape[0]), int(shape[1])

@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from cellseg_gui.core.normalize import display_levels
+from cellseg_gui.core.data.normalize import display_levels
 from cellseg_gui.core.palette import FN_COLOR, FP_COLOR
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
 from cellseg_gui.widgets.label_layer import LabelLayer

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
-from cellseg_gui.core.thumbnails import difference_rgb
+from cellseg_gui.core.scores.thumbnails import difference_rgb
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -39,7 +39,7 @@ class GalleryItem:
     gt: Any | None  # uint8 (H, W) class map
     pred: Any | None  # uint8 (H, W) class map
     ap50: float | None = None  # cell AP@0.5 where ground truth exists
-    # the difference thumbnail made where the image was predicted (core.thumbnails), so
+    # the difference thumbnail made where the image was predicted (core.scores.thumbnails), so
     # the GUI thread need not read the image and mask from disk again
     thumbnail: Any | None = None
 

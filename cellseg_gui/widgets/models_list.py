@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cellseg_gui.core.model_registry import ModelRecord
+from cellseg_gui.core.model.model_registry import ModelRecord
 
 COLUMNS = ["", "Name", "Best val J", "Val AP@0.5", "Date", "Settings"]
 

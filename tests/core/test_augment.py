@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellseg_gui.core.augment import Augmenter, augment_batch
 from cellseg_gui.core.config import AugmentConfig
+from cellseg_gui.core.training.augment import Augmenter, augment_batch
 
 
 def _batch(n: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,10 +8,10 @@ import pytest
 import tifffile
 import torch
 
-from cellseg_gui.core import bands as B
-from cellseg_gui.core.bundle import Bundle, make_meta
 from cellseg_gui.core.config import ModelConfig, NormConfig
-from cellseg_gui.core.instances import score_instances
+from cellseg_gui.core.model import bands as B
+from cellseg_gui.core.model.bundle import Bundle, make_meta
+from cellseg_gui.core.scores.instances import score_instances
 
 
 class _Brightness(torch.nn.Module):
@@ -104,10 +104,10 @@ def test_only_images_above_the_limit_go_band_by_band() -> None:
 
 
 def test_the_windows_batch_refuses_an_image_above_the_limit_and_goes_on(tmp_path, monkeypatch):
-    """Predict all in the window (core.batch) does not try a whole-image prediction of a
+    """Predict all in the window (core.model.batch) does not try a whole-image prediction of a
     huge image: that image gets one line naming the command that can, the next is done."""
-    from cellseg_gui.core.batch import BatchItem, predict_batch
     from cellseg_gui.core.events import Predicted
+    from cellseg_gui.core.model.batch import BatchItem, predict_batch
 
     raw = _discs(300, 200)
     tifffile.imwrite(tmp_path / "huge.tif", np.tile(raw, (2, 2)))

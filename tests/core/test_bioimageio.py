@@ -15,15 +15,15 @@ pytest.importorskip("onnx", reason="ONNX export needs onnx (cellseg-gui[onnx])")
 pytest.importorskip("onnxruntime", reason="ONNX weights need onnxruntime (cellseg-gui[onnx])")
 yaml = pytest.importorskip("yaml", reason="reading rdf.yaml needs PyYAML")
 
-from cellseg_gui.core import bundle as B  # noqa: E402
-from cellseg_gui.core.bioimageio import (  # noqa: E402
+from cellseg_gui.core.config import ModelConfig, NormConfig  # noqa: E402
+from cellseg_gui.core.export.bioimageio import (  # noqa: E402
     export_bioimageio,
     reproduce_test_tensors,
     synthetic_cells,
     validate_package,
 )
-from cellseg_gui.core.config import ModelConfig, NormConfig  # noqa: E402
-from cellseg_gui.core.unet import build_model  # noqa: E402
+from cellseg_gui.core.model import bundle as B  # noqa: E402
+from cellseg_gui.core.model.unet import build_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_gui.core import bundle as B
 from cellseg_gui.core.config import ModelConfig, NormConfig
-from cellseg_gui.core.unet import build_model
+from cellseg_gui.core.model import bundle as B
+from cellseg_gui.core.model.unet import build_model
 
 
 def _meta(cfg: ModelConfig, **kw) -> dict:
@@ -86,7 +86,7 @@ def test_load_gives_identical_predictions(saved) -> None:
     raw = _raw()
     pred = b.predict(raw, tile=48)
     # Same as running the original model on the same preprocessing.
-    from cellseg_gui.core.predict import predict_tiled
+    from cellseg_gui.core.model.predict import predict_tiled
 
     ref = predict_tiled(model, b.preprocess(raw), tile=48)
     # the classes' softmax and, with a distance output, its sigmoid as one plane more
@@ -116,7 +116,7 @@ def test_read_meta_does_not_load_torch(saved) -> None:
     path, _, meta = saved
     code = (
         "import sys\n"
-        "from cellseg_gui.core.bundle_meta import read_bundle_meta\n"
+        "from cellseg_gui.core.model.bundle_meta import read_bundle_meta\n"
         f"m = read_bundle_meta({str(path)!r})\n"
         "print(m['architecture']['hidden'], m['versions']['torch'], 'torch' in sys.modules)"
     )

@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 
 from cellseg_gui.cli import main
-from cellseg_gui.core.instances import score_instances
+from cellseg_gui.core.scores.instances import score_instances
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden", "4", "--depth", "2", "--crop", "64", "--batch", "2", "--device", "cpu"]
@@ -46,9 +46,9 @@ def _dataset(root: Path, n: int = 3, size: int = 64) -> Path:
 def _tiny_bundle(path: Path, mask_mode: str) -> Path:
     import torch
 
-    from cellseg_gui.core.bundle import make_meta, save_bundle
     from cellseg_gui.core.config import ModelConfig, NormConfig
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model.bundle import make_meta, save_bundle
+    from cellseg_gui.core.model.unet import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=4, depth=2, n_classes=3)
@@ -210,7 +210,7 @@ def test_a_very_large_image_is_predicted_band_by_band_into_a_tiff(
     """Above the size limit (lowered here) the cells go band by band into a tiled TIFF,
     the same cells as the whole-image path; the user is told, also that no PNG and no
     measurements are made for it; the other images of the folder go on as before."""
-    import cellseg_gui.core.bands as bands
+    import cellseg_gui.core.model.bands as bands
 
     src = tmp_path / "in"
     src.mkdir()
@@ -238,7 +238,7 @@ def test_a_very_large_image_is_predicted_band_by_band_into_a_tiff(
 
 
 def _with_postprocess(src: Path, dst: Path, pp: dict) -> Path:
-    from cellseg_gui.core.bundle import load_bundle, save_bundle
+    from cellseg_gui.core.model.bundle import load_bundle, save_bundle
 
     b = load_bundle(src, "cpu")
     save_bundle(dst, b.model, dict(b.meta, postprocess=pp))
@@ -298,7 +298,7 @@ def test_predict_measure_and_rois_describe_the_written_cells(
     """Per-cell CSV, summary and Fiji ROI set agree with the instance mask written."""
     import roifile
 
-    from cellseg_gui.core import bundle as bundle_mod
+    from cellseg_gui.core.model import bundle as bundle_mod
 
     img, _ = _blobs(0)
     tifffile.imwrite(tmp_path / "a.tif", img)
@@ -307,7 +307,7 @@ def test_predict_measure_and_rois_describe_the_written_cells(
     cells[30:40, 30:36] = 2  # 60 px
 
     def fixed(self, raw, **kw):
-        from cellseg_gui.core.predict import Prediction
+        from cellseg_gui.core.model.predict import Prediction
 
         return cells.copy(), Prediction((cells > 0).astype(np.uint8), None)
 
@@ -353,18 +353,7 @@ def test_predict_missing_model(tmp_path, capsys):
 # --------------------------------------------------------------------------- data commands
 
 
-def _has_dataset_module() -> bool:
-    try:
-        import cellseg_gui.core.dataset  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
-
-needs_dataset = pytest.mark.skipif(not _has_dataset_module(), reason="core/dataset.py absent")
-
-
-@needs_dataset
 def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     code, out, err = _run(capsys, "evaluate", model_path, data)
@@ -389,9 +378,9 @@ def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
 
 def test_evaluate_scores_cells_of_a_perfect_prediction(tmp_path, capsys, monkeypatch):
     """With a model that predicts the mask itself, AP is 1 and the counts match."""
-    from cellseg_gui.core import bundle as bundle_mod
-    from cellseg_gui.core.masks import instances_to_classes
-    from cellseg_gui.core.predict import Prediction
+    from cellseg_gui.core.data.masks import instances_to_classes
+    from cellseg_gui.core.model import bundle as bundle_mod
+    from cellseg_gui.core.model.predict import Prediction
 
     data = _dataset(tmp_path / "d")
     model = _tiny_bundle(tmp_path / "m.cellseg", "instances")
@@ -418,7 +407,6 @@ def test_evaluate_scores_cells_of_a_perfect_prediction(tmp_path, capsys, monkeyp
     assert "true cells (total): 12" in lines and "predicted cells (total): 12" in lines
 
 
-@needs_dataset
 def test_evaluate_reports_bad_masks_and_goes_on(classes_model, tmp_path, capsys):
     data = _dataset(tmp_path / "d", n=4)
     for i in range(4):  # class masks 0..2 for the classes-mode model
@@ -440,7 +428,6 @@ def test_evaluate_reports_bad_masks_and_goes_on(classes_model, tmp_path, capsys)
     assert "not instance masks; cells are their connected components" in out
 
 
-@needs_dataset
 def test_evaluate_empty_folder(model_path, tmp_path, capsys):
     (tmp_path / "e").mkdir()
     code, _, err = _run(capsys, "evaluate", model_path, tmp_path / "e")
@@ -448,7 +435,6 @@ def test_evaluate_empty_folder(model_path, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {tmp_path / 'e'}")
 
 
-@needs_dataset
 def test_inspect_text_and_json(tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     code, out, _ = _run(capsys, "inspect", data)
@@ -459,7 +445,6 @@ def test_inspect_text_and_json(tmp_path, capsys):
     assert d["n_images"] == 3 and d["mask_mode"] == "instances"
 
 
-@needs_dataset
 def test_inspect_flags_bad_files(tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     tifffile.imwrite(data / "masks" / "im0.tif", np.zeros((10, 10), np.uint8))
@@ -470,7 +455,6 @@ def test_inspect_flags_bad_files(tmp_path, capsys):
     assert "2 problem(s) (1 error(s), 1 warning(s))" in out  # the resized mask is empty
 
 
-@needs_dataset
 def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     target = tmp_path / "m.cellseg"
@@ -487,7 +471,7 @@ def test_train_tiny_writes_bundle_csv_and_progress(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "m_history.csv")))
     assert len(rows) == 1 and "train_loss" in rows[0] and "val_fg_jaccard" in rows[0]
     assert float(rows[0]["val_ap50"]) == pytest.approx(ap_shown, abs=1e-4)
-    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.model.bundle import read_bundle_meta
 
     meta = read_bundle_meta(target)
     # the run chose its post-processing on its validation image and says so
@@ -551,9 +535,9 @@ def test_a_run_that_learned_nothing_does_not_exit_0(tmp_path, capsys):
 def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
     """Images marked 'val' in the window were trained on by the CLI, which drew its own
     split: now the project's split and saved form are used, and the first lines say so."""
-    from cellseg_gui.core.bundle import read_bundle_meta
     from cellseg_gui.core.config import TrainConfig
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.project import open_project
+    from cellseg_gui.core.model.bundle import read_bundle_meta
 
     data = _dataset(tmp_path / "d", n=4)
     project = open_project(data)
@@ -586,7 +570,6 @@ def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
     assert "validation: 1 image(s) given by --val" in err
 
 
-@needs_dataset
 def test_train_bad_inputs(tmp_path, capsys):
     code, _, err = _run(capsys, "train", tmp_path / "nope", "--out", tmp_path / "m", *TINY)
     assert code == 2 and err.strip() == f"error: {tmp_path / 'nope'}: folder not found"
@@ -595,7 +578,6 @@ def test_train_bad_inputs(tmp_path, capsys):
     assert code == 2 and "zzz" in err and len(err.strip().splitlines()) == 1
 
 
-@needs_dataset
 def test_lr_find_writes_csv_png_and_suggestion(tmp_path, capsys):
     """With one broken image in the folder: the rest is used, the bad one reported, exit 2."""
     data = _dataset(tmp_path / "d")
@@ -616,7 +598,6 @@ def test_lr_find_writes_csv_png_and_suggestion(tmp_path, capsys):
         assert im.size == (640, 400)
 
 
-@needs_dataset
 def test_check_runs_inspection_and_overfit(tmp_path, capsys):
     data = _dataset(tmp_path / "d", n=2)
     code, out, err = _run(capsys, "check", data, "--max-steps", "3", *TINY)
@@ -653,9 +634,6 @@ def test_lr_curve_png_is_drawn(tmp_path):
     assert red.sum() > 100  # the suggestion line
 
 
-@pytest.mark.skipif(
-    not (ROOT / "cellseg_gui" / "core" / "dataset.py").exists(), reason="core/dataset.py absent"
-)
 def test_ctrl_c_stops_training_and_keeps_the_best_model(tmp_path):
     import signal
 
@@ -687,9 +665,6 @@ def test_ctrl_c_stops_training_and_keeps_the_best_model(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (ROOT / "cellseg_gui" / "core" / "dataset.py").exists(), reason="core/dataset.py absent"
-)
 def test_torchrun_two_cpu_ranks_only_rank0_prints_and_writes(tmp_path):
     data = _dataset(tmp_path / "d", n=4)
     target = tmp_path / "m.cellseg"
@@ -705,12 +680,11 @@ def test_torchrun_two_cpu_ranks_only_rank0_prints_and_writes(tmp_path):
     assert target.exists() and (tmp_path / "m_history.csv").exists()
 
 
-@needs_dataset
 def test_train_reports_divergence_advice_and_noisy_labels(tmp_path, capsys, monkeypatch):
     """fit replaced by a canned run: the CLI's exit code 1, hint, advice and noisy-label
     lines are what a user reads after a diverged run."""
     from cellseg_gui.core import events as E
-    from cellseg_gui.core import train
+    from cellseg_gui.core.training import train
 
     def fake_fit(samples, cfg, **kw):
         yield E.Started(job="fit", device="cpu", precision="fp32", total_steps=2, epochs=2)

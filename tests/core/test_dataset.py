@@ -12,14 +12,14 @@ import tifffile
 from PIL import Image
 
 from cellseg_gui.core.config import NormConfig
-from cellseg_gui.core.dataset import (
+from cellseg_gui.core.data.dataset import (
     DatasetError,
     ImagePair,
     find_pairs,
     load_samples,
 )
-from cellseg_gui.core.fileio import file_sha256
-from cellseg_gui.core.imageio import ImageReadError
+from cellseg_gui.core.data.fileio import file_sha256
+from cellseg_gui.core.data.imageio import ImageReadError
 
 RNG = np.random.default_rng(3)
 

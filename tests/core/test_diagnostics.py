@@ -7,7 +7,7 @@ import math
 import pytest
 
 from cellseg_gui.core.config import TrainConfig
-from cellseg_gui.core.diagnostics import Advice, advise, apply_changes, noisy_labels
+from cellseg_gui.core.training.diagnostics import Advice, advise, apply_changes, noisy_labels
 
 
 def _hist(train_loss, train_j=None, val_j=None, lr=None):

@@ -7,16 +7,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cellseg_gui.core.distance import (
+from cellseg_gui.core.model.distance import (
     DISTANCE_LEVELS,
     distance_levels,
     distance_target,
     outputs_to_probs,
 )
-from cellseg_gui.core.instances import score_instances
-from cellseg_gui.core.objective import segmentation_loss
-from cellseg_gui.core.postprocess import PostProcess, prediction_to_instances, tune_postprocess
-from cellseg_gui.core.sampling import CropSampler
+from cellseg_gui.core.model.postprocess import (
+    PostProcess,
+    prediction_to_instances,
+    tune_postprocess,
+)
+from cellseg_gui.core.scores.instances import score_instances
+from cellseg_gui.core.training.objective import segmentation_loss
+from cellseg_gui.core.training.sampling import CropSampler
 
 
 def _touching_squares() -> np.ndarray:

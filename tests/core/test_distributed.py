@@ -29,9 +29,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str, minutes: float = 0.0
     torch.set_num_threads(1)
     from test_train import make_samples, tiny_cfg
 
-    from cellseg_gui.core import distributed as dist
     from cellseg_gui.core.events import Finished
-    from cellseg_gui.core.train import fit
+    from cellseg_gui.core.training import distributed as dist
+    from cellseg_gui.core.training.train import fit
 
     captured: list = []
     real_wrap = dist.wrap
@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, minutes: float = 0.0
         import time
         import types
 
-        import cellseg_gui.core.train as train_mod
+        import cellseg_gui.core.training.train as train_mod
 
         start = time.perf_counter()
         train_mod.time = types.SimpleNamespace(

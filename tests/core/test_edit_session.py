@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellseg_gui.core import edits as E
-from cellseg_gui.core.edit_session import fill_patch, paint_value, prediction_values
-from cellseg_gui.core.maskdoc import MaskDocument
+from cellseg_gui.core.editing import edits as E
+from cellseg_gui.core.editing.edit_session import fill_patch, paint_value, prediction_values
+from cellseg_gui.core.editing.maskdoc import MaskDocument
 
 
 def _cells(tmp_path) -> MaskDocument:

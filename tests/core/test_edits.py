@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.measure import perimeter
 
-from cellseg_gui.core import edits as E
-from cellseg_gui.core.cleanup import _tiled_labels
+from cellseg_gui.core.editing import edits as E
+from cellseg_gui.core.editing.cleanup import _tiled_labels
 
 
 def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
@@ -265,7 +265,7 @@ def test_edit_modules_load_neither_torch_nor_qt() -> None:
     import sys
 
     code = (
-        "import sys, cellseg_gui.core.edits, cellseg_gui.core.maskdoc\n"
+        "import sys, cellseg_gui.core.editing.edits, cellseg_gui.core.editing.maskdoc\n"
         "print('\\n'.join(sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

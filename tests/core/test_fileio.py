@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_gui.core import bundle as B
-from cellseg_gui.core.bioimageio import export_bioimageio
-from cellseg_gui.core.checkpoint import _atomic_torch_save
 from cellseg_gui.core.config import ModelConfig, NormConfig
-from cellseg_gui.core.fileio import atomic_file, atomic_path, atomic_write_text
-from cellseg_gui.core.imageio import write_mask
-from cellseg_gui.core.measure import write_csv, write_rois
-from cellseg_gui.core.project import Project
+from cellseg_gui.core.data.fileio import atomic_file, atomic_path, atomic_write_text
+from cellseg_gui.core.data.imageio import write_mask
+from cellseg_gui.core.data.project import Project
+from cellseg_gui.core.export.bioimageio import export_bioimageio
+from cellseg_gui.core.model import bundle as B
+from cellseg_gui.core.scores.measure import write_csv, write_rois
+from cellseg_gui.core.training.checkpoint import _atomic_torch_save
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def bundle_path(tmp_path_factory) -> Path:
         cfg, mask_mode="instances", boundary_width=2, channels="grey", norm=NormConfig(), name="t"
     )
     path = tmp_path_factory.mktemp("b") / "t.cellseg"
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model.unet import build_model
 
     B.save_bundle(path, build_model(cfg).eval(), meta)
     return path

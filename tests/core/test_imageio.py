@@ -11,8 +11,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellseg_gui.core import imageio
-from cellseg_gui.core.imageio import (
+from cellseg_gui.core.data import imageio
+from cellseg_gui.core.data.imageio import (
     ImageReadError,
     atomic_write_bytes,
     atomic_write_text,

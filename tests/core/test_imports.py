@@ -20,10 +20,10 @@ def _modules_after(stmt: str) -> set[str]:
         "import cellseg_gui",
         "import cellseg_gui.core",
         "import cellseg_gui.core.config, cellseg_gui.core.events, cellseg_gui.core.jobs",
-        "import cellseg_gui.core.imageio, cellseg_gui.core.dataset",
-        "import cellseg_gui.core.masks, cellseg_gui.core.normalize",
-        "import cellseg_gui.core.bundle_meta, cellseg_gui.core.model_registry",
-        "import cellseg_gui.core.project, cellseg_gui.core.fileio, cellseg_gui.core.split",
+        "import cellseg_gui.core.data.imageio, cellseg_gui.core.data.dataset",
+        "import cellseg_gui.core.data.masks, cellseg_gui.core.data.normalize",
+        "import cellseg_gui.core.model.bundle_meta, cellseg_gui.core.model.model_registry",
+        "import cellseg_gui.core.data.project, cellseg_gui.core.data.fileio, cellseg_gui.core.data.split",
     ],
 )
 def test_cheap_imports_load_neither_torch_nor_qt(stmt: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from cellseg_gui.core.inspect import inspect_dataset
+from cellseg_gui.core.data.inspect import inspect_dataset
 
 
 @dataclass
@@ -135,7 +135,7 @@ def test_instance_masks_count_cells_and_sixteen_bit_saturation(tmp_path):
 
 
 def test_inspect_stays_torch_free():
-    code = "import sys, cellseg_gui.core.inspect, cellseg_gui.core.diagnostics; "
+    code = "import sys, cellseg_gui.core.data.inspect, cellseg_gui.core.training.diagnostics; "
     code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -144,7 +144,7 @@ def test_inspect_stays_torch_free():
 def test_a_large_image_is_inspected_on_a_subsample(tmp_path, monkeypatch):
     """A 20000 x 20000 slide took 82 s and 4.3 GB: large images are sampled, from a
     memory map where the TIFF allows it, and the report says so."""
-    import cellseg_gui.core.inspect as insp
+    import cellseg_gui.core.data.inspect as insp
 
     monkeypatch.setattr(insp, "SAMPLE_ABOVE", 100_000)  # "large", at test size
     monkeypatch.setattr(insp, "SAMPLE_TARGET", 10_000)

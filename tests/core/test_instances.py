@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellseg_gui.core.instances import as_instances, score_instances, summarize
+from cellseg_gui.core.data.masks import as_instances
+from cellseg_gui.core.scores.instances import score_instances, summarize
 
 
 def test_ap_hand_computed() -> None:
@@ -105,7 +106,11 @@ def _touching_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> None:
-    from cellseg_gui.core.postprocess import PostProcess, prediction_to_instances, tune_postprocess
+    from cellseg_gui.core.model.postprocess import (
+        PostProcess,
+        prediction_to_instances,
+        tune_postprocess,
+    )
 
     truth, labels, probs = _touching_pair()
     argmax = PostProcess(marker_threshold=None, min_size=15)
@@ -133,7 +138,11 @@ def _sure_touching_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_distance_markers_split_cells_that_no_threshold_splits() -> None:
-    from cellseg_gui.core.postprocess import PostProcess, prediction_to_instances, tune_postprocess
+    from cellseg_gui.core.model.postprocess import (
+        PostProcess,
+        prediction_to_instances,
+        tune_postprocess,
+    )
 
     truth, labels, probs = _sure_touching_pair()
     for thr in (None, 0.6, 0.9):
@@ -153,7 +162,7 @@ def test_distance_markers_split_cells_that_no_threshold_splits() -> None:
 
 
 def test_stored_postprocess_is_validated() -> None:
-    from cellseg_gui.core.postprocess import DEFAULT_POSTPROCESS, postprocess_from_meta
+    from cellseg_gui.core.model.postprocess import DEFAULT_POSTPROCESS, postprocess_from_meta
 
     pp, note = postprocess_from_meta({"postprocess": {"marker_threshold": 7, "min_size": 5}})
     assert pp == DEFAULT_POSTPROCESS and "between 0 and 1" in note
@@ -169,7 +178,7 @@ def test_stored_postprocess_is_validated() -> None:
 
 
 def test_huge_and_sparse_ids_and_binary_truth() -> None:
-    from cellseg_gui.core.instances import truth_cells
+    from cellseg_gui.core.data.masks import truth_cells
 
     gt = np.zeros((8, 8), np.uint32)
     gt[1:3, 1:3] = 4_000_000_000  # an id that bincount would need 30 GB for

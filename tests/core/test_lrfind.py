@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import _big_disc_samples, make_samples, tiny_cfg  # noqa: E402
 
 from cellseg_gui.core.events import Finished, LRProbe, Started  # noqa: E402
-from cellseg_gui.core.lrfind import lr_find, suggest  # noqa: E402
-from cellseg_gui.core.unet import build_model  # noqa: E402
+from cellseg_gui.core.model.unet import build_model  # noqa: E402
+from cellseg_gui.core.training.lrfind import lr_find, suggest  # noqa: E402
 
 
 def test_sweep_restores_the_model_bit_for_bit_and_suggests_rates() -> None:
@@ -82,7 +82,7 @@ def test_a_loss_that_levels_off_does_not_suggest_the_end_of_the_sweep() -> None:
 def test_sweep_builds_the_architecture_fit_would(monkeypatch) -> None:
     """With downsample auto, the finder sweeps the half-resolution network that fit will
     train on large objects (a suggestion for another network would mislead)."""
-    import cellseg_gui.core.unet as unet
+    import cellseg_gui.core.model.unet as unet
 
     built = []
     real = unet.build_model
@@ -97,7 +97,7 @@ def test_sweep_builds_the_architecture_fit_would(monkeypatch) -> None:
 def test_the_suggestion_reads_a_curve_without_lag() -> None:
     """The live exponential mean trails the raw loss by about a decade: its minimum, and
     "minimum / 10" with it, lands late. The centred mean lands near the true minimum."""
-    from cellseg_gui.core.lrfind import SMOOTHING, zero_lag
+    from cellseg_gui.core.training.lrfind import SMOOTHING, zero_lag
 
     lrs = list(np.logspace(-6, 0, 90))
     x = np.log10(lrs)

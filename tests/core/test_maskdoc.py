@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellseg_gui.core import edits as E
-from cellseg_gui.core.imageio import read_mask, write_mask
-from cellseg_gui.core.maskdoc import (
+from cellseg_gui.core.data.imageio import read_mask, write_mask
+from cellseg_gui.core.data.masks import instances_to_classes
+from cellseg_gui.core.editing import edits as E
+from cellseg_gui.core.editing.maskdoc import (
     MaskDocument,
     has_original,
     original_path,
     restore_original_file,
 )
-from cellseg_gui.core.masks import instances_to_classes
 
 
 def test_binary_255_png_keeps_its_values_and_dtype(tmp_path: Path) -> None:
@@ -97,8 +97,8 @@ def test_instance_ids_beyond_uint8_widen_instead_of_wrapping(tmp_path: Path) -> 
 _SESSION = textwrap.dedent(
     """
     import sys, numpy as np
-    from cellseg_gui.core import edits as E
-    from cellseg_gui.core.maskdoc import MaskDocument
+    from cellseg_gui.core.editing import edits as E
+    from cellseg_gui.core.editing.maskdoc import MaskDocument
     folder = sys.argv[1]
     docs = [MaskDocument.empty(f"{folder}/m{i}.{ext}", (512, 512), "classes")
             for i, ext in enumerate(["tif", "png", "tif"])]
@@ -147,7 +147,7 @@ def test_a_checked_save_writes_only_over_the_version_read_and_survives_a_lockles
     saves."""
     import errno
 
-    from cellseg_gui.core.maskdoc import (
+    from cellseg_gui.core.editing.maskdoc import (
         MaskConflict,
         disk_hash,
         original_path,

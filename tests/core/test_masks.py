@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellseg_gui.core.imageio import read_mask
-from cellseg_gui.core.instances import score_instances
-from cellseg_gui.core.masks import (
+from cellseg_gui.core.data.imageio import read_mask
+from cellseg_gui.core.data.masks import (
     classes_to_instances,
     detect_dataset_mode,
     detect_mask_mode,
     instances_to_classes,
     mask_to_classes,
 )
+from cellseg_gui.core.scores.instances import score_instances
 
 
 def _two_touching_cells() -> np.ndarray:
@@ -214,7 +214,8 @@ def test_using_the_data_layer_loads_no_torch(tmp_path: Path) -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from cellseg_gui.core import imageio, instances, masks, normalize\n"
+        "from cellseg_gui.core.data import imageio, masks, normalize\n"
+        "from cellseg_gui.core.scores import instances\n"
         "inst = np.zeros((20, 20), np.uint16); inst[2:9, 2:9] = 40; inst[9:18, 9:18] = 77\n"
         f"imageio.write_mask({str(tmp_path / 'm.tif')!r}, inst)\n"
         f"m = imageio.read_mask({str(tmp_path / 'm.tif')!r})\n"

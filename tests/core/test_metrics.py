@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cellseg_gui.core.metrics import (
+from cellseg_gui.core.scores.metrics import (
     JaccardAccumulator,
     confusion_matrix,
     foreground_jaccard,
@@ -143,14 +143,14 @@ def test_out_of_range_classes_raise() -> None:
 
 
 def test_metrics_module_is_torch_free() -> None:
-    code = "import sys, cellseg_gui.core.metrics; print('torch' in sys.modules)"
+    code = "import sys, cellseg_gui.core.scores.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_chunked_confusion_matrix_matches_direct(monkeypatch) -> None:
     """Large images are counted in chunks; chunk boundaries must not lose pixels."""
-    import cellseg_gui.core.metrics as M
+    import cellseg_gui.core.scores.metrics as M
 
     rng = np.random.default_rng(0)
     pred = rng.integers(0, 4, (37, 53)).astype(np.uint8)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cellseg_gui.core.config import NormConfig
-from cellseg_gui.core.imageio import read_image
-from cellseg_gui.core.normalize import display_levels, normalize, percentile_normalize
+from cellseg_gui.core.data.imageio import read_image
+from cellseg_gui.core.data.normalize import display_levels, normalize, percentile_normalize
 
 
 def test_grey_becomes_one_channel_float32() -> None:

@@ -9,11 +9,11 @@ import pytest
 
 from cellseg_gui.core.config import NormConfig, TrainConfig
 from cellseg_gui.core.events import Finished, Started, StepEnded
-from cellseg_gui.core.overfit import overfit_check, pick_region
+from cellseg_gui.core.training.overfit import overfit_check, pick_region
 
 
 def _phc(phc_dir, names=("set01", "set20")):
-    from cellseg_gui.core.dataset import find_pairs, load_samples
+    from cellseg_gui.core.data.dataset import find_pairs, load_samples
 
     pairs = [p for p in find_pairs(phc_dir) if p.name in names]
     samples, errors = load_samples(pairs, mask_mode="instances", norm=NormConfig())
@@ -62,7 +62,7 @@ def test_an_image_too_small_for_the_network_is_refused_by_name() -> None:
     """A 1x1 image made batch-norm raise (a traceback) instead of a sentence."""
     from pathlib import Path
 
-    from cellseg_gui.core.dataset import Sample
+    from cellseg_gui.core.data.dataset import Sample
 
     speck = Sample(
         name="speck", image=np.ones((1, 1, 1), np.float32), target=np.ones((1, 1), np.uint8),

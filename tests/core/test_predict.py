@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cellseg_gui.core.config import ModelConfig
-from cellseg_gui.core.predict import (
+from cellseg_gui.core.model.predict import (
     Prediction,
     class_argmax,
     predict_tiled,
@@ -16,7 +16,7 @@ from cellseg_gui.core.predict import (
     select_device,
     tile_grid,
 )
-from cellseg_gui.core.unet import build_model
+from cellseg_gui.core.model.unet import build_model
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["full-res", "downsample2"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellseg_gui.core.imageio import write_mask
-from cellseg_gui.core.project import open_project
+from cellseg_gui.core.data.imageio import write_mask
+from cellseg_gui.core.data.project import open_project
 
 
 def test_opening_removes_stale_temporaries_of_killed_saves_and_nothing_else(tmp_path: Path):

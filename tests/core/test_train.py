@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg_gui.core.bundle import load_bundle, read_bundle_meta
 from cellseg_gui.core.config import AugmentConfig, ModelConfig, TrainConfig
-from cellseg_gui.core.dataset import Sample
+from cellseg_gui.core.data.dataset import Sample
 from cellseg_gui.core.events import (
     CANCELLED,
     DIVERGED,
@@ -24,7 +23,13 @@ from cellseg_gui.core.events import (
     StepEnded,
 )
 from cellseg_gui.core.jobs import CancelToken
-from cellseg_gui.core.train import choose_downsample, fit, resolve_precision, split_train_val
+from cellseg_gui.core.model.bundle import load_bundle, read_bundle_meta
+from cellseg_gui.core.training.train import (
+    choose_downsample,
+    fit,
+    resolve_precision,
+    split_train_val,
+)
 
 
 def make_samples(n: int = 4, size: int = 80, seed: int = 0) -> list[Sample]:
@@ -78,10 +83,10 @@ def test_split_is_reproducible_disjoint_and_keeps_a_validation_image() -> None:
 
 def test_auto_precision_is_fp32_on_a_cpu_without_fast_bf16(monkeypatch) -> None:
 
-    monkeypatch.setattr("cellseg_gui.core.precision._cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("cellseg_gui.core.model.precision._cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr("cellseg_gui.core.precision._cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("cellseg_gui.core.model.precision._cpu_has_fast_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
@@ -260,7 +265,7 @@ def test_auto_downsample_is_chosen_once_recorded_and_honoured(tmp_path: Path) ->
     [("constant", 3), ("step", 3), ("cosine", 5), ("onecycle", 6)],
 )
 def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, stops_after):
-    import cellseg_gui.core.train as train_mod
+    import cellseg_gui.core.training.train as train_mod
     from cellseg_gui.core.events import EARLY_STOP
 
     scores = iter(np.linspace(0.9, 0.1, 8))
@@ -283,7 +288,7 @@ def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, s
 def test_a_resumed_run_stops_early_where_the_uninterrupted_one_does(monkeypatch, tmp_path):
     """Patience counted before a checkpoint carries over, and nothing more: epochs of the
     high-rate phase are not counted after a resume either."""
-    import cellseg_gui.core.train as train_mod
+    import cellseg_gui.core.training.train as train_mod
 
     state: dict = {}
 
@@ -335,7 +340,7 @@ def test_resume_reads_a_checkpoint_from_before_the_safe_loader(tmp_path: Path) -
 def test_images_too_small_for_the_network_are_left_out_by_name() -> None:
     """`check` on a 1x1 image raised from batch-norm; `train` validated on it (J 0.0000)."""
     from cellseg_gui.core.events import Message
-    from cellseg_gui.core.train import min_image_side
+    from cellseg_gui.core.training.train import min_image_side
 
     samples = make_samples()
     cfg = tiny_cfg()
@@ -356,8 +361,8 @@ def test_images_too_small_for_the_network_are_left_out_by_name() -> None:
 
 def test_out_of_memory_in_fit_is_a_typed_reason(monkeypatch) -> None:
     """The worker found out-of-memory by matching the message fit wrote; now by reason."""
-    from cellseg_gui.core import train as train_mod
     from cellseg_gui.core.events import OUT_OF_MEMORY
+    from cellseg_gui.core.training import train as train_mod
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
@@ -369,7 +374,7 @@ def test_out_of_memory_in_fit_is_a_typed_reason(monkeypatch) -> None:
 
 def _instance_samples(n: int = 3, size: int = 80) -> list[Sample]:
     """Pairs of touching discs with one id each, as an instance mask gives them."""
-    from cellseg_gui.core.masks import instances_to_classes
+    from cellseg_gui.core.data.masks import instances_to_classes
 
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[:size, :size]

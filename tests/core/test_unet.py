@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cellseg_gui.core.config import ModelConfig
-from cellseg_gui.core.unet import UNet, build_model
+from cellseg_gui.core.model.unet import UNet, build_model
 
 
 def tiny(**kw) -> UNet:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellseg_gui.core.project import open_project
+from cellseg_gui.core.data.project import open_project
 from cellseg_gui.core.workspace import Change, Workspace
 
 
@@ -75,7 +75,7 @@ def test_editing_asks_the_workspace_where_masks_go_and_what_to_paint(tmp_path) -
 
 
 def test_documents_modified_marks_and_scores_are_held_and_announced(tmp_path) -> None:
-    from cellseg_gui.core.maskdoc import MaskDocument
+    from cellseg_gui.core.editing.maskdoc import MaskDocument
 
     ws = Workspace()
     ws.open(_project(tmp_path))
@@ -102,7 +102,7 @@ def test_documents_modified_marks_and_scores_are_held_and_announced(tmp_path) ->
 
 
 def test_closing_is_announced_while_the_old_project_is_still_open(tmp_path) -> None:
-    from cellseg_gui.core.maskdoc import MaskDocument
+    from cellseg_gui.core.editing.maskdoc import MaskDocument
 
     ws = Workspace()
     first = _project(tmp_path / "one")
@@ -122,7 +122,7 @@ def test_closing_is_announced_while_the_old_project_is_still_open(tmp_path) -> N
 
 
 def test_the_split_is_the_projects_one_function_and_is_announced(tmp_path) -> None:
-    from cellseg_gui.core.project import ProjectError
+    from cellseg_gui.core.data.project import ProjectError
 
     ws = Workspace()
     with pytest.raises(ValueError, match="no project"):
@@ -153,9 +153,9 @@ def test_the_model_registry_and_the_active_model(tmp_path) -> None:
     ws.subscribe(seen.append)
     out = ws.new_model_path("run")
     assert out.parent == project.models_dir() and out.suffix == ".cellseg"
-    from cellseg_gui.core import bundle as B
     from cellseg_gui.core.config import ModelConfig, NormConfig
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model import bundle as B
+    from cellseg_gui.core.model.unet import build_model
 
     cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, downsample=1)
     meta = B.make_meta(cfg, mask_mode="instances", boundary_width=2, channels="grey",

@@ -19,8 +19,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QGraphicsView  # noqa: E402
 
 from cellseg_gui.app import main_window  # noqa: E402
-from cellseg_gui.core import edits as E  # noqa: E402
-from cellseg_gui.core.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.editing import edits as E  # noqa: E402
 
 H, W = 120, 160
 LEFT = Qt.MouseButton.LeftButton
@@ -198,7 +198,7 @@ def _unsaveable(monkeypatch) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
     # every mask write (the project's saves, the originals' copies, "save elsewhere")
-    monkeypatch.setattr("cellseg_gui.core.maskdoc.atomic_write_bytes", refuse)
+    monkeypatch.setattr("cellseg_gui.core.editing.maskdoc.atomic_write_bytes", refuse)
 
 
 def _paint(qtbot, window) -> None:
@@ -334,7 +334,7 @@ _SESSION = textwrap.dedent(
     import numpy as np
     from PySide6.QtWidgets import QApplication
     from cellseg_gui.app.main_window import MainWindow
-    from cellseg_gui.core import edits as E
+    from cellseg_gui.core.editing import edits as E
     app = QApplication([])
     win = MainWindow()
     win.open_project(sys.argv[1])
@@ -656,7 +656,7 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     assert a != b and a and b
     assert tuple(CELL_LUT[a, :3]) != tuple(CELL_LUT[b, :3])
     assert tuple(CELL_LUT[a, :3]) != tuple(win.canvas.lut[1, :3])  # not the GT's colour
-    from cellseg_gui.core import edits as E
+    from cellseg_gui.core.editing import edits as E
 
     ed = win.editor
     # accepting inside a region (the lasso) keeps the cells outside it...
@@ -698,8 +698,8 @@ def test_the_editor_and_the_training_controller_need_only_a_workspace(
 
     from cellseg_gui.app.editing import Editor
     from cellseg_gui.app.training import TrainingController
-    from cellseg_gui.core.imageio import read_image
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.imageio import read_image
+    from cellseg_gui.core.data.project import open_project
     from cellseg_gui.core.workspace import Workspace
     from cellseg_gui.widgets.canvas import ImageCanvas
 

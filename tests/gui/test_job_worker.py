@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-pytest.importorskip("pytestqt")
-
 from cellseg_gui.core.events import (  # noqa: E402
     CANCELLED,
     DONE,

@@ -4,11 +4,8 @@ redraw, at 1:1 and zoomed far out (where it samples with a stride), and not else
 from __future__ import annotations
 
 import numpy as np
+import pyqtgraph  # noqa: E402,F401 - a test dependency: missing, the tests fail, never skip
 import pytest
-
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
 from PySide6.QtCore import QPointF, QRectF  # noqa: E402
 
 GREEN = (46, 204, 113)

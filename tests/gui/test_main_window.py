@@ -9,17 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph  # noqa: E402,F401 - a test dependency: missing, the tests fail, never skip
 import pytest
-
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
-
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
-from cellseg_gui.core.imageio import read_mask, write_mask  # noqa: E402
-from cellseg_gui.core.project import open_project  # noqa: E402
-from cellseg_gui.core.sample import make_sample  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.data.project import open_project  # noqa: E402
+from cellseg_gui.core.data.sample import make_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEN = (46, 204, 113)

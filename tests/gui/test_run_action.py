@@ -15,8 +15,8 @@ pytest.importorskip("pytestqt")
 pytest.importorskip("pyqtgraph")
 
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
-from cellseg_gui.core.project import open_project  # noqa: E402
-from cellseg_gui.core.sample import make_sample  # noqa: E402
+from cellseg_gui.core.data.project import open_project  # noqa: E402
+from cellseg_gui.core.data.sample import make_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -126,7 +126,7 @@ def test_run_without_a_project_exits_1_with_one_line(tmp_path):
 
 
 def test_a_failed_job_exits_1_with_its_message(tmp_path):
-    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.data.imageio import write_mask
 
     folder = tmp_path / "unlabelled"
     (folder / "images").mkdir(parents=True)

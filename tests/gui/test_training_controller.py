@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("pytestqt")
-
 from PySide6.QtCore import Qt  # noqa: E402
 
 from cellseg_gui.app import training_jobs as J  # noqa: E402
@@ -32,8 +29,8 @@ from cellseg_gui.core.events import (  # noqa: E402
 
 def real_project(folder: Path, n: int = 5):
     """A real Project on a real folder: n tiny images img0.. with masks."""
-    from cellseg_gui.core.imageio import write_mask
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.project import open_project
 
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
@@ -60,8 +57,8 @@ def real_window(qtbot, monkeypatch, folder: Path, *, warmup: bool = False):
 
 def write_bundle(path: Path, best: float) -> None:
     """A bundle's record as training writes it (the weights are not read here)."""
-    from cellseg_gui.core.bundle_meta import make_meta
     from cellseg_gui.core.config import ModelConfig, NormConfig
+    from cellseg_gui.core.model.bundle_meta import make_meta
 
     meta = make_meta(
         ModelConfig(hidden=4, depth=2, downsample=1), mask_mode="instances", boundary_width=2,

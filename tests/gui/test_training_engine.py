@@ -1,4 +1,4 @@
-"""The real engine (core.train.fit) through the real worker, on synthetic samples:
+"""The real engine (core.training.train.fit) through the real worker, on synthetic samples:
 steps reach the GUI thread, and Stop ends a run within 2 seconds keeping the best model."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest.importorskip("pytestqt")
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
-from cellseg_gui.core.dataset import Sample  # noqa: E402
+from cellseg_gui.core.data.dataset import Sample  # noqa: E402
 from cellseg_gui.core.events import CANCELLED  # noqa: E402
 from cellseg_gui.core.jobs import CancelToken  # noqa: E402
 from cellseg_gui.workers.job_worker import JobWorker  # noqa: E402
@@ -42,7 +41,7 @@ def tiny_cfg(**kw):
 
 
 def test_stop_ends_a_real_run_within_two_seconds_and_keeps_the_best_model(qtbot, tmp_path):
-    from cellseg_gui.core.train import fit
+    from cellseg_gui.core.training.train import fit
 
     token = CancelToken()
     out = tmp_path / "m.cellseg"
@@ -67,20 +66,20 @@ def test_stop_ends_a_real_run_within_two_seconds_and_keeps_the_best_model(qtbot,
 
 @pytest.fixture
 def fake_dataset(monkeypatch):
-    """Stand in for core.dataset.load_samples so the helper's jobs run on synthetic data."""
+    """Stand in for core.data.dataset.load_samples so the helper's jobs run on synthetic data."""
     import sys
     import types
 
-    mod = types.ModuleType("cellseg_gui.core.dataset")
+    mod = types.ModuleType("cellseg_gui.core.data.dataset")
     mod.load_samples = lambda pairs, **kw: (
         [s for s in samples() if s.name in {p.name for p in pairs}],
         [],
     )
-    if "cellseg_gui.core.dataset" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "cellseg_gui.core.dataset", mod)
+    if "cellseg_gui.core.data.dataset" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "cellseg_gui.core.data.dataset", mod)
     else:
         monkeypatch.setattr(
-            sys.modules["cellseg_gui.core.dataset"], "load_samples", mod.load_samples
+            sys.modules["cellseg_gui.core.data.dataset"], "load_samples", mod.load_samples
         )
     return [SimpleNamespace(name=f"s{i}", image_path=None, mask_path="m") for i in range(4)]
 

@@ -3,29 +3,23 @@ Jaccard, export with a model card, split kept in the project, settings persisted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cellseg_gui.app import training_jobs as J
+from cellseg_gui.core.data.dataset import ImagePair as Pair  # the project's own pairs
 from cellseg_gui.core.jobs import CancelToken
-
-
-@dataclass
-class Pair:
-    name: str
-    image_path: Path
-    mask_path: Path | None
 
 
 @pytest.fixture
 def tiny_bundle(tmp_path):
-    torch = pytest.importorskip("torch")
-    from cellseg_gui.core.bundle import make_meta, save_bundle
+    import torch
+
     from cellseg_gui.core.config import ModelConfig, NormConfig
-    from cellseg_gui.core.unet import build_model
+    from cellseg_gui.core.model.bundle import make_meta, save_bundle
+    from cellseg_gui.core.model.unet import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=4, depth=2, n_classes=3)
@@ -41,7 +35,7 @@ def tiny_bundle(tmp_path):
 
 @pytest.fixture
 def pairs(tmp_path):
-    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.data.imageio import write_mask
 
     rng = np.random.default_rng(0)
     out = []
@@ -81,7 +75,8 @@ def test_predict_job_reports_a_bad_image_and_goes_on(tiny_bundle, pairs, tmp_pat
 
 
 def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tmp_path):
-    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401 - a test dependency: missing, the test fails
+
     paths = {"bundle": tmp_path / "e" / "m.cellseg", "torchscript": tmp_path / "e" / "m.pt",
              "onnx": tmp_path / "e" / "m.onnx", "card": tmp_path / "e" / "m.md"}  # fmt: skip
     events = list(J.export_job(tiny_bundle, paths)())
@@ -93,7 +88,7 @@ def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tm
         and "validation foreground Jaccard: 0.4200" in card
         and "m.onnx" in card
     )
-    from cellseg_gui.core.bundle import load_predictor
+    from cellseg_gui.core.model.bundle import load_predictor
 
     for key in ("bundle", "torchscript", "onnx"):
         assert load_predictor(paths[key]).predict(np.zeros((32, 32), np.float32)).labels.shape == (
@@ -104,13 +99,13 @@ def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tm
 
 def _project(folder: Path, n: int = 3):
     """A real project on a real folder of n tiny images with masks."""
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.project import open_project
 
     return open_project(_cells_folder(folder, seed=0, n=n))
 
 
 def test_split_is_made_once_and_kept(tmp_path):
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.project import open_project
 
     p = _project(tmp_path / "d", n=10)
     names = p.names
@@ -125,7 +120,7 @@ def test_split_is_made_once_and_kept(tmp_path):
 def test_a_large_validation_share_still_leaves_an_image_to_train_on(tmp_path, n):
     """The window's split and the CLI's are one function: with 2-4 images and a share of
     0.9 the window once put every image in validation, and training then failed."""
-    from cellseg_gui.core.split import split_train_val
+    from cellseg_gui.core.data.split import split_train_val
 
     p = _project(tmp_path / "d", n=n)
     train, val = p.training_split(p.names, 0.9, seed=0)
@@ -134,7 +129,7 @@ def test_a_large_validation_share_still_leaves_an_image_to_train_on(tmp_path, n)
 
 
 def test_every_image_marked_val_is_refused_with_a_sentence(tmp_path):
-    from cellseg_gui.core.project import ProjectError
+    from cellseg_gui.core.data.project import ProjectError
 
     p = _project(tmp_path / "d")
     p.set_split({n: "val" for n in p.names})
@@ -143,8 +138,8 @@ def test_every_image_marked_val_is_refused_with_a_sentence(tmp_path):
 
 
 def test_settings_and_models_records(tmp_path, tiny_bundle):
-    from cellseg_gui.core.model_registry import model_records
-    from cellseg_gui.core.project import open_project
+    from cellseg_gui.core.data.project import open_project
+    from cellseg_gui.core.model.model_registry import model_records
 
     p = _project(tmp_path / "d")
     p.models_dir().mkdir()
@@ -157,8 +152,9 @@ def test_settings_and_models_records(tmp_path, tiny_bundle):
 
 
 def test_export_job_writes_a_bioimageio_package(tiny_bundle, tmp_path):
-    pytest.importorskip("onnxruntime")
     import zipfile
+
+    import onnxruntime  # noqa: F401 - a test dependency: missing, the test fails
 
     from cellseg_gui.widgets.export_dialog import SUFFIXES
 
@@ -176,8 +172,8 @@ def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
     import json
 
     from cellseg_gui.cli import main
-    from cellseg_gui.core.bundle import load_bundle, save_bundle
-    from cellseg_gui.core.imageio import read_mask
+    from cellseg_gui.core.data.imageio import read_mask
+    from cellseg_gui.core.model.bundle import load_bundle, save_bundle
 
     b = load_bundle(tiny_bundle, "cpu")
     pp = {"marker_threshold": 0.6, "min_size": 2, "chosen": "tuned on 1 validation image(s)"}
@@ -203,7 +199,7 @@ def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
 
 def _cells_folder(data: Path, seed: int, n: int = 3) -> Path:
     """images/ and masks/ with n 64x64 images of two bright cells each."""
-    from cellseg_gui.core.imageio import write_mask
+    from cellseg_gui.core.data.imageio import write_mask
 
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
@@ -221,7 +217,7 @@ def test_models_records_read_the_metrics_training_writes(tmp_path):
     """A bundle written by a real training run shows its validation Jaccard and AP in the
     models list (the list read a key that training never wrote)."""
     from cellseg_gui.cli import main
-    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.model.bundle import read_bundle_meta
 
     data = _cells_folder(tmp_path / "d", seed=1)
     model = tmp_path / "models" / "m.cellseg"
@@ -232,8 +228,8 @@ def test_models_records_read_the_metrics_training_writes(tmp_path):
     assert main(args) == 0
     metrics = read_bundle_meta(model)["metrics"]
 
-    from cellseg_gui.core.model_registry import model_records
-    from cellseg_gui.core.project import Project
+    from cellseg_gui.core.data.project import Project
+    from cellseg_gui.core.model.model_registry import model_records
 
     recs = model_records(Project(tmp_path))
     rec = next(r for r in recs if r.path == str(model))
@@ -246,7 +242,7 @@ def test_train_info_and_model_card_name_the_same_best_epoch(tmp_path, capsys):
     import re
 
     from cellseg_gui.cli import main
-    from cellseg_gui.core.bundle import read_bundle_meta
+    from cellseg_gui.core.model.bundle import read_bundle_meta
 
     data = _cells_folder(tmp_path / "d", seed=2)
     model = tmp_path / "m.cellseg"

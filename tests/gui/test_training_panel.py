@@ -33,7 +33,7 @@ TINY = {
 def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSEG_DATA_HOME", str(tmp_path / "data-home"))
     monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
-    from cellseg_gui.core.sample import make_sample
+    from cellseg_gui.core.data.sample import make_sample
 
     folder = make_sample(tmp_path / "sample")
     w = main_window.MainWindow()
@@ -164,7 +164,7 @@ def test_looking_at_a_folder_and_closing_leaves_it_as_it_was(qtbot, tmp_path, mo
     """Opening a folder made models/ and closing wrote a project file into it: a shared
     or read-only data folder must stay as it was until the user changes something."""
     monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
-    from cellseg_gui.core.sample import make_sample
+    from cellseg_gui.core.data.sample import make_sample
 
     folder = make_sample(tmp_path / "sample")
     before = _snapshot(folder)

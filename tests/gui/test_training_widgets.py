@@ -19,7 +19,7 @@ from cellseg_gui.core.events import (
     Started,
     StepEnded,
 )  # noqa: E402
-from cellseg_gui.core.model_registry import ModelRecord
+from cellseg_gui.core.model.model_registry import ModelRecord
 from cellseg_gui.widgets.advice import AdvicePanel  # noqa: E402
 from cellseg_gui.widgets.export_dialog import ExportDialog  # noqa: E402
 from cellseg_gui.widgets.gallery import Gallery, GalleryItem, difference_rgb  # noqa: E402

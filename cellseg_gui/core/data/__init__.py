@@ -1,0 +1,1 @@
+"""Images, masks and projects on disk: reading and writing them safely, the project file and its schema, training samples, normalisation, the split, the built-in sample and the look at the data before training."""

@@ -1,0 +1,1 @@
+"""Exports beyond the bundle: the bioimage.io model package."""

@@ -1,0 +1,466 @@
+"""Model bundles (``.cellseg``) and TorchScript/ONNX exports.
+
+A bundle is one zip file: ``cellseg.json`` (everything needed to use the model again:
+architecture, classes and colours, input channels, normalisation, training record,
+metrics, software versions) and ``weights.pt`` (a ``torch.save``'d state dict). One file
+so users can mail it; a zip so ``read_bundle_meta`` can show a model's card without
+loading torch weights. Saving is atomic: a crash mid-save never leaves half a model.
+
+Exports carry the same JSON (TorchScript: ``_extra_files["cellseg.json"]``; ONNX:
+``metadata_props["cellseg"]``) so ``load_predictor`` can use them like a bundle, and each
+export is run against the torch model before it replaces the target file: a mismatch
+raises ``ExportError`` rather than leaving a silently different model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cellseg_gui.core.config import ModelConfig, NormConfig
+from cellseg_gui.core.data.fileio import atomic_path, atomic_write_bytes
+from cellseg_gui.core.data.imageio import to_grey
+from cellseg_gui.core.data.normalize import normalize
+from cellseg_gui.core.model.bundle_meta import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    META_NAME,
+    ONNX_META_KEY,
+    WEIGHTS_NAME,
+    BundleError,
+    ExportError,
+    _check_file,
+    _dumps,
+    _parse_meta,
+    _read_zip,
+    architecture,
+    default_classes,
+    make_meta,
+    read_bundle_meta,
+)
+from cellseg_gui.core.model.postprocess import (
+    PostProcess,
+    postprocess_from_meta,
+    prediction_to_instances,
+)
+from cellseg_gui.core.model.predict import Prediction, predict_tiled, select_device
+from cellseg_gui.core.model.unet import UNet, build_model
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "Bundle",
+    "BundleError",
+    "ExportError",
+    "default_classes",
+    "export_onnx",
+    "export_torchscript",
+    "load_bundle",
+    "load_predictor",
+    "make_meta",
+    "read_bundle_meta",
+    "save_bundle",
+]
+
+EXPORT_TOLERANCE = 1e-4
+
+
+def save_bundle(path: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``model``'s weights and ``meta`` as one ``.cellseg`` file, atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    wbuf = io.BytesIO()
+    torch.save(state, wbuf)
+    zbuf = io.BytesIO()
+    # Weights are stored uncompressed: float noise does not deflate, and it saves seconds.
+    with zipfile.ZipFile(zbuf, "w") as zf:
+        zf.writestr(META_NAME, _dumps(meta), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(WEIGHTS_NAME, wbuf.getvalue(), compress_type=zipfile.ZIP_STORED)
+    atomic_write_bytes(path, zbuf.getvalue())
+
+
+# ----------------------------------------------------------------------------- predictors
+
+
+class _Predictor:
+    """What every model file offers: ``.meta`` and ``.predict(raw_image)``; subclasses
+    supply ``_forward`` (tensor -> logits) and ``device``."""
+
+    meta: dict[str, Any]
+    device: torch.device
+    path: Path
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return architecture(self.meta)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model_config.n_classes)
+
+    @property
+    def classes(self) -> list[dict[str, Any]]:
+        classes = self.meta.get("classes")
+        return classes or default_classes(self.meta.get("mask_mode", ""), self.n_classes)
+
+    @property
+    def norm(self) -> NormConfig:
+        return NormConfig.from_dict(self.meta.get("normalization"))
+
+    def model_channels(self, raw: np.ndarray) -> np.ndarray:
+        """Raw image -> the raw channels the model reads (colour to grey for a grey model)."""
+        arr = np.asarray(raw)
+        in_ch = self.model_config.in_channels
+        if arr.ndim == 3 and self.meta.get("channels", "grey") == "grey" and in_ch == 1:
+            arr = to_grey(arr)
+        return arr
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw image (H, W) or (H, W, C) -> the float32 (C, H, W) the model was trained on,
+        with the bundle's channel handling and normalisation."""
+        arr = self.model_channels(raw)
+        in_ch = self.model_config.in_channels
+        image = normalize(arr, self.norm)
+        if image.shape[0] != in_ch:
+            raise ValueError(
+                f"the model expects {in_ch} channel(s) but the image has {image.shape[0]}"
+            )
+        return image
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def postprocess(self) -> tuple[PostProcess, str]:
+        """How this model's predictions become cells, and a note when the file has no
+        usable settings (older bundles: the defaults, said once by the caller)."""
+        return postprocess_from_meta(self.meta)
+
+    def predict_cells(
+        self, raw_image: np.ndarray, *, tile: int = 512, tta: bool = False
+    ) -> tuple[np.ndarray, Prediction]:
+        """Cell ids (int32, 0 = background) and the class prediction they came from: the
+        one path from a model file to cells, whichever format the file is."""
+        pred = self.predict(raw_image, tile=tile, tta=tta, return_probs=True)
+        pp, _ = self.postprocess
+        mode = str(self.meta.get("mask_mode") or "instances")
+        return prediction_to_instances(pred.labels, pred.probs, mode, pp), pred
+
+    def _multiple(self) -> int:
+        return self.model_config.size_multiple
+
+    def predict(
+        self,
+        raw_image: np.ndarray,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        tta: bool = False,
+        return_probs: bool = True,
+    ) -> Prediction:
+        """Preprocess a raw image exactly as in training, then tiled prediction."""
+        return self.predict_preprocessed(
+            self.preprocess(raw_image), tile=tile, overlap=overlap, batch_size=batch_size,
+            tta=tta, return_probs=return_probs,
+        )  # fmt: skip
+
+    def predict_preprocessed(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        tta: bool = False,
+        return_probs: bool = True,
+    ) -> Prediction:
+        """Tiled prediction of an image already normalised (float32 (C, H, W))."""
+        fn = _Forward(self._forward, self.model_config)
+        return predict_tiled(
+            fn,
+            image,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=self.device,
+            tta=tta,
+            return_probs=return_probs,
+        )
+
+
+class _Forward:
+    """A plain callable carrying ``cfg`` so the tiler can round tiles to its size multiple."""
+
+    def __init__(self, fn: Any, cfg: ModelConfig) -> None:
+        self.fn = fn
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class Bundle(_Predictor):
+    """A loaded ``.cellseg`` model: ``.model`` (a ``UNet`` in eval mode), ``.meta``."""
+
+    def __init__(self, model: UNet, meta: dict[str, Any], device: torch.device, path: Path):
+        self.model = model
+        self.meta = meta
+        self.device = device
+        self.path = path
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device))
+
+
+def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Bundle:
+    """Load a ``.cellseg`` file; ``device=None`` picks CUDA, then MPS, then the CPU."""
+    path = Path(path)
+    files = _read_zip(path, (META_NAME, WEIGHTS_NAME))
+    meta = _parse_meta(path, files[META_NAME])
+    try:
+        cfg = architecture(meta)
+        model = build_model(cfg)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(path, f"bad architecture in {META_NAME}: {exc}") from None
+    try:
+        state = torch.load(io.BytesIO(files[WEIGHTS_NAME]), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for damaged pickles / shapes
+        raise BundleError(path, f"weights do not load: {str(exc).splitlines()[0]}") from None
+    dev = select_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    model.to(dev).eval()
+    return Bundle(model, meta, dev, path)
+
+
+class TorchScriptPredictor(_Predictor):
+    def __init__(self, module: Any, meta: dict[str, Any], device: torch.device, path: Path):
+        self.model = module
+        self.meta = meta
+        self.device = device
+        self.path = path
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device))
+
+
+class OnnxPredictor(_Predictor):
+    def __init__(self, session: Any, meta: dict[str, Any], path: Path):
+        self.session = session
+        self.meta = meta
+        self.device = torch.device("cpu")
+        self.path = path
+        self._input = session.get_inputs()[0].name
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self._input: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+def _load_torchscript(path: Path, device: str | torch.device | None) -> TorchScriptPredictor:
+    extra = {META_NAME: ""}
+    dev = select_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    try:
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+    except Exception as exc:
+        raise BundleError(path, f"not a TorchScript model ({str(exc).splitlines()[0]})") from None
+    if not extra[META_NAME]:
+        raise BundleError(path, f"TorchScript file has no {META_NAME} (not exported by cellseg)")
+    raw = extra[META_NAME]
+    meta = _parse_meta(path, raw if isinstance(raw, bytes) else str(raw).encode())
+    module.eval()
+    return TorchScriptPredictor(module, meta, dev, path)
+
+
+def _ort_session(path_or_bytes: str | bytes) -> Any:
+    import onnxruntime as ort
+
+    providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
+    providers.append("CPUExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path_or_bytes, sess_options=opts, providers=providers)
+
+
+def _load_onnx(path: Path) -> OnnxPredictor:
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - optional extra
+        raise BundleError(
+            path, "ONNX support is not installed (pip install cellseg-gui[onnx])"
+        ) from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise BundleError(path, f"not an ONNX model ({str(exc).splitlines()[0]})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise BundleError(path, "ONNX file has no cellseg metadata (not exported by cellseg)")
+    meta = _parse_meta(path, props[ONNX_META_KEY].encode())
+    try:
+        session = _ort_session(str(path))
+    except Exception as exc:
+        raise BundleError(path, f"onnxruntime cannot run it ({str(exc).splitlines()[0]})") from None
+    return OnnxPredictor(session, meta, path)
+
+
+def load_predictor(path: str | os.PathLike[str], device: str | torch.device | None = None):
+    """Any model file cellseg writes (``.cellseg`` bundle, TorchScript ``.pt``/``.ts``,
+    ``.onnx``) as an object with ``.meta`` and ``.predict(raw_image, ...)``."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path)
+    if path.suffix.lower() == ".cellseg":
+        return load_bundle(path, device)  # its own, more precise error messages
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BundleError(path, f"damaged zip file ({exc})") from None
+        if META_NAME in names:
+            return load_bundle(path, device)
+        return _load_torchscript(path, device)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if path.suffix.lower() in (".pt", ".ts", ".pth", ".torchscript"):
+        return _load_torchscript(path, device)
+    if b"pytorch" in head.lower() or b"onnx" in head.lower():
+        return _load_onnx(path)
+    raise BundleError(path, "not a cellseg model (expected .cellseg, TorchScript or ONNX)")
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+def _as_bundle(bundle: Bundle | str | os.PathLike[str]) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle, "cpu")
+
+
+def _cpu_model(bundle: Bundle) -> UNet:
+    model = copy.deepcopy(bundle.model).to("cpu").eval()
+    return model
+
+
+def _check_inputs(cfg: ModelConfig) -> list[torch.Tensor]:
+    """Two random inputs of different, non-multiple sizes: proves the export's height and
+    width are really dynamic (a graph frozen at one size fails the second)."""
+    gen = torch.Generator().manual_seed(0)
+    return [
+        torch.rand(1, cfg.in_channels, 96, 80, generator=gen),
+        torch.rand(2, cfg.in_channels, 67, 131, generator=gen),
+    ]
+
+
+def _verify(path: Path, run: Any, model: UNet) -> float:
+    worst = 0.0
+    with torch.inference_mode():
+        for x in _check_inputs(model.cfg):
+            ref = model(x).numpy()
+            try:
+                got = np.asarray(run(x))
+            except Exception as exc:
+                raise ExportError(path, f"export fails on input {tuple(x.shape)}: {exc}") from None
+            if got.shape != ref.shape:
+                raise ExportError(
+                    path, f"export gives shape {got.shape} for {tuple(x.shape)}, not {ref.shape}"
+                )
+            diff = float(np.max(np.abs(got - ref)))
+            if not diff < EXPORT_TOLERANCE:  # also catches NaN
+                raise ExportError(
+                    path,
+                    f"export differs from the torch model by {diff:.3g} "
+                    f"(limit {EXPORT_TOLERANCE:g}) on input {tuple(x.shape)}",
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str]):
+    """Script the model, embed the meta, verify the written file, then publish it.
+    Returns the max abs difference found."""
+    b = _as_bundle(bundle)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _cpu_model(b)
+    try:
+        scripted = torch.jit.script(model)
+    except Exception as exc:
+        raise ExportError(path, f"cannot script the model: {exc}") from None
+    with atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp), _extra_files={META_NAME: _dumps(b.meta)})
+        loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
+        diff = _verify(path, lambda x: loaded(x).numpy(), model)
+    return diff
+
+
+def onnx_bytes(
+    model: torch.nn.Module,
+    in_channels: int,
+    *,
+    opset: int,
+    input_name: str = "image",
+    output_name: str = "logits",
+    axis_names: tuple[str, str] = ("height", "width"),
+) -> bytes:
+    """ONNX of ``model`` with dynamic batch, height and width, traced at an odd size so
+    the padding path is the one recorded. Shared by the plain ONNX export and the
+    bioimage.io package."""
+    import warnings
+
+    example = torch.rand(1, in_channels, 67, 131)
+    axes = {0: "batch", 2: axis_names[0], 3: axis_names[1]}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: axes, output_name: axes},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def export_onnx(
+    bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str], opset: int = 17
+):
+    """Export to ONNX with dynamic batch, height and width; meta in ``metadata_props``;
+    verified with onnxruntime before publishing. Returns the max abs difference found."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - optional extra
+        raise ExportError(
+            path, "ONNX support is not installed (pip install cellseg-gui[onnx])"
+        ) from None
+    b = _as_bundle(bundle)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _cpu_model(b)
+    try:
+        data = onnx_bytes(model, model.cfg.in_channels, opset=opset)
+        proto = onnx.load_from_string(data)
+    except Exception as exc:
+        raise ExportError(path, f"ONNX export failed: {str(exc).splitlines()[0]}") from None
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key = ONNX_META_KEY
+    entry.value = _dumps(b.meta)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+        session = _ort_session(str(tmp))
+        name = session.get_inputs()[0].name
+        diff = _verify(path, lambda x: session.run(None, {name: x.numpy()})[0], model)
+    return diff

@@ -1,0 +1,147 @@
+"""One image's scores and a data set's summary: the single definition behind every figure
+that ``cellseg evaluate``, training's validation, the benchmarks and the window show.
+
+Per image: foreground Jaccard (cell pixels found, whatever class the model called them),
+AP at IoU 0.5 / 0.75 / 0.9 and the cell counts. Over a data set each figure is named by
+how it is combined: "mean over images" (each image weighs the same) or "pooled" (pixels
+or cells summed over the images first). Numpy and scipy only; no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellseg_gui.core.model.postprocess import (
+    DEFAULT_POSTPROCESS,
+    PostProcess,
+    prediction_to_instances,
+)
+from cellseg_gui.core.scores.instances import (
+    InstanceScore,
+    InstanceSummary,
+    score_instances,
+    summarize,
+)
+
+__all__ = ["DatasetScore", "ImageScore", "score_image", "score_dataset"]
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    fg_inter: int
+    fg_union: int
+    instances: InstanceScore
+
+    @property
+    def fg_jaccard(self) -> float:
+        return 1.0 if self.fg_union == 0 else self.fg_inter / self.fg_union
+
+    @property
+    def ap50(self) -> float:
+        return self.instances.ap(0.5)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "fg_jaccard": self.fg_jaccard, **self.instances.to_dict()}
+
+
+def score_image(
+    name: str,
+    pred_labels: np.ndarray,
+    pred_probs: np.ndarray | None,
+    true_classes: np.ndarray,
+    true_instances: np.ndarray,
+    mask_mode: str,
+    pp: PostProcess = DEFAULT_POSTPROCESS,
+    *,
+    source: str = "instances",
+    cells: np.ndarray | None = None,
+) -> ImageScore:
+    """Scores of one predicted image against its mask (as classes and as cell ids).
+    ``cells``: the prediction's cell ids when the caller already has them."""
+    p = np.asarray(pred_labels) > 0
+    t = np.asarray(true_classes) > 0
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from the mask's {t.shape}")
+    if cells is None:
+        cells = prediction_to_instances(pred_labels, pred_probs, mask_mode, pp)
+    return ImageScore(
+        name=name,
+        fg_inter=int(np.count_nonzero(p & t)),
+        fg_union=int(np.count_nonzero(p | t)),
+        instances=score_instances(true_instances, cells, source=source),
+    )
+
+
+@dataclass(frozen=True)
+class DatasetScore:
+    images: tuple[ImageScore, ...]
+
+    @property
+    def fg_jaccard_mean(self) -> float:
+        """Foreground Jaccard, mean over images."""
+        return float(np.mean([s.fg_jaccard for s in self.images])) if self.images else 0.0
+
+    @property
+    def fg_jaccard_pooled(self) -> float:
+        """Foreground Jaccard with pixels pooled over all images."""
+        union = sum(s.fg_union for s in self.images)
+        return 1.0 if union == 0 else sum(s.fg_inter for s in self.images) / union
+
+    @property
+    def instances(self) -> InstanceSummary:
+        return summarize([s.instances for s in self.images])
+
+    @property
+    def ap50_mean(self) -> float:
+        """AP@0.5, mean over images."""
+        return self.instances.ap(0.5) if self.images else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n_images": len(self.images),
+            "fg_jaccard_mean_over_images": self.fg_jaccard_mean,
+            "fg_jaccard_pooled_over_pixels": self.fg_jaccard_pooled,
+            **(self.instances.to_dict() if self.images else {}),
+            "images": [s.to_dict() for s in self.images],
+        }
+
+
+def score_dataset(images: list[ImageScore]) -> DatasetScore:
+    return DatasetScore(tuple(images))
+
+
+def model_scores(meta: dict) -> tuple[float | None, float | None]:
+    """(validation foreground Jaccard, validation AP@0.5) a bundle records, wherever it
+    shows them (models list, project file, info): training writes ``metrics.val_fg_jaccard``
+    and ``metrics.val_ap50``; files from before may say ``best_val_fg_jaccard``."""
+    metrics = meta.get("metrics") or {}
+
+    def num(key: str) -> float | None:
+        v = metrics.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    fg = num("val_fg_jaccard")
+    return (fg if fg is not None else num("best_val_fg_jaccard")), num("val_ap50")
+
+
+def shown_metrics(meta: dict) -> dict[str, object]:
+    """A bundle's metrics as every place shows them (``cellseg info``, the model card,
+    the end of ``cellseg train``): readable names, epochs counted from 1 as the plots
+    count them (the bundle stores the 0-based index)."""
+    metrics = dict(meta.get("metrics") or {})
+    fg, ap = model_scores(meta)
+    out: dict[str, object] = {}
+    if fg is not None:
+        out["validation foreground Jaccard"] = fg
+    if ap is not None:
+        out["validation AP@0.5"] = ap
+    epoch = metrics.get("best_epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        out["best epoch"] = epoch + 1
+    for key, value in metrics.items():
+        if key not in ("val_fg_jaccard", "best_val_fg_jaccard", "val_ap50", "best_epoch"):
+            out[key] = value
+    return out

@@ -1,0 +1,160 @@
+"""Per-cell measurements and Fiji ROI sets: what a biologist does with the cells once they
+are counted. Measurements come from ``skimage.measure.regionprops_table``; ROI sets are
+written with ``roifile`` so Fiji's ROI Manager opens them as they are. Torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellseg_gui.core.data.imageio import atomic_write_bytes, atomic_write_text
+
+__all__ = ["COLUMNS", "measure_cells", "summary_row", "write_csv", "write_rois"]
+
+# regionprops_table names -> the CSV's column names, in order
+_PROPS = (
+    "label", "area", "centroid", "bbox", "perimeter", "eccentricity", "solidity",
+    "intensity_mean", "intensity_min", "intensity_max",
+)  # fmt: skip
+COLUMNS = (
+    "label", "area", "centroid_y", "centroid_x", "bbox_min_y", "bbox_min_x", "bbox_max_y",
+    "bbox_max_x", "perimeter", "eccentricity", "solidity", "mean_intensity",
+    "min_intensity", "max_intensity",
+)  # fmt: skip
+_RENAME = {
+    "centroid-0": "centroid_y", "centroid-1": "centroid_x", "bbox-0": "bbox_min_y",
+    "bbox-1": "bbox_min_x", "bbox-2": "bbox_max_y", "bbox-3": "bbox_max_x",
+    "intensity_mean": "mean_intensity", "intensity_min": "min_intensity",
+    "intensity_max": "max_intensity",
+}  # fmt: skip
+
+
+def _grey(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if image is None:
+        return None
+    from cellseg_gui.core.data.imageio import to_grey
+
+    img = np.asarray(image)
+    if img.ndim == 3:  # colour: the same grey as the models see (imageio.to_grey)
+        img = to_grey(img)
+    if img.shape != shape:
+        raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but the cells are "
+                         f"{shape[1]}x{shape[0]}")  # fmt: skip
+    return img
+
+
+def measure_cells(cells: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
+    """One row per cell id: area (px), centroid and bounding box (row/column, bbox max
+    exclusive), perimeter, eccentricity, solidity and the raw image's mean/min/max inside
+    the cell (empty when no image is given)."""
+    from skimage.measure import regionprops_table
+
+    lab = np.asarray(cells)
+    if lab.ndim != 2 or lab.dtype.kind not in "ui":
+        raise ValueError(f"cells must be a 2D integer id map, got {lab.dtype} {lab.shape}")
+    grey = _grey(image, lab.shape)
+    props = _PROPS if grey is not None else _PROPS[:-3]
+    table = regionprops_table(lab.astype(np.int32, copy=False), grey, properties=props)
+    out = {_RENAME.get(k, k): np.asarray(v) for k, v in table.items()}
+    n = len(out["label"])
+    for col in COLUMNS:
+        out.setdefault(col, np.full(n, np.nan))
+    return {c: out[c] for c in COLUMNS}
+
+
+def summary_row(name: str, table: dict[str, np.ndarray]) -> dict[str, object]:
+    n = int(len(table["label"]))
+    area = table["area"]
+    return {
+        "image": name,
+        "cells": n,
+        "mean_area": float(np.mean(area)) if n else "",
+        "median_area": float(np.median(area)) if n else "",
+        "total_area": float(np.sum(area)) if n else 0.0,
+    }
+
+
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, object]] | dict) -> None:
+    """A measurement table (dict of columns) or a list of row dicts, written atomically."""
+    if isinstance(rows, dict):
+        cols = list(rows)
+        n = len(rows[cols[0]]) if cols else 0
+        items = [{c: _plain(rows[c][i]) for c in cols} for i in range(n)]
+    else:
+        cols = list(rows[0]) if rows else ["image", "cells"]
+        items = rows
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(items)
+    atomic_write_text(Path(path), buf.getvalue())
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return "" if np.isnan(v) else round(float(v), 4)
+    return v
+
+
+def write_rois(path: str | os.PathLike[str], cells: np.ndarray) -> int:
+    """A Fiji/ImageJ ROI set (.zip): one polygon per cell, its outer contour, named by
+    the cell id. Returns the number of ROIs written."""
+    import zipfile
+
+    from roifile import ImagejRoi
+    from skimage.measure import find_contours
+
+    from cellseg_gui.core.lazy import ndimage as ndi
+
+    lab = np.asarray(cells)
+    buf = io.BytesIO()
+    n = 0
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, box in enumerate(ndi.find_objects(lab), start=1):
+            if box is None:
+                continue
+            y0, x0 = box[0].start, box[1].start
+            sub = np.pad(lab[box] == k, 1).astype(np.float32)
+            contours = find_contours(sub, 0.5)
+            if not contours:
+                continue
+            c = max(contours, key=len)
+            xy = np.stack([c[:, 1] + x0 - 1 + 0.5, c[:, 0] + y0 - 1 + 0.5], axis=1)
+            roi = ImagejRoi.frompoints(xy)
+            roi.name = f"cell-{k:04d}"
+            zf.writestr(f"{roi.name}.roi", roi.tobytes())
+            n += 1
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return n
+
+
+def export_cells(
+    folder: str | os.PathLike[str],
+    stem: str,
+    cells: np.ndarray,
+    image: np.ndarray | None,
+    *,
+    measure: bool = True,
+    rois: bool = True,
+) -> tuple[dict[str, object], list[Path]]:
+    """``STEM_cells.csv`` and ``STEM_rois.zip`` in ``folder``: what ``cellseg predict
+    --measure --rois`` and the window's export both write. Returns the image's summary row
+    (for ``cells_summary.csv``) and the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    table = measure_cells(cells, image)
+    if measure:
+        write_csv(folder / f"{stem}_cells.csv", table)
+        written.append(folder / f"{stem}_cells.csv")
+    if rois:
+        write_rois(folder / f"{stem}_rois.zip", cells)
+        written.append(folder / f"{stem}_rois.zip")
+    return summary_row(stem, table), written
