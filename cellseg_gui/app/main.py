@@ -14,13 +14,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cellseg_gui.app.training import TrainingController
+    from cellseg_gui.workers.job_worker import JobWorker
 
 _T0 = time.time()
 
 # --run ACTION: the training controller's method, and the dock that shows the result.
 # --run NAME: what it starts on the training controller, and the dock it raises
-RUN_ACTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
+RUN_ACTIONS: dict[str, tuple[Callable[[TrainingController], JobWorker | None], str]] = {
     "lr-find": (lambda ctrl: ctrl.find_lr(), "LR finder"),
     "predict-all": (lambda ctrl: ctrl.predict_all(), "Gallery"),
     "train": (lambda ctrl: ctrl.train(), "Plots"),

@@ -124,12 +124,13 @@ def predict_job(
 
 
 def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> JobFactory:
-    """Write the chosen formats (each checked against the torch model by core.model.bundle) and
-    the model card beside them."""
+    """Write the chosen formats (each checked against the torch model by
+    core.export.formats) and the model card beside them."""
 
     def run() -> Iterator[Event]:
         import shutil
 
+        from cellseg_gui.core.export.formats import export_onnx, export_torchscript
         from cellseg_gui.core.model import bundle as B
 
         b = B.load_bundle(bundle_path, device="cpu")
@@ -141,9 +142,9 @@ def export_job(bundle_path: str | Path, paths: dict[str, Path]) -> JobFactory:
                 if Path(path).resolve() != Path(bundle_path).resolve():
                     shutil.copyfile(bundle_path, path)
             elif fmt == "torchscript":
-                B.export_torchscript(b, path)
+                export_torchscript(b, path)
             elif fmt == "onnx":
-                B.export_onnx(b, path)
+                export_onnx(b, path)
             elif fmt == "bioimageio":
                 from cellseg_gui.core.export.bioimageio import export_bioimageio
 

@@ -272,12 +272,8 @@ def evaluation_lines(result: Any, pp: Any) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.model.bundle import (
-        ExportError,
-        export_onnx,
-        export_torchscript,
-        load_bundle,
-    )
+    from cellseg_gui.core.export.formats import export_onnx, export_torchscript
+    from cellseg_gui.core.model.bundle import ExportError, load_bundle
 
     bundle = load_bundle(_existing(args.model), device="cpu")
     target = Path(args.out)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cellseg_gui.core.config import ModelConfig, NormConfig
+from cellseg_gui.core.export import formats as F
 from cellseg_gui.core.model import bundle as B
 from cellseg_gui.core.model.unet import build_model
 
@@ -229,7 +230,7 @@ def test_torchscript_export_roundtrip(saved, tmp_path) -> None:
     path, _, meta = saved
     b = B.load_bundle(path, "cpu")
     out = tmp_path / "m.pt"
-    diff = B.export_torchscript(b, out)
+    diff = F.export_torchscript(b, out)
     assert diff < 1e-4
     pred = B.load_predictor(out, "cpu")
     assert pred.meta["architecture"] == meta["architecture"]
@@ -244,7 +245,7 @@ def test_onnx_export_roundtrip(saved, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     path, _, meta = saved
     out = tmp_path / "m.onnx"
-    diff = B.export_onnx(path, out)  # a path works as well as a Bundle
+    diff = F.export_onnx(path, out)  # a path works as well as a Bundle
     assert diff < 1e-4
     pred = B.load_predictor(out)
     assert pred.meta["classes"] == meta["classes"]
@@ -259,15 +260,15 @@ def test_onnx_export_roundtrip(saved, tmp_path) -> None:
 def test_export_mismatch_raises(saved, tmp_path, monkeypatch) -> None:
     path, _, _ = saved
     b = B.load_bundle(path, "cpu")
-    real = B._verify
+    real = F._verify
 
     def sabotaged(p, run, model):
         return real(p, lambda x: np.asarray(run(x)) + 1e-3, model)
 
-    monkeypatch.setattr(B, "_verify", sabotaged)
+    monkeypatch.setattr(F, "_verify", sabotaged)
     out = tmp_path / "bad.pt"
     with pytest.raises(B.ExportError, match="differs"):
-        B.export_torchscript(b, out)
+        F.export_torchscript(b, out)
     assert not out.exists()  # a failed export leaves nothing behind
     assert list(tmp_path.iterdir()) == []
 

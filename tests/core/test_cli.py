@@ -353,7 +353,6 @@ def test_predict_missing_model(tmp_path, capsys):
 # --------------------------------------------------------------------------- data commands
 
 
-
 def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
     data = _dataset(tmp_path / "d")
     code, out, err = _run(capsys, "evaluate", model_path, data)

@@ -17,6 +17,7 @@ from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.data.fileio import atomic_file, atomic_path, atomic_write_text
 from cellseg_gui.core.data.imageio import write_mask
 from cellseg_gui.core.data.project import Project
+from cellseg_gui.core.export import formats as F
 from cellseg_gui.core.export.bioimageio import export_bioimageio
 from cellseg_gui.core.model import bundle as B
 from cellseg_gui.core.scores.measure import write_csv, write_rois
@@ -58,8 +59,8 @@ WRITERS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
         lambda p, b: B.save_bundle(p, B.load_bundle(b).model, B.read_bundle_meta(b)),
     ),
     "checkpoint": ("last.ckpt", lambda p, b: _atomic_torch_save({"x": torch.ones(2)}, p)),
-    "torchscript": ("m.pt", lambda p, b: B.export_torchscript(b, p)),
-    "onnx": ("m.onnx", lambda p, b: B.export_onnx(b, p)),
+    "torchscript": ("m.pt", lambda p, b: F.export_torchscript(b, p)),
+    "onnx": ("m.onnx", lambda p, b: F.export_onnx(b, p)),
     "bioimage.io": ("m.bioimageio.zip", lambda p, b: export_bioimageio(b, p)),
     "cells csv": ("c.csv", lambda p, b: write_csv(p, [{"label": 1, "area": 3}])),
     "rois": ("c.zip", lambda p, b: write_rois(p, _cells())),

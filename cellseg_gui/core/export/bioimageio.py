@@ -38,7 +38,8 @@ from cellseg_gui.core.export.bioimageio_rdf import (  # noqa: F401  (re-exported
     _dump_yaml,
     build_rdf,
 )
-from cellseg_gui.core.model.bundle import Bundle, ExportError, load_bundle, onnx_bytes
+from cellseg_gui.core.export.formats import onnx_bytes
+from cellseg_gui.core.model.bundle import Bundle, ExportError, load_bundle
 from cellseg_gui.core.model.distance import outputs_to_probs
 
 TEST_SIZE = 256  # largest side of the test tensors: enough context, small package

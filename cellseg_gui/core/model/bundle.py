@@ -1,4 +1,4 @@
-"""Model bundles (``.cellseg``) and TorchScript/ONNX exports.
+"""Model bundles (``.cellseg``), and loading a bundle or an export as a predictor.
 
 A bundle is one zip file: ``cellseg.json`` (everything needed to use the model again:
 architecture, classes and colours, input channels, normalisation, training record,
@@ -9,12 +9,12 @@ loading torch weights. Saving is atomic: a crash mid-save never leaves half a mo
 Exports carry the same JSON (TorchScript: ``_extra_files["cellseg.json"]``; ONNX:
 ``metadata_props["cellseg"]``) so ``load_predictor`` can use them like a bundle, and each
 export is run against the torch model before it replaces the target file: a mismatch
-raises ``ExportError`` rather than leaving a silently different model behind.
+raises ``ExportError`` rather than leaving a silently different model behind (the exports
+themselves are ``core/export/formats.py``'s).
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import os
 import zipfile
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cellseg_gui.core.config import ModelConfig, NormConfig
-from cellseg_gui.core.data.fileio import atomic_path, atomic_write_bytes
+from cellseg_gui.core.data.fileio import atomic_write_bytes
 from cellseg_gui.core.data.imageio import to_grey
 from cellseg_gui.core.data.normalize import normalize
 from cellseg_gui.core.model.bundle_meta import (
@@ -60,16 +60,12 @@ __all__ = [
     "BundleError",
     "ExportError",
     "default_classes",
-    "export_onnx",
-    "export_torchscript",
     "load_bundle",
     "load_predictor",
     "make_meta",
     "read_bundle_meta",
     "save_bundle",
 ]
-
-EXPORT_TOLERANCE = 1e-4
 
 
 def save_bundle(path: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -336,131 +332,3 @@ def load_predictor(path: str | os.PathLike[str], device: str | torch.device | No
     if b"pytorch" in head.lower() or b"onnx" in head.lower():
         return _load_onnx(path)
     raise BundleError(path, "not a cellseg model (expected .cellseg, TorchScript or ONNX)")
-
-
-# ----------------------------------------------------------------------------- exports
-
-
-def _as_bundle(bundle: Bundle | str | os.PathLike[str]) -> Bundle:
-    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle, "cpu")
-
-
-def _cpu_model(bundle: Bundle) -> UNet:
-    model = copy.deepcopy(bundle.model).to("cpu").eval()
-    return model
-
-
-def _check_inputs(cfg: ModelConfig) -> list[torch.Tensor]:
-    """Two random inputs of different, non-multiple sizes: proves the export's height and
-    width are really dynamic (a graph frozen at one size fails the second)."""
-    gen = torch.Generator().manual_seed(0)
-    return [
-        torch.rand(1, cfg.in_channels, 96, 80, generator=gen),
-        torch.rand(2, cfg.in_channels, 67, 131, generator=gen),
-    ]
-
-
-def _verify(path: Path, run: Any, model: UNet) -> float:
-    worst = 0.0
-    with torch.inference_mode():
-        for x in _check_inputs(model.cfg):
-            ref = model(x).numpy()
-            try:
-                got = np.asarray(run(x))
-            except Exception as exc:
-                raise ExportError(path, f"export fails on input {tuple(x.shape)}: {exc}") from None
-            if got.shape != ref.shape:
-                raise ExportError(
-                    path, f"export gives shape {got.shape} for {tuple(x.shape)}, not {ref.shape}"
-                )
-            diff = float(np.max(np.abs(got - ref)))
-            if not diff < EXPORT_TOLERANCE:  # also catches NaN
-                raise ExportError(
-                    path,
-                    f"export differs from the torch model by {diff:.3g} "
-                    f"(limit {EXPORT_TOLERANCE:g}) on input {tuple(x.shape)}",
-                )
-            worst = max(worst, diff)
-    return worst
-
-
-def export_torchscript(bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str]):
-    """Script the model, embed the meta, verify the written file, then publish it.
-    Returns the max abs difference found."""
-    b = _as_bundle(bundle)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = _cpu_model(b)
-    try:
-        scripted = torch.jit.script(model)
-    except Exception as exc:
-        raise ExportError(path, f"cannot script the model: {exc}") from None
-    with atomic_path(path) as tmp:
-        torch.jit.save(scripted, str(tmp), _extra_files={META_NAME: _dumps(b.meta)})
-        loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
-        diff = _verify(path, lambda x: loaded(x).numpy(), model)
-    return diff
-
-
-def onnx_bytes(
-    model: torch.nn.Module,
-    in_channels: int,
-    *,
-    opset: int,
-    input_name: str = "image",
-    output_name: str = "logits",
-    axis_names: tuple[str, str] = ("height", "width"),
-) -> bytes:
-    """ONNX of ``model`` with dynamic batch, height and width, traced at an odd size so
-    the padding path is the one recorded. Shared by the plain ONNX export and the
-    bioimage.io package."""
-    import warnings
-
-    example = torch.rand(1, in_channels, 67, 131)
-    axes = {0: "batch", 2: axis_names[0], 3: axis_names[1]}
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            buf,
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: axes, output_name: axes},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return buf.getvalue()
-
-
-def export_onnx(
-    bundle: Bundle | str | os.PathLike[str], path: str | os.PathLike[str], opset: int = 17
-):
-    """Export to ONNX with dynamic batch, height and width; meta in ``metadata_props``;
-    verified with onnxruntime before publishing. Returns the max abs difference found."""
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - optional extra
-        raise ExportError(
-            path, "ONNX support is not installed (pip install cellseg-gui[onnx])"
-        ) from None
-    b = _as_bundle(bundle)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = _cpu_model(b)
-    try:
-        data = onnx_bytes(model, model.cfg.in_channels, opset=opset)
-        proto = onnx.load_from_string(data)
-    except Exception as exc:
-        raise ExportError(path, f"ONNX export failed: {str(exc).splitlines()[0]}") from None
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key = ONNX_META_KEY
-    entry.value = _dumps(b.meta)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-        session = _ort_session(str(tmp))
-        name = session.get_inputs()[0].name
-        diff = _verify(path, lambda x: session.run(None, {name: x.numpy()})[0], model)
-    return diff
