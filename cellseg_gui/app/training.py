@@ -23,10 +23,11 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.app.training_results import TrainingResults
+from cellseg_gui.app.training_settings import TrainingSettings
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.data.project import ImagePair, ProjectError
 from cellseg_gui.core.events import Finished
-from cellseg_gui.core.workspace import Change, Workspace
+from cellseg_gui.core.workspace import Workspace
 from cellseg_gui.widgets.advice import AdvicePanel
 from cellseg_gui.widgets.export_dialog import ExportDialog
 from cellseg_gui.widgets.gallery import Gallery
@@ -38,14 +39,13 @@ from cellseg_gui.widgets.training_plots import TrainingPlots
 from cellseg_gui.workers.job_worker import JobWorker, default_torch_threads, protect_bool_refcounts
 
 if TYPE_CHECKING:
-    from cellseg_gui.core.data.project import Project
     from cellseg_gui.core.jobs import CancelToken, JobFactory
     from cellseg_gui.widgets.export_dialog import ExportRequest
 
 log = logging.getLogger(__name__)
 
 
-class TrainingController(TrainingResults, QObject):
+class TrainingController(TrainingSettings, TrainingResults, QObject):
     """``jobFinished(kind, Finished)`` fires on the GUI thread after a job's own handlers."""
 
     jobFinished = Signal(str, object)
@@ -98,25 +98,6 @@ class TrainingController(TrainingResults, QObject):
             # goes first.
             QTimer.singleShot(1500, self, self._probe_device)
 
-    def _probe_device(self) -> None:
-        """Find the device in the background; GPU defaults replace the CPU ones unless the
-        project has saved settings."""
-        worker = JobWorker(J.device_probe_job(), name="device_probe")
-        self.probe_worker = worker
-
-        def done(ev: Finished) -> None:
-            info = ev.result or {}
-            if not info:
-                return
-            self.device_type = info["device_type"]
-            if not self.running:
-                self.panel.device_label.setText(f"Device: {info['device']} (auto)")
-            if self.device_type != "cpu" and not self._has_saved_config:
-                self.panel.form.set_config(TrainConfig.for_device(self.device_type))
-
-        worker.finished.connect(done)
-        worker.start()
-
     def _connect(self) -> None:
         p = self.panel
         p.trainRequested.connect(self.train)
@@ -134,68 +115,6 @@ class TrainingController(TrainingResults, QObject):
         self.models.activateRequested.connect(self.set_active_model)
         self.models.loadRequested.connect(self.load_model)
         self.models.fineTuneRequested.connect(self.fine_tune)
-
-    # --- project ----------------------------------------------------------------------
-    @property
-    def project(self) -> Project | None:
-        return self.workspace.project
-
-    @property
-    def active_model(self) -> str | None:
-        """The bundle that predicts and exports (the Workspace's)."""
-        return self.workspace.active_model
-
-    def _on_workspace_change(self, change: Change) -> None:
-        if change.kind == "closing":
-            self.stop(wait=True)
-        elif change.kind == "project":
-            self._on_project_opened(self.workspace.project)
-        elif change.kind == "models":
-            self.refresh_models()
-
-    def _on_project_opened(self, project: Project | None) -> None:
-        self.stop(wait=True)
-        self._set_enabled(project is not None)
-        if project is None:
-            return
-        saved = project.training_settings()
-        self._has_saved_config = bool(saved.get("config"))
-        if saved.get("config"):
-            self.panel.form.set_config(TrainConfig.from_dict(saved["config"]))
-        else:
-            self.panel.form.set_config(TrainConfig.for_device(self.device_type))
-        self.refresh_models()
-
-    def save_settings(self, only_if_changed: bool = False) -> None:
-        """Store the form and the active model in the project. ``only_if_changed`` (on
-        close): leave the folder untouched when nothing differs from what is stored, or
-        from the defaults in a folder that has stored nothing."""
-        if self.project is None:
-            return
-        saved = self.project.training_settings()
-        data = dict(saved)
-        data.update(config=self.panel.form.get_config().to_dict(), active_model=self.active_model)
-        if only_if_changed:
-            defaults = TrainConfig.for_device(self.device_type).to_dict()
-            untouched = not saved and data["config"] == defaults and not self.active_model
-            if data == saved or untouched:
-                return
-        self._has_saved_config = True
-        try:
-            self.project.set_training_settings(data)
-        except OSError as exc:
-            self.panel.show_message(f"Could not save the training settings: {exc}", "warning")
-
-    def refresh_models(self) -> None:
-        records = self.workspace.models()
-        self.models.set_models(records, self.active_model)
-        self.panel.set_models_available(self.active_model is not None)
-
-    def _set_enabled(self, enabled: bool) -> None:
-        for a in self.panel.actions_list:
-            a.setEnabled(enabled and a is not self.panel.stop_action)
-        if enabled:
-            self.panel.set_models_available(self.active_model is not None)
 
     # --- running jobs -----------------------------------------------------------------
     @property
