@@ -20,20 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cellseg_gui.core.data.project import Project
-from cellseg_gui.core.editing.maskdoc import MaskDocument
-from cellseg_gui.core.model.bundle_meta import BundleError
-from cellseg_gui.core.model.model_registry import (
-    ModelRecord,
-    model_record,
-    model_records,
-    new_model_path,
-    register_model,
-)
 from cellseg_gui.core.palette import PALETTE as DEFAULT_PALETTE
+
+if TYPE_CHECKING:  # the registry reads bundles: imported when the models are listed, so
+    # the window's first paint does not wait for it
+    from cellseg_gui.core.editing.maskdoc import MaskDocument
+    from cellseg_gui.core.model.model_registry import ModelRecord
 
 __all__ = ["Change", "Scores", "ShownPrediction", "Workspace"]
 
@@ -244,6 +241,9 @@ class Workspace:
         """The project's readable models, newest first, with the active one listed even
         when it lives elsewhere; an active model that can no longer be read is forgotten
         (the newest becomes active, if any)."""
+        from cellseg_gui.core.model.bundle_meta import BundleError
+        from cellseg_gui.core.model.model_registry import model_record, model_records
+
         records = model_records(self.project) if self.project is not None else []
         if self.active_model and not any(r.path == self.active_model for r in records):
             try:
@@ -260,6 +260,8 @@ class Workspace:
 
     def add_model(self, path: str | Path, *, activate: bool = True) -> None:
         """List a bundle in the project (a new run's, or one loaded from disk)."""
+        from cellseg_gui.core.model.model_registry import register_model
+
         if self.project is not None:
             register_model(self.project, path)
         if activate:
@@ -270,6 +272,8 @@ class Workspace:
         """Where a new run's bundle goes (OSError when the folder is not writable)."""
         if self.project is None:
             raise ValueError("no project is open")
+        from cellseg_gui.core.model.model_registry import new_model_path
+
         return new_model_path(self.project, kind)
 
     # ------------------------------------------------------------------ what editing asks

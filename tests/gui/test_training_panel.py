@@ -196,7 +196,7 @@ def test_train_in_a_read_only_folder_says_so_and_starts_nothing(window, qtbot, m
         folder = project.models_dir()
         raise PermissionError(13, "Permission denied", str(folder))
 
-    monkeypatch.setattr("cellseg_gui.core.workspace.new_model_path", read_only)
+    monkeypatch.setattr("cellseg_gui.core.model.model_registry.new_model_path", read_only)
     t = window.training
     qtbot.mouseClick(t.panel.train_button, Qt.MouseButton.LeftButton)
     assert t.worker is None or not t.running
