@@ -173,6 +173,8 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         except (ProjectError, OSError) as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
+        if self.editor is not None and not self.editor.may_close():
+            return False  # masks that could not be saved: the user chose to stay
         self.workspace.close()  # the editor saves the last project's masks under its lock
         project.read_only = not self.project_lock.acquire(project.folder)
         self.workspace.holds_lock = self.project_lock.held
@@ -350,15 +352,16 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         s.sync()
 
     def closeEvent(self, ev) -> None:  # noqa: N802
-        # the editor asks about unsaved masks first, so a Cancel there leaves a running
-        # training job untouched; then a running job is stopped (or the close cancelled)
+        # asking changes nothing, so a No to stopping the job leaves the masks as they
+        # were; the editor then saves, and asks about masks that could not be saved (its
+        # Discard and Save elsewhere act at once, so it is asked last)
+        if self.training is not None and not self.training.may_close():
+            ev.ignore()
+            return
         if self.editor is not None and not self.editor.may_close():
             ev.ignore()
             return
         if self.training is not None:
-            if not self.training.may_close():
-                ev.ignore()
-                return
             self.training.shutdown()
         if self.editor is not None:
             self.editor.closed()

@@ -83,6 +83,7 @@ class TrainingController(TrainingSettings, TrainingResults, QObject):
         self._has_saved_config = False
         self.probe_worker: JobWorker | None = None
         self._closing = False  # shutdown has begun: start no new job
+        self._leaving = False  # another project is opening: start no new job
         self._regions: dict[str, tuple[int, int, int, int]] = {}
         self._save_timer = QTimer(self, singleShot=True, interval=500)
         self._save_timer.timeout.connect(self.save_settings)
@@ -132,7 +133,7 @@ class TrainingController(TrainingSettings, TrainingResults, QObject):
         *,
         on_oom: Callable[[], tuple[JobFactory, str] | None] | None = None,
     ) -> JobWorker | None:
-        if self._closing:
+        if self._closing or self._leaving:
             return None
         if self.running:
             self.panel.show_message("A job is already running; stop it first.", "warning")
@@ -294,7 +295,7 @@ class TrainingController(TrainingSettings, TrainingResults, QObject):
 
     def predict(self, names: list[str] | None, background: bool = False) -> JobWorker | None:
         """Predict some images (None: all) with the active model."""
-        if self._closing:
+        if self._closing or self._leaving:
             return None
         if self.project is None or not self.active_model:
             self.panel.show_message("No model yet: train one or load one in Models.", "warning")

@@ -14,9 +14,16 @@ from cellseg_gui.core.workspace import Change, Workspace
 from cellseg_gui.workers.job_worker import JobWorker
 
 if TYPE_CHECKING:
+    from PySide6.QtCore import QTimer
+
     from cellseg_gui.core.data.project import Project
+    from cellseg_gui.widgets.advice import AdvicePanel
+    from cellseg_gui.widgets.gallery import Gallery
+    from cellseg_gui.widgets.lr_plot import LRPlot
     from cellseg_gui.widgets.models_list import ModelsList
+    from cellseg_gui.widgets.noisy_labels import NoisyLabels
     from cellseg_gui.widgets.training_panel import TrainingPanel
+    from cellseg_gui.widgets.training_plots import TrainingPlots
 
 
 class TrainingSettings:
@@ -25,9 +32,20 @@ class TrainingSettings:
     workspace: Workspace
     panel: TrainingPanel
     models: ModelsList
+    gallery: Gallery
+    noisy: NoisyLabels
+    advice: AdvicePanel
+    plots: TrainingPlots
+    lr_plot: LRPlot
+    val_jaccard: dict[str, float]
+    last_result: Finished | None
     device_type: str
     probe_worker: JobWorker | None
+    worker: JobWorker | None
+    bg_worker: JobWorker | None
+    _save_timer: QTimer
     _has_saved_config: bool
+    _leaving: bool
 
     def _probe_device(self) -> None:
         """Find the device in the background; GPU defaults replace the CPU ones unless the
@@ -60,17 +78,45 @@ class TrainingSettings:
 
     def _on_workspace_change(self, change: Change) -> None:
         if change.kind == "closing":
-            self.stop(wait=True)
+            self._leave_project()
         elif change.kind == "project":
             self._on_project_opened(self.workspace.project)
         elif change.kind == "models":
             self.refresh_models()
+
+    def _leave_project(self) -> None:
+        """Another project is opening: store a form change not saved yet, and end every job
+        while this project is still open, so nothing of it reaches the next one (a stopped
+        run registers its best model here; queued predictions are dropped)."""
+        if self._save_timer.isActive():
+            self._save_timer.stop()
+            self.save_settings()
+        self._leaving = True
+        try:
+            self.stop(wait=True)
+            if self.worker is not None and not self.worker.is_running():
+                self.worker.flush()  # a run's result, while its project is open
+            for worker in (self.worker, self.bg_worker):
+                if worker is not None:
+                    worker.abandon()
+        finally:
+            self._leaving = False
 
     def _on_project_opened(self, project: Project | None) -> None:
         self.stop(wait=True)
         self._set_enabled(project is not None)
         if project is None:
             return
+        # the last project's results describe its images, not these: the gallery, the
+        # noisy labels, the advice and the curves start empty (they showed the old
+        # project's images, some under the same names)
+        self.gallery.set_items([])
+        self.noisy.set_ranking([])
+        self.advice.set_advice([])
+        self.plots.clear()
+        self.lr_plot.reset()
+        self.val_jaccard = {}
+        self.last_result = None
         saved = project.training_settings()
         self._has_saved_config = bool(saved.get("config"))
         if saved.get("config"):

@@ -222,10 +222,11 @@ class Workspace:
         if self.project is None:
             raise ValueError("no project is open")
         before = dict(self.project.split)
-        out = self.project.training_split(names, val_fraction, seed)
-        if self.project.split != before:
-            self._announce(Change("split"))
-        return out
+        try:
+            return self.project.training_split(names, val_fraction, seed)
+        finally:  # a split drawn but not stored (a read-only folder) is still this one's
+            if self.project.split != before:
+                self._announce(Change("split"))
 
     def set_split(self, names: list[str], role: str) -> None:
         """Mark images 'train', 'val' or 'excluded' and store it (OSError if it cannot be

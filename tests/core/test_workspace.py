@@ -144,6 +144,25 @@ def test_the_split_is_the_projects_one_function_and_is_announced(tmp_path) -> No
         ws.training_split(["a", "b", "c"], 0.5, 0)
 
 
+def test_a_split_drawn_in_a_folder_that_refuses_writes_is_still_announced(
+    tmp_path, monkeypatch
+) -> None:
+    """The first Train in a read-only folder failed to store the split it drew; the list
+    never showed it, even after a later run trained on it."""
+    ws = Workspace()
+    ws.open(_project(tmp_path, ("a", "b", "c")))
+    seen: list[Change] = []
+    ws.subscribe(seen.append)
+
+    def refuse() -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(ws.project, "save", refuse)
+    with pytest.raises(PermissionError):
+        ws.training_split(["a", "b", "c"], 0.5, 0)
+    assert seen == [Change("split")] and "val" in ws.project.split.values()
+
+
 def test_the_model_registry_and_the_active_model(tmp_path) -> None:
     ws = Workspace()
     project = _project(tmp_path)

@@ -258,6 +258,48 @@ def test_a_mask_saved_elsewhere_failing_asks_again(qtbot, window, tmp_path, monk
     window.editor.ask_unsaved = lambda names: "discard"  # let the fixture close it
 
 
+@pytest.mark.parametrize("choice", ["cancel", "discard"])
+def test_opening_another_project_with_masks_that_could_not_be_saved_asks_first(
+    qtbot, window, tmp_path, monkeypatch, choice
+) -> None:
+    """Switching projects asked nothing: the failed save's message was replaced by the new
+    project's, and without a crash journal the edits were gone."""
+    _unsaveable(monkeypatch)
+    _paint(qtbot, window)
+    other = _project(tmp_path / "other", {"c": None})
+    asked: list[list[str]] = []
+    window.editor.ask_unsaved = lambda names: asked.append(names) or choice
+    opened = window.open_project(other)
+    assert asked == [["a"]] and opened == (choice == "discard")
+    if choice == "cancel":  # still here, edits and all
+        assert window.project.names == ["a", "b"] and window.editor.unsaved() == ["a"]
+        assert window.isWindowModified()
+    else:
+        assert window.project.names == ["c"] and not window.isWindowModified()
+    window.editor.ask_unsaved = lambda names: "discard"  # let the fixture close it
+
+
+def test_the_list_and_title_follow_the_workspace(qtbot, window, tmp_path) -> None:
+    """Scores and modified marks set on the Workspace reach the list row and the title's
+    [*]; opening another project clears both."""
+    ws, model = window.workspace, window.image_list.model_
+    ws.set_scores("b", jaccard=0.5, ap50=0.25)
+    row = next(e for e in model.entries if e.name == "b")
+    assert (row.val_jaccard, row.val_ap50) == (0.5, 0.25)
+    _paint(qtbot, window)  # saved at once: clean again
+    assert not window.isWindowModified()
+    ws.set_modified("a", True)
+    assert window.isWindowModified()
+    window.editor.stacks["a"].setClean()  # what a save does
+    ws.set_modified("a", False)
+    assert not window.isWindowModified()
+    ws.set_modified("a", True)
+    window.editor.stacks["a"].setClean()
+    window.open_project(_project(tmp_path / "other", {"c": None}))
+    assert not window.isWindowModified() and window.project.names == ["c"]
+    assert next(e for e in model.entries if e.name == "c").val_jaccard is None
+
+
 def test_saved_file_equals_mask_in_memory_and_clean_marker(qtbot, window, tmp_path) -> None:
     ed = window.editor
     ed.toolbar.set_tool("eraser")
@@ -741,7 +783,11 @@ def test_the_editor_and_the_training_controller_need_only_a_workspace(
     tc.showRequested.connect(lambda name, region: shown.append((name, region)))
     tc.noisy.regionClicked.emit("b", (1, 2, 3, 4))
     assert shown == [("b", (1, 2, 3, 4))]
-    ws.close()  # the editor lets go of the documents while the project is still open
-    assert ws.document("a") is None and ed.stacks == {}
+    canvas.mousePressed.emit(5.0, 100.0, left)  # a second stroke, not saved yet
+    canvas.mouseReleased.emit(60.0, 100.0, left)
+    assert ws.modified == {"a"}
+    ws.close()  # the editor saves it and lets go while the project is still open
+    assert (read_mask(folder / "masks" / "a.tif")[100, 8:58] == 2).all()
+    assert ed.stacks == {}
     ed.shutdown()
     tc.shutdown()

@@ -202,3 +202,25 @@ def test_train_in_a_read_only_folder_says_so_and_starts_nothing(window, qtbot, m
     assert t.worker is None or not t.running
     text = t.panel.message_label.text()
     assert "Cannot train here" in text and "models" in text and "not writable" in text
+
+
+def test_a_jobs_late_results_never_reach_the_next_project(window, qtbot, tmp_path):
+    """A prediction job's last results, still queued when another project opened, were
+    shown on the new project's images of the same names (two samples, cells_01...); the
+    gallery and the noisy labels kept the old project's images."""
+    from cellseg_gui.core.data.sample import make_sample
+
+    t = window.training
+    assert _train(qtbot, window).ok
+    qtbot.waitUntil(lambda: t.bg_worker is not None and t.bg_worker.is_done(), timeout=120000)
+    first_model = t.active_model
+    other = make_sample(tmp_path / "other")  # the same image names
+    worker = t.predict(None)
+    assert worker is not None and worker.wait(60000)  # ended; its results wait in the queue
+    assert window.open_project(other)
+    qtbot.wait(300)  # the event loop runs: nothing of the old job may arrive now
+    ws = window.workspace
+    assert ws.project.folder == other and ws.predictions == {}
+    assert all(ws.scores(n).jaccard is None for n in ws.project.names)
+    assert t.active_model != first_model and not t.running
+    assert t.gallery.names() == [] and t.noisy.tree.topLevelItemCount() == 0

@@ -11,7 +11,7 @@ CPU) and the tiled predictor otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -316,7 +316,7 @@ def _fit(
             message = f"time limit of {cfg.minutes:g} minutes reached"
             break
     # ---- finish: best weights, guard-rail, post-processing, final bundle
-    end = RunEnd(reason, message, hint, global_step, elapsed_before + time.perf_counter() - t0)
+    end = RunEnd(reason, message, hint, global_step, loop.clock)
     done = _finish(setup, end, best, bundles, history, weights, ctx, mask_mode, cancel)
     if is_main or world == 1:
         yield done
@@ -330,7 +330,7 @@ class RunEnd:
     message: str
     hint: str
     steps: int
-    seconds: float
+    clock: Callable[[], float]  # seconds since the run began (a resumed run's included)
 
 
 class FitResult(TypedDict):
@@ -395,7 +395,7 @@ def _finish(
         guard_rail=guard, per_image_val_jaccard=best.per_image, best_val_ap50=best.ap50,
         per_image_val_ap50=best.per_image_ap,
         postprocess=postprocess.to_dict() if postprocess else None, precision=precision,
-        device=str(device), steps=end.steps, seconds=end.seconds,
+        device=str(device), steps=end.steps, seconds=end.clock(),
     )  # fmt: skip
     bundle = bundles.write(
         best.state,
