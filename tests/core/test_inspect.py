@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from cellseg_gui.core.data.dataset import ImagePair as Pair  # the project's own pairs
 from cellseg_gui.core.data.inspect import inspect_dataset
-
-
-@dataclass
-class Pair:
-    name: str
-    image_path: Path
-    mask_path: Path | None
 
 
 def _img(seed: int, shape=(32, 40)) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,33 +64,32 @@ def test_stop_ends_a_real_run_within_two_seconds_and_keeps_the_best_model(qtbot,
 
 
 @pytest.fixture
-def fake_dataset(monkeypatch):
-    """Stand in for core.data.dataset.load_samples so the helper's jobs run on synthetic data."""
-    import sys
-    import types
+def dataset(tmp_path):
+    """The synthetic samples as real files (16-bit images, 0/1 masks) and the project's
+    own pairs, so the jobs load them through core.data.dataset as the window does."""
+    import tifffile
 
-    mod = types.ModuleType("cellseg_gui.core.data.dataset")
-    mod.load_samples = lambda pairs, **kw: (
-        [s for s in samples() if s.name in {p.name for p in pairs}],
-        [],
-    )
-    if "cellseg_gui.core.data.dataset" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "cellseg_gui.core.data.dataset", mod)
-    else:
-        monkeypatch.setattr(
-            sys.modules["cellseg_gui.core.data.dataset"], "load_samples", mod.load_samples
-        )
-    return [SimpleNamespace(name=f"s{i}", image_path=None, mask_path="m") for i in range(4)]
+    from cellseg_gui.core.data.dataset import ImagePair
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    pairs = []
+    for s in samples():
+        image, mask = tmp_path / "images" / f"{s.name}.tif", tmp_path / "masks" / f"{s.name}.tif"
+        tifffile.imwrite(image, np.clip(s.image[0] * 20000 + 20000, 0, 65535).astype(np.uint16))
+        tifffile.imwrite(mask, s.target)
+        pairs.append(ImagePair(s.name, image, mask))
+    return pairs
 
 
-def test_lr_job_draws_the_finder_curve(qtbot, fake_dataset):
+def test_lr_job_draws_the_finder_curve(qtbot, dataset):
     from cellseg_gui.app.training_jobs import lr_job
     from cellseg_gui.widgets.lr_plot import LRPlot
 
     token = CancelToken()
     plot = LRPlot()
     qtbot.addWidget(plot)
-    w = JobWorker(lr_job(fake_dataset, tiny_cfg(), token), token=token, torch_threads=1)
+    w = JobWorker(lr_job(dataset, tiny_cfg(), token), token=token, torch_threads=1)
     w.lrProbe.connect(plot.add_probe)
     w.finished.connect(lambda ev: plot.set_result(ev.result))
     with qtbot.waitSignal(w.done, timeout=120000):
@@ -101,12 +99,12 @@ def test_lr_job_draws_the_finder_curve(qtbot, fake_dataset):
     assert plot.point_count() > 10 and plot.suggested and plot.use_button.isEnabled()
 
 
-def test_overfit_job_reports_a_result(qtbot, fake_dataset):
+def test_overfit_job_reports_a_result(qtbot, dataset):
     from cellseg_gui.app.training_jobs import overfit_job
 
     token = CancelToken()
     w = JobWorker(
-        overfit_job(fake_dataset[0], tiny_cfg(), token, max_steps=60), token=token, torch_threads=1
+        overfit_job(dataset[0], tiny_cfg(), token, max_steps=60), token=token, torch_threads=1
     )
     with qtbot.waitSignal(w.done, timeout=120000):
         w.start()
