@@ -103,7 +103,7 @@ class TrainingSettings:
             self._leaving = False
 
     def _on_project_opened(self, project: Project | None) -> None:
-        self.stop(wait=True)
+        # the last project's jobs ended on "closing" (_leave_project)
         self._set_enabled(project is not None)
         if project is None:
             return

@@ -203,10 +203,10 @@ class _Forward:
         return self.fn(x)
 
 
-class Bundle(_Predictor):
-    """A loaded ``.cellseg`` model: ``.model`` (a ``UNet`` in eval mode), ``.meta``."""
+class _TorchPredictor(_Predictor):
+    """A torch module on a device, with the bundle's record."""
 
-    def __init__(self, model: UNet, meta: dict[str, Any], device: torch.device, path: Path):
+    def __init__(self, model: Any, meta: dict[str, Any], device: torch.device, path: Path):
         self.model = model
         self.meta = meta
         self.device = device
@@ -214,6 +214,12 @@ class Bundle(_Predictor):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.device))
+
+
+class Bundle(_TorchPredictor):
+    """A loaded ``.cellseg`` model: ``.model`` (a ``UNet`` in eval mode), ``.meta``."""
+
+    model: UNet
 
 
 def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Bundle:
@@ -236,15 +242,8 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None 
     return Bundle(model, meta, dev, path)
 
 
-class TorchScriptPredictor(_Predictor):
-    def __init__(self, module: Any, meta: dict[str, Any], device: torch.device, path: Path):
-        self.model = module
-        self.meta = meta
-        self.device = device
-        self.path = path
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.device))
+class TorchScriptPredictor(_TorchPredictor):
+    """An exported TorchScript module, used like a bundle."""
 
 
 class OnnxPredictor(_Predictor):
