@@ -66,7 +66,8 @@ def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:
     val = [s for s in samples if s.name in VAL]
     ev = evaluate(b.model, val, b.n_classes, torch.device("cpu"), keep_predictions=True)
     figures = {}
-    untuned = default_postprocess(bool(b.model_config.distance_head))
+    mc = b.model_config
+    untuned = default_postprocess(bool(mc.distance_head), bool(mc.flow_head))
     for label, chosen in (("tuned", pp), ("default_postprocess", untuned)):
         ds = score_dataset(
             [

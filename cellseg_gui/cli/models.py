@@ -331,6 +331,7 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
             bn="on" if arch.get("batchnorm") else "off",
         )
         + (", a distance output" if arch.get("distance_head") is True else "")
+        + (", flows" if arch.get("flow_head") is True else "")
     )
     classes = meta.get("classes") or []
     if classes:

@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "offer seeds at its peaks to the post-processing search (default off: it did not "
         "beat the derived seeds in 10-minute CPU runs; see the README)",
     )  # fmt: skip
+    p.add_argument(
+        "--flows", action=argparse.BooleanOptionalAction, dest="flow_head",
+        help="instance masks: learn Cellpose-style flows towards each cell's centre and "
+        "make cells where the flows meet (default on; --no-flows turns them off)",
+    )  # fmt: skip
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run")
     p.add_argument("--init", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (default MODEL.ckpt)")

@@ -76,6 +76,7 @@ def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) 
         ("depth", "model.depth"),
         ("downsample", "model.downsample"),
         ("distance_head", "model.distance_head"),
+        ("flow_head", "model.flow_head"),
         ("dropout", "model.dropout"),
         ("crop", "crop"),
         ("batch", "batch_size"),

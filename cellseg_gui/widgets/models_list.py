@@ -38,6 +38,8 @@ def settings_summary(training: dict[str, Any] | None) -> str:
             parts.append(f"1/{model['downsample']} res")
         if model.get("distance_head") is True:
             parts.append("distance")
+        if model.get("flow_head") is True:
+            parts.append("flows")
     for key, fmt in (
         ("crop", "crop {}"),
         ("batch_size", "batch {}"),

@@ -121,3 +121,34 @@ def test_a_model_with_a_distance_output_exports_it_as_a_named_channel(tmp_path) 
     assert ((y[:, 3] > 0) & (y[:, 3] < 1)).all()
     assert "*distance* is at least 0.5" in readme and "under 20 pixels" in readme
     assert all(d < 1e-4 for d in reproduce_test_tensors(pkg).values())
+
+
+def test_a_model_with_flows_exports_them_as_two_named_channels(tmp_path) -> None:
+    """The flow planes are no classes: they are named, described and reproduced, and
+    the README says how cellseg follows them to cells."""
+    torch.manual_seed(5)
+    cfg = ModelConfig(in_channels=1, n_classes=3, hidden=4, depth=2, flow_head=True)
+    model = build_model(cfg).eval()
+    meta = B.make_meta(
+        cfg, mask_mode="instances", boundary_width=2, channels="grey",
+        norm=NormConfig(low=2.0, high=99.0), name="tiny flows",
+        postprocess={"method": "flow", "marker_threshold": None, "min_size": 30, "sink_size": 12},
+    )  # fmt: skip
+    B.save_bundle(tmp_path / "f.cellseg", model, meta)
+    pkg = export_bioimageio(
+        tmp_path / "f.cellseg", tmp_path / "f-bio", sample_image=synthetic_cells(96, seed=2)
+    )
+    with zipfile.ZipFile(pkg) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        y = np.load(io.BytesIO(zf.read("test_output.npy")))
+        readme = zf.read("README.md").decode()
+    out = rdf["outputs"][0]
+    names = ["background", "cell", "boundary", "flow_y", "flow_x"]
+    assert out["axes"][1]["channel_names"] == names
+    assert "last two channels are the predicted flow (y, x)" in out["description"]
+    assert rdf["config"]["cellseg_gui"]["postprocess"]["sink_size"] == 12
+    assert y.shape[1] == 5
+    np.testing.assert_allclose(y[:, :3].sum(axis=1), 1.0, atol=1e-5)
+    assert "follow the flows" in readme and "at least 3 paths end" in readme
+    assert "under 30 pixels" in readme
+    assert all(d < 1e-4 for d in reproduce_test_tensors(pkg).values())

@@ -35,18 +35,20 @@ def _meta(cfg: ModelConfig, **kw) -> dict:
 
 @pytest.fixture(
     scope="module",
-    params=[(1, False), (2, False), (2, True)],
-    ids=["full-res", "downsample2", "distance-head"],
+    params=[(1, False), (2, False), (2, True), (2, "flows")],
+    ids=["full-res", "downsample2", "distance-head", "flows"],
 )
 def saved(tmp_path_factory, request) -> tuple[Path, torch.nn.Module, dict]:
     """Every bundle test runs on a full-resolution model, on a half-resolution one
     (whose exports must keep the averaging and upsampling, and whose tiles are rounded to
-    8 rather than 4), and on one with a distance output (a fourth plane, not a class)."""
+    8 rather than 4), on one with a distance output (a fourth plane, not a class) and on
+    one with flows (two planes more, unit vectors)."""
     torch.manual_seed(1)
     ds, head = request.param
     cfg = ModelConfig(
-        in_channels=1, n_classes=3, hidden=4, depth=2, downsample=ds, distance_head=head
-    )
+        in_channels=1, n_classes=3, hidden=4, depth=2, downsample=ds,
+        distance_head=head is True, flow_head=head == "flows",
+    )  # fmt: skip
     model = build_model(cfg)
     model.train()
     with torch.no_grad():  # non-default BN running stats must travel too

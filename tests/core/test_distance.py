@@ -14,6 +14,7 @@ from cellseg_gui.core.model.distance import (
     outputs_to_probs,
 )
 from cellseg_gui.core.model.postprocess import (
+    MIN_SIZES,
     PostProcess,
     prediction_to_instances,
     tune_postprocess,
@@ -68,7 +69,8 @@ def test_the_sampler_carries_classes_weights_and_distance_together() -> None:
         n_classes=3, distances=[dist],
     )  # fmt: skip
     y = sampler.targets[0]
-    classes, weights, got = sampler.decode(y, w0=10.0)
+    classes, weights, got, flow = sampler.decode(y, w0=10.0)
+    assert flow is None
     np.testing.assert_array_equal(classes.numpy(), target)
     np.testing.assert_allclose(weights.numpy(), 1 + levels * (10.0 / 15), rtol=1e-6)
     np.testing.assert_allclose(
@@ -116,7 +118,7 @@ def test_learned_markers_split_the_pair_and_tuning_offers_them() -> None:
     assert "learned distance markers" in pp.describe()
     tuned, trials, _ = tune_postprocess([(labels, probs, truth)], "instances")
     assert tuned.val_ap50 == 1.0
-    assert sum(t["method"] == "learned" for t in trials) == 5 * 6
+    assert sum(t["method"] == "learned" for t in trials) == 5 * len(MIN_SIZES)
     # a model without the plane is not offered the learned grid, and falls back
     _, trials3, _ = tune_postprocess([(labels, probs[:3], truth)], "instances")
     assert not any(t["method"] == "learned" for t in trials3)

@@ -107,6 +107,7 @@ def _touching_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> None:
     from cellseg_gui.core.model.postprocess import (
+        MIN_SIZES,
         PostProcess,
         prediction_to_instances,
         tune_postprocess,
@@ -119,7 +120,7 @@ def test_tuning_finds_the_marker_threshold_that_separates_touching_cells() -> No
     pp, trials, per_image = tune_postprocess([(labels, probs, truth)], "instances")
     assert pp.marker_threshold is not None and pp.val_ap50 == 1.0 and per_image == [1.0]
     assert pp.chosen == "tuned on 1 validation image(s)"
-    assert len(trials) == 5 * 6 + 3 * 3 * 6  # class grid + distance grid, x 6 sizes
+    assert len(trials) == (5 + 3 * 3) * len(MIN_SIZES)  # class grid + distance grid, x sizes
     cells = prediction_to_instances(labels, probs, "instances", pp)
     assert score_instances(truth, cells).ap(0.5) == 1.0
 

@@ -422,6 +422,35 @@ def test_a_distance_output_is_trained_recorded_and_tuned_on_instance_masks(tmp_p
     assert not load_bundle(tmp_path / "b.cellseg", "cpu").model_config.distance_head
 
 
+def test_flows_are_trained_recorded_and_tuned_on_instance_masks(tmp_path) -> None:
+    cfg = tiny_cfg(epochs=2)
+    cfg.model.flow_head = True
+    out = tmp_path / "f.cellseg"
+    events, fin = run(_instance_samples(), cfg, out_path=out, mask_mode="instances")
+    assert fin.reason == DONE and all(np.isfinite(fin.result["history"]["train_loss"]))
+    assert all(np.isfinite(fin.result["history"]["val_loss"]))
+    b = load_bundle(out, "cpu")
+    assert b.model_config.flow_head and b.model_config.n_outputs == 5
+    pred = b.predict((_instance_samples()[0].image[0] * 1000 + 500).astype(np.uint16))
+    assert pred.probs.shape[0] == 5 and pred.labels.max() <= 2
+    assert b.meta["postprocess"]["chosen"] == "tuned on 1 validation image(s)"
+    # a model has one head: the distance output, when asked for, replaces the flows
+    both = tiny_cfg(epochs=1)
+    both.model.flow_head = both.model.distance_head = True
+    events, fin = run(_instance_samples(), both, out_path=tmp_path / "x.cellseg")
+    assert fin.reason == DONE
+    assert any("replaces the flows" in e.text for e in events if isinstance(e, Message))
+    mc = load_bundle(tmp_path / "x.cellseg", "cpu").model_config
+    assert mc.distance_head and not mc.flow_head and mc.n_outputs == 4
+    # masks without ids drop the flows, saying so
+    cfg2 = tiny_cfg(epochs=1)
+    cfg2.model.flow_head = True
+    events, fin = run(make_samples(), cfg2, out_path=tmp_path / "b.cellseg", mask_mode="binary")
+    assert fin.reason == DONE
+    assert any("no flows" in e.text for e in events if isinstance(e, Message))
+    assert not load_bundle(tmp_path / "b.cellseg", "cpu").model_config.flow_head
+
+
 def test_fine_tuning_a_distance_model_on_masks_without_cell_ids_is_refused(tmp_path) -> None:
     cfg = tiny_cfg(epochs=1)
     cfg.model.distance_head = True

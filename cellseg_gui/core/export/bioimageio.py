@@ -47,7 +47,8 @@ TEST_SIZE = 256  # largest side of the test tensors: enough context, small packa
 
 class _Probabilities(nn.Module):
     """The bundle's U-Net followed by a softmax over classes (what consumers display)
-    and, for a model with a distance output, its sigmoid as one last channel."""
+    and, for a model with a distance output, its sigmoid as one last channel; for one with
+    flows, the two flow channels (unit vectors)."""
 
     def __init__(self, net: nn.Module, n_classes: int) -> None:
         super().__init__()

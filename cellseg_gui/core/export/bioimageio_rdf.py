@@ -74,6 +74,12 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
             "centre along the cell, 1 at the centre to 0 at the far end (not a class; leave "
             "it out of the argmax) |"
         )
+    if cfg.flow_head:
+        lines += [
+            f"| {len(classes)} | flow y: the unit vector towards the cell's centre along the "
+            "cell, its y component (not a class; leave it out of the argmax) |",
+            f"| {len(classes) + 1} | flow x: the same vector's x component |",
+        ]
     if meta.get("mask_mode") == "instances":
         from cellseg_gui.core.model.postprocess import SMOOTHING_SIGMA, postprocess_from_meta
 
@@ -82,7 +88,22 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
             "",
             "Cells were trained as *cell* with a *boundary* class between touching cells.",
         ]
-        if pp.method == "learned":
+        if pp.method == "flow":
+            from cellseg_gui.core.model.flow import FOLLOW_STEPS, FOLLOW_STRIDE
+
+            lines.append(
+                "To get one id per cell as cellseg does (Cellpose's way): take the pixels "
+                "whose most likely class is not background; from every "
+                f"{FOLLOW_STRIDE}nd of them in each direction, follow the flows "
+                f"{FOLLOW_STEPS} steps of one pixel (bilinear); count where the paths end on "
+                f"that {FOLLOW_STRIDE}x grid, sum the counts over 3x3, and seed a cell at each "
+                f"5x5 peak where at least {pp.sink_size / FOLLOW_STRIDE**2:g} paths end; "
+                "the end points join their seed by a watershed on the negated counts; each "
+                "followed pixel takes its end point's cell, the pixels between them the "
+                f"nearest one's (within {FOLLOW_STRIDE} px); finally drop cells under "
+                f"{pp.min_size} pixels."
+            )
+        elif pp.method == "learned":
             lines.append(
                 "To get one id per cell as cellseg does: markers are the 4-connected pixels "
                 f"whose *distance* is at least {pp.marker_threshold:g} and whose most likely "
@@ -244,6 +265,9 @@ def build_rdf(
                     "the cell (1 at the centre, its pixel farthest from the edge; falling to 0 "
                     "at the cell's far end and on the background)"
                     if cfg.distance_head
+                    else "; the last two channels are the predicted flow (y, x): the unit "
+                    "vector towards the cell's centre along the cell, 0 on the background"
+                    if cfg.flow_head
                     else ""
                 ),
                 "axes": [
@@ -251,7 +275,8 @@ def build_rdf(
                     {
                         "type": "channel",
                         "channel_names": _class_ids(classes)
-                        + (["distance"] if cfg.distance_head else []),
+                        + (["distance"] if cfg.distance_head else [])
+                        + (["flow_y", "flow_x"] if cfg.flow_head else []),
                     },
                     {
                         "type": "space",

@@ -1,1 +1,1 @@
-"""The network and its files: the U-Net, model bundles and their torch-free metadata, the project's model registry, tiled and band-by-band prediction, batch prediction, post-processing into cells, device and precision."""
+"""The network and its files: the U-Net, model bundles and their torch-free metadata, the project's model registry, tiled and band-by-band prediction, batch prediction, post-processing into cells (with the learned distance and flows), device and precision."""

@@ -126,7 +126,8 @@ def make_meta(
         "training": training or {},
         "metrics": metrics or {},
         # how predictions become cells (core.model.postprocess); exports carry it unchanged
-        "postprocess": postprocess or default_postprocess(bool(model_cfg.distance_head)).to_dict(),
+        "postprocess": postprocess
+        or default_postprocess(bool(model_cfg.distance_head), bool(model_cfg.flow_head)).to_dict(),
         "versions": _versions(),
     }
     # Plain JSON types only (numpy scalars in training records become floats), so the
@@ -192,9 +193,12 @@ def _check_architecture(path: str | os.PathLike[str], arch: dict[str, Any]) -> N
     dropout = arch.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise BundleError(path, f"architecture.dropout is {dropout!r}; it must be in [0, 1)")
-    head = arch.get("distance_head", False)
-    if not isinstance(head, bool):
-        raise BundleError(path, f"architecture.distance_head is {head!r}; it must be true or false")
+    for key in ("distance_head", "flow_head"):
+        head = arch.get(key, False)
+        if not isinstance(head, bool):
+            raise BundleError(path, f"architecture.{key} is {head!r}; it must be true or false")
+    if arch.get("distance_head") is True and arch.get("flow_head") is True:
+        raise BundleError(path, "architecture has both a distance output and flows")
 
 
 # ----------------------------------------------------------------------------- files

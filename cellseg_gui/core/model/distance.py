@@ -43,10 +43,17 @@ def _edge_distance(ids: np.ndarray) -> np.ndarray:
     return ndi.distance_transform_edt(inside).astype(np.float32)
 
 
-def distance_target(instances: np.ndarray) -> np.ndarray:
+def distance_target(instances: np.ndarray, edge_weight: float = 0.0) -> np.ndarray:
     """float32 (H, W) in [0, 1]: 1 at each cell's centre (its pixel farthest from the
     edge), falling linearly with the distance along the cell to 0 at its farthest pixel.
-    About 0.2 s for a megapixel of 100 cells."""
+    About 0.2 s for a megapixel of 100 cells.
+
+    ``edge_weight`` b in [0, 1) adds b times the distance to the cell's edge before each
+    cell is scaled to [0, 1] (the flow field's potential, ``core.model.flow``): its
+    gradient then leans away from the edges, so a path up it no longer hugs a bend of
+    the cell. With b < 1 it still rises along every shortest path to the centre (the
+    edge distance changes by at most one pixel a pixel), so the centre stays the only
+    peak."""
     from skimage.graph import MCP_Geometric
 
     inst = np.asarray(instances)
@@ -73,41 +80,52 @@ def distance_target(instances: np.ndarray) -> np.ndarray:
             out[box][cell] = 1.0
             continue
         plane = out[box]
-        plane[reach] = 1.0 - cost[reach] / far
+        if edge_weight:
+            pot = float(edge_weight) * edge[box][reach] - cost[reach]
+            lo, hi = float(pot.min()), float(pot.max())
+            plane[reach] = (pot - lo) / (hi - lo) if hi > lo else 1.0
+        else:
+            plane[reach] = 1.0 - cost[reach] / far
     return out
 
 
-_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_CACHE: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
 _CACHE_SIZE = 32
 
 
-def cached_distance_target(instances: np.ndarray) -> np.ndarray:
+def cached_distance_target(instances: np.ndarray, edge_weight: float = 0.0) -> np.ndarray:
     """``distance_target`` of an id map that is scored again and again (validation each
     epoch: 0.4 s a megapixel saved per image), remembered by identity for the last few."""
-    key = id(instances)
+    key = (id(instances), float(edge_weight))
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is instances:
         return hit[1]
-    target = distance_target(instances)
+    target = distance_target(instances, edge_weight)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (instances, target)
     return target
 
 
-def distance_levels(target: np.ndarray) -> np.ndarray:
-    """The target as uint8 levels 0..DISTANCE_LEVELS - 1."""
-    return np.rint(np.clip(target, 0.0, 1.0) * (DISTANCE_LEVELS - 1)).astype(np.uint8)
+def distance_levels(target: np.ndarray, levels: int = DISTANCE_LEVELS) -> np.ndarray:
+    """The target as integer levels 0..levels - 1."""
+    return np.rint(np.clip(target, 0.0, 1.0) * (levels - 1)).astype(np.int64)
 
 
 def outputs_to_probs(logits: torch.Tensor, n_classes: int | None) -> torch.Tensor:
-    """Model outputs (N, K[+1], H, W) -> probabilities: a softmax over the K classes and,
-    when the model has a distance output (one plane more than ``n_classes``), its
-    sigmoid as the last plane. ``n_classes=None``: every plane is a class."""
+    """Model outputs (N, K[+1 or +2], H, W) -> probabilities: a softmax over the K classes
+    and, when the model has a distance output (one plane more than ``n_classes``), its
+    sigmoid as the last plane; with flows (two planes more, ``core.model.flow``) the
+    two planes as unit vectors (y, x). ``n_classes=None``: every plane is a class."""
     k = logits.shape[1] if n_classes is None else int(n_classes)
     if logits.shape[1] == k:
         return torch.softmax(logits, dim=1)
-    return torch.cat([torch.softmax(logits[:, :k], dim=1), torch.sigmoid(logits[:, k:])], dim=1)
+    classes = torch.softmax(logits[:, :k], dim=1)
+    if logits.shape[1] == k + 2:
+        # 5.0 is core.model.flow.FLOW_SCALE (TorchScript reads no module-level float;
+        # a test holds them equal)
+        return torch.cat([classes, logits[:, k:] / 5.0], dim=1)
+    return torch.cat([classes, torch.sigmoid(logits[:, k:])], dim=1)
 
 
 def output_classes(cfg: object | None) -> int | None:

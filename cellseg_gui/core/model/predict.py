@@ -216,7 +216,12 @@ def _probs_fn(
             # Average over the four flips (identity, horizontal, vertical, both): the
             # model's errors are not flip-symmetric, the cells are.
             for dims in _FLIPS:
-                p += outputs_to_probs(logits(x.flip(dims)), n_classes).flip(dims)
+                q = outputs_to_probs(logits(x.flip(dims)), n_classes).flip(dims)
+                if n_classes is not None and q.shape[1] == n_classes + 2:
+                    # flows (y, x) turn with the image: a flip negates its axis' component
+                    for d in dims:
+                        q[:, n_classes + (0 if d in (2, -2) else 1)] *= -1
+                p += q
             p /= 1 + len(_FLIPS)
         return p
 

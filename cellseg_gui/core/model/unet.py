@@ -79,6 +79,8 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
         if not 0 <= int(cfg.downsample) <= 8:
             raise ValueError(f"downsample must be 0 (auto) to 8, got {cfg.downsample}")
+        if cfg.distance_head and cfg.flow_head:
+            raise ValueError("a model has a distance output or flows, not both")
         if cfg.init not in ("kaiming", "xavier"):
             raise ValueError(f"init must be 'kaiming' or 'xavier', not {cfg.init!r}")
         self.cfg = cfg

@@ -1,1 +1,1 @@
-"""Training: the loop (fit) and its set-up, one epoch, the objective, crops and augmentation, targets (separation weights, distance map), checkpoints, torchrun, the LR finder, the overfit check, memory estimate, validation and the advice after a run."""
+"""Training: the loop (fit) and its set-up, one epoch, the objective, crops and augmentation, targets (separation weights, distance map, flows), checkpoints, torchrun, the LR finder, the overfit check, memory estimate, validation and the advice after a run."""

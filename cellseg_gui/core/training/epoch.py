@@ -144,12 +144,12 @@ def run_epoch(
         x, y, boxes = ctx.sampler.batch(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         if ctx.augmenter.enabled:
             x, y = ctx.augmenter(x, y)
-        y, pixel_w, dist_t = ctx.sampler.decode(y, cfg.separation_weight)
+        y, pixel_w, dist_t, flow_t = ctx.sampler.decode(y, cfg.separation_weight)
         with autocast_context(ctx.device, ctx.precision):
             logits = ctx.train_model(x)
         loss, per_crop = segmentation_loss(
             logits, y, class_weights=ctx.weights, dice=cfg.dice, pixel_weights=pixel_w,
-            distance=dist_t,
+            distance=dist_t, flow=flow_t, flow_weight=cfg.flow_weight,
         )  # fmt: skip
         ctx.opt.zero_grad(set_to_none=True)
         if ctx.precision == "fp16":

@@ -106,6 +106,7 @@ def lr_find(
         if not mcfg.downsample:  # the architecture fit would build
             mcfg.downsample = choose_downsample(train)
         mcfg.distance_head = mcfg.distance_head and distance_possible(train)
+        mcfg.flow_head = mcfg.flow_head and distance_possible(train) and not mcfg.distance_head
         model = build_model(mcfg)
     model.to(device)
     saved_state = copy.deepcopy(model.state_dict())
@@ -122,7 +123,7 @@ def lr_find(
     # the objective fit trains on: separation weights and the distance term included
     run_cfg = copy.copy(cfg)
     run_cfg.model = model.cfg if isinstance(getattr(model, "cfg", None), ModelConfig) else cfg.model
-    if run_cfg.model.distance_head and not distance_possible(train):
+    if (run_cfg.model.distance_head or run_cfg.model.flow_head) and not distance_possible(train):
         yield Finished(
             reason=FAILED,
             message="this model learns a distance map from instance masks (one id per cell), "
@@ -153,12 +154,12 @@ def lr_find(
             idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
             x, y, _ = sampler.batch(idx)
             x, y = aug(x, y)
-            y, pixel_w, dist_t = sampler.decode(y, cfg.separation_weight)
+            y, pixel_w, dist_t, flow_t = sampler.decode(y, cfg.separation_weight)
             with autocast_context(device, precision):
                 logits = model(x)
             loss, _ = segmentation_loss(
                 logits, y, class_weights=weights, dice=cfg.dice, pixel_weights=pixel_w,
-                distance=dist_t,
+                distance=dist_t, flow=flow_t, flow_weight=cfg.flow_weight,
             )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             lv = float(loss.detach())

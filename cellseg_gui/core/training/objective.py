@@ -14,6 +14,9 @@ from cellseg_gui.core.config import TrainConfig
 # against a soft target keeps an entropy floor (about 0.3 here), so the weight sets
 # how hard its gradient pulls, not a balance of values.
 DISTANCE_WEIGHT = 1.0
+# The flow term's default weight (``TrainConfig.flow_weight``): Cellpose's, half the mean
+# squared error of the two planes against 5x the unit vectors (``core.model.flow``).
+FLOW_WEIGHT = 0.5
 
 
 def segmentation_loss(
@@ -24,18 +27,28 @@ def segmentation_loss(
     dice: bool = True,
     pixel_weights: torch.Tensor | None = None,
     distance: torch.Tensor | None = None,
+    flow: torch.Tensor | None = None,
+    flow_weight: float = FLOW_WEIGHT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (+ soft Dice over the foreground classes); with ``pixel_weights``
     (B, H, W) the cross-entropy is their weighted mean (separation borders). With
     ``distance`` (B, H, W) in [0, 1] (``core.model.distance``) the logits' last plane is the
-    distance output, scored by binary cross-entropy against it and added.
+    distance output, scored by binary cross-entropy against it and added. With ``flow``
+    (B, 2, H, W) unit vectors the last two planes are the flows, scored by squared error
+    against ``FLOW_SCALE`` times them, weighted by ``flow_weight``.
 
     Returns (loss, per-crop cross-entropy (B,)) — the second feeds the noisy-label finder
     at no extra cost.
     """
     logits = logits.float()
     dist_loss = None
-    if distance is not None:
+    if flow is not None:
+        from cellseg_gui.core.model.flow import FLOW_SCALE
+
+        want = FLOW_SCALE * flow.float()
+        dist_loss = flow_weight / DISTANCE_WEIGHT * F.mse_loss(logits[:, -2:], want)
+        logits = logits[:, :-2]
+    elif distance is not None:
         dist_loss = F.binary_cross_entropy_with_logits(logits[:, -1], distance.float())
         logits = logits[:, :-1]
     ce_map = F.cross_entropy(logits, target, weight=class_weights, reduction="none")

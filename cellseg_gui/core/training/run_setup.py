@@ -118,9 +118,9 @@ def _fine_tune_model(
     wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
     if arch.to_dict() != wanted.to_dict() and is_main:
         yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
-    if arch.distance_head and not distance_possible(train_s):
+    if (arch.distance_head or arch.flow_head) and not distance_possible(train_s):
         raise ValueError(
-            f"{init_bundle}: its model learns a distance map from instance masks (one "
+            f"{init_bundle}: its model learns {'flows' if arch.flow_head else 'a distance map'} from instance masks (one "
             "id per cell), and these masks are not; fine-tune it on instance masks, or "
             "train a new model"
         )
@@ -177,12 +177,19 @@ def prepare_run(
         if not cfg.model.downsample:
             cfg.model.downsample = choose_downsample(train_s)
             chosen = _downsample_message(cfg.model.downsample)
-        if cfg.model.distance_head and not distance_possible(train_s):
-            cfg.model.distance_head = False
+        if cfg.model.distance_head and cfg.model.flow_head:
+            cfg.model.flow_head = False
             if ctx.is_main:
                 yield Message(
-                    "no distance output: it is learned from instance masks (one id per "
-                    "cell), and these masks are not"
+                    "the distance output replaces the flows (a model has one or the other)"
+                )
+        if (cfg.model.distance_head or cfg.model.flow_head) and not distance_possible(train_s):
+            what = "flows" if cfg.model.flow_head else "distance output"
+            cfg.model.distance_head = cfg.model.flow_head = False
+            if ctx.is_main:
+                yield Message(
+                    f"no {what}: it is learned from instance masks (one id per cell), and "
+                    "these masks are not; the model learns the classes alone"
                 )
     model = build_model(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
@@ -221,7 +228,9 @@ class BundleWriter:
         from cellseg_gui.core.model.unet import build_model
 
         cfg = self.cfg
-        pp = self.postprocess or default_postprocess(bool(cfg.model.distance_head))
+        pp = self.postprocess or default_postprocess(
+            bool(cfg.model.distance_head), bool(cfg.model.flow_head)
+        )
         m = build_model(cfg.model)
         m.load_state_dict(state)
         training = dict(self.record, history=copy.deepcopy(self.history), **(extra or {}))

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.model.distance import DISTANCE_LEVELS, distance_levels
+from cellseg_gui.core.model.flow import FLOW_LEVELS, ID_MODULUS
+from cellseg_gui.core.training.flow_target import flow_target
 from cellseg_gui.core.training.separation import WEIGHT_LEVELS
 
 
@@ -34,7 +36,11 @@ class CropSampler:
         levels: list[np.ndarray] | None = None,
         n_classes: int = 0,
         distances: list[np.ndarray] | None = None,
+        cell_ids: list[np.ndarray] | None = None,
     ) -> None:
+        """``distances``: the distance output's target per image; with ``cell_ids`` they
+        are instead the flow field's potential (``core.model.flow``), carried finely
+        enough to take its gradient after augmentation, between pixels of one cell."""
         self.crop = int(crop)
         self.bias = float(foreground_bias)
         self.gen = gen
@@ -44,8 +50,14 @@ class CropSampler:
         self.offsets: list[tuple[int, int]] = []
         self.widths: list[int] = []  # original widths: foreground indices are flat in them
         # the per-pixel extras ride in the class map, so every geometric augmentation
-        # moves them with the classes: class + K * (weight level + span * distance level)
+        # moves them with the classes:
+        # class + K * (weight level + w_span * (distance level + d_span * cell id))
         self.w_span = (WEIGHT_LEVELS + 1) if levels is not None else 1
+        self.d_levels = FLOW_LEVELS if cell_ids is not None else DISTANCE_LEVELS
+        self.d_span = self.d_levels
+        # grid_sample moves the map as float32: exact below 2**24
+        if cell_ids is not None and n_classes * self.w_span * self.d_span * ID_MODULUS >= 2**24:
+            raise ValueError("too many classes for a flow output with separation weights")
         for i, (img, tgt) in enumerate(zip(images, targets, strict=True)):
             h, w = tgt.shape
             self.widths.append(int(w))
@@ -57,7 +69,12 @@ class CropSampler:
                 # geometric augmentation moves them with the classes; see split_weights
                 y = y + int(n_classes) * torch.from_numpy(levels[i]).long()
             if distances is not None:
-                dl = torch.from_numpy(distance_levels(distances[i])).long()
+                dl = torch.from_numpy(distance_levels(distances[i], self.d_levels)).long()
+                if cell_ids is not None:
+                    cid = np.asarray(cell_ids[i]).astype(np.int64) % ID_MODULUS
+                    # a cell whose id folds to 0 would read as background
+                    cid = np.where((np.asarray(cell_ids[i]) > 0) & (cid == 0), ID_MODULUS - 1, cid)
+                    dl = dl + self.d_span * torch.from_numpy(cid)
                 y = y + int(n_classes) * self.w_span * dl
             if ph or pw:
                 # reflect where the image is large enough, else repeat the edge
@@ -69,24 +86,30 @@ class CropSampler:
             self.fg.append(np.flatnonzero(np.asarray(tgt) > 0).astype(np.int64))
             self.offsets.append((int(y.shape[-2]), int(y.shape[-1])))
         self.weighted = levels is not None
-        self.distance = distances is not None
+        self.flow = cell_ids is not None
+        self.distance = distances is not None and not self.flow
         self.n_classes = int(n_classes)
 
     def decode(
         self, y: torch.Tensor, w0: float
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Encoded crops -> (classes, per-pixel loss weights or None, distance target
-        in [0, 1] or None)."""
-        dist = None
-        if self.distance:
+        in [0, 1] or None, flow target (B, 2, H, W) unit vectors or None)."""
+        dist = flow = None
+        if self.distance or self.flow:
             span = self.n_classes * self.w_span
             dl = torch.div(y, span, rounding_mode="floor")
             y = y - dl * span
-            dist = dl.float() / (DISTANCE_LEVELS - 1)
+            if self.flow:
+                cid = torch.div(dl, self.d_span, rounding_mode="floor")
+                dl = dl - cid * self.d_span
+                flow = flow_target(dl.float() / (self.d_levels - 1), cid)
+            else:
+                dist = dl.float() / (self.d_levels - 1)
         pixel_w = None
         if self.weighted:
             y, pixel_w = split_weights(y, self.n_classes, w0)
-        return y, pixel_w, dist
+        return y, pixel_w, dist, flow
 
     def positions(self, idx: int) -> tuple[int, int]:
         h, w = self.offsets[idx]
@@ -197,13 +220,18 @@ def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> Cr
                 for s in samples
             ]
     distances = None
-    if cfg is not None and cfg.model.distance_head:
+    cell_ids = None
+    if cfg is not None and (cfg.model.distance_head or cfg.model.flow_head):
         from cellseg_gui.core.model.distance import distance_target
+        from cellseg_gui.core.model.flow import FLOW_EDGE_WEIGHT
 
-        distances = [distance_target(s.instances) for s in samples]
+        flow = bool(cfg.model.flow_head)
+        weight = FLOW_EDGE_WEIGHT if flow else 0.0
+        distances = [distance_target(s.instances, weight) for s in samples]
+        cell_ids = [s.instances for s in samples] if flow else None
     return CropSampler(
         [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
-        levels=levels, n_classes=n_classes, distances=distances,
+        levels=levels, n_classes=n_classes, distances=distances, cell_ids=cell_ids,
     )  # fmt: skip
 
 
