@@ -120,7 +120,7 @@ class TrainingSettings:
         saved = project.training_settings()
         self._has_saved_config = bool(saved.get("config"))
         if saved.get("config"):
-            self.panel.form.set_config(TrainConfig.from_dict(saved["config"]))
+            self.panel.form.set_config(TrainConfig.from_saved(saved["config"]))
         else:
             self.panel.form.set_config(TrainConfig.for_device(self.device_type))
         self.refresh_models()

@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--distance-head", action=argparse.BooleanOptionalAction, dest="distance_head",
         help="instance masks: also learn how close each pixel lies to its cell's centre and "
         "offer seeds at its peaks to the post-processing search (default off: it did not "
-        "beat the derived seeds in 10-minute CPU runs; see the README)",
+        "beat the derived seeds in 10-minute CPU runs; see the README); it replaces the "
+        "flows",
     )  # fmt: skip
     p.add_argument(
         "--flows", action=argparse.BooleanOptionalAction, dest="flow_head",

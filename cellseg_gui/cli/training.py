@@ -65,7 +65,7 @@ def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) 
     from cellseg_gui.core.config import TrainConfig
 
     if base:
-        cfg = TrainConfig.from_dict(base)
+        cfg = TrainConfig.from_saved(base)
     else:
         cfg = TrainConfig()
         if args.device in ("cuda", "mps"):

@@ -186,6 +186,17 @@ class TrainConfig:
         return _from_dict(cls, data)
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any] | None) -> TrainConfig:
+        """A training form saved in a project: a setting it predates gets today's default
+        (flows on, for a form saved before they existed), where ``from_dict`` (checkpoints,
+        bundles) gives the field's own default, which keeps an old architecture as it was."""
+        data = dict(data or {})
+        model = data.get("model")
+        if isinstance(model, dict) and "flow_head" not in model:
+            data["model"] = {**model, "flow_head": cls().model.flow_head}
+        return _from_dict(cls, data)
+
+    @classmethod
     def for_device(cls, device_type: str) -> TrainConfig:
         """Defaults that fit the device: small on the CPU, larger on a GPU."""
         cfg = cls()

@@ -130,7 +130,7 @@ def test_read_meta_does_not_load_torch(saved) -> None:
 @pytest.mark.parametrize(
     "key, value",
     [("hidden", 1_000_000_000), ("depth", 40), ("n_classes", 0), ("in_channels", "3"),
-     ("downsample", -1), ("dropout", 2.0)],
+     ("downsample", -1), ("dropout", 2.0), ("flow_head", "yes"), ("distance_head", 1)],
 )  # fmt: skip
 def test_an_impossible_architecture_is_refused_when_read(saved, tmp_path, key, value) -> None:
     path, model, meta = saved
@@ -143,6 +143,34 @@ def test_an_impossible_architecture_is_refused_when_read(saved, tmp_path, key, v
     for read in (B.read_bundle_meta, B.load_bundle):
         with pytest.raises(B.BundleError, match=f"architecture.{key} is"):
             read(target)
+
+
+def test_a_bundle_with_both_heads_is_refused_and_one_from_before_flows_has_none(
+    saved, tmp_path
+) -> None:
+    path, model, meta = saved
+    both = json.loads(json.dumps(meta))
+    both["architecture"].update(distance_head=True, flow_head=True)
+    target = tmp_path / "both.cellseg"
+    with zipfile.ZipFile(target, "w") as zf:
+        zf.writestr("cellseg.json", json.dumps(both))
+        zf.writestr("weights.pt", b"")
+    with pytest.raises(B.BundleError, match="both a distance output and flows"):
+        B.read_bundle_meta(target)
+    if meta["architecture"].get("flow_head"):
+        return
+    # a bundle written before flows existed names no flow_head: it loads as it was
+    old = json.loads(json.dumps(meta))
+    old["architecture"].pop("flow_head", None)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "old.cellseg", "w") as zf:
+        zf.writestr("cellseg.json", json.dumps(old))
+        zf.writestr("weights.pt", src.read("weights.pt"))
+    b = B.load_bundle(tmp_path / "old.cellseg", "cpu")
+    assert not b.model_config.flow_head and b.model_config.n_outputs == meta_outputs(meta)
+
+
+def meta_outputs(meta: dict) -> int:
+    return int(meta["architecture"]["n_classes"]) + int(bool(meta["architecture"]["distance_head"]))
 
 
 def test_save_is_atomic_and_overwrites(saved, tmp_path) -> None:

@@ -569,6 +569,37 @@ def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
     assert "validation: 1 image(s) given by --val" in err
 
 
+def test_flows_are_on_by_default_also_for_a_form_saved_before_them_and_no_flows_turns_them_off(
+    tmp_path, capsys
+):
+    from cellseg_gui.core.config import TrainConfig
+    from cellseg_gui.core.data.project import open_project
+    from cellseg_gui.core.model.bundle import read_bundle_meta
+
+    assert TrainConfig().model.flow_head and TrainConfig.for_device("cuda").model.flow_head
+    data = _dataset(tmp_path / "d", n=3)
+    project = open_project(data)
+    form = TrainConfig()
+    form.model.hidden, form.model.depth, form.crop, form.batch_size = 4, 2, 64, 2
+    old = form.to_dict()
+    del old["model"]["flow_head"]  # a form saved before flows existed
+    project.set_training_settings({"config": old})
+    argv = ("--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu")
+    code, _, err = _run(capsys, "train", data, "--out", tmp_path / "a.cellseg", *argv)
+    assert code == 0, err
+    arch = read_bundle_meta(tmp_path / "a.cellseg")["architecture"]
+    assert arch["flow_head"] is True and arch["hidden"] == 4
+    code, out, err = _run(capsys, "info", tmp_path / "a.cellseg")
+    assert code == 0 and ", flows" in out
+    code, _, err = _run(
+        capsys, "train", data, "--out", tmp_path / "b.cellseg", "--no-flows", *argv
+    )  # fmt: skip
+    assert code == 0, err
+    assert read_bundle_meta(tmp_path / "b.cellseg")["architecture"]["flow_head"] is False
+    # a checkpoint's or bundle's settings keep an absent key as off (their weights)
+    assert not TrainConfig.from_dict(old).model.flow_head
+
+
 def test_train_bad_inputs(tmp_path, capsys):
     code, _, err = _run(capsys, "train", tmp_path / "nope", "--out", tmp_path / "m", *TINY)
     assert code == 2 and err.strip() == f"error: {tmp_path / 'nope'}: folder not found"

@@ -265,8 +265,9 @@ def build_rdf(
                     "the cell (1 at the centre, its pixel farthest from the edge; falling to 0 "
                     "at the cell's far end and on the background)"
                     if cfg.distance_head
-                    else "; the last two channels are the predicted flow (y, x): the unit "
-                    "vector towards the cell's centre along the cell, 0 on the background"
+                    else "; the last two channels are the predicted flow (y, x): the network's "
+                    "estimate of the unit vector towards the cell's centre along the cell "
+                    "(trained to 0 on the background; not bounded)"
                     if cfg.flow_head
                     else ""
                 ),
@@ -293,7 +294,8 @@ def build_rdf(
                 ],
                 "test_tensor": src("test_output.npy"),
                 "sample_tensor": src("sample_output.tif"),
-                "data": {"type": "float32", "range": [0.0, 1.0]},
+                # probabilities in [0, 1]; the flow channels are vectors, about -1 to 1
+                "data": {"type": "float32", "range": [None, None] if cfg.flow_head else [0.0, 1.0]},
             }
         ],
         "weights": {

@@ -23,9 +23,11 @@ from cellseg_gui.core.lazy import ndimage as ndi
 # Cellpose's convention: the network regresses 5x the unit vectors, so the flow term
 # pulls beside cross-entropy (mean squared error against 5u, halved).
 FLOW_SCALE = 5.0
-# the centre map's levels while it rides in the class map for a flow model: the
-# gradient needs finer steps than the distance output's 16
-FLOW_LEVELS = 256
+# the most levels of the potential while it rides in the class map for a flow model (the
+# gradient needs finer steps than the distance output's 16; fewer when the float32 budget
+# of the encoding is short, ``CropSampler``): 256 levels already bent the vectors of a cell
+# 600 px long by over 37 degrees at a fifth of its pixels
+FLOW_LEVELS = 4096
 # the potential's edge-distance weight (``distance_target``'s ``edge_weight``): with 0 the
 # paths hug the cells' bends and stall outside them (AP@0.5 0.56 with the true field on
 # usiigaci), with 0.5 or 0.8 they reach the centre (0.975, both)
@@ -55,8 +57,11 @@ def follow(
     gh, gw = m.shape
     start = np.flatnonzero(m)
     pos = (np.stack(np.divmod(start, gw), 1) * stride).astype(np.float32)
-    fy = np.ascontiguousarray(flow[0], np.float32).ravel()
-    fx = np.ascontiguousarray(flow[1], np.float32).ravel()
+    if not len(start):
+        return start, pos.astype(np.int64), (gh, gw)
+    # a NaN or infinite vector (a broken model) stays put rather than index anywhere
+    fy = np.nan_to_num(np.asarray(flow[0], np.float32), nan=0.0, posinf=0.0, neginf=0.0).ravel()
+    fx = np.nan_to_num(np.asarray(flow[1], np.float32), nan=0.0, posinf=0.0, neginf=0.0).ravel()
     dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
     active = np.arange(len(start))
     py, px = pos[:, 0].copy(), pos[:, 1].copy()
@@ -110,7 +115,7 @@ def flow_cells(
         return out
     flat = end[:, 0] * gw + end[:, 1]
     counts = np.bincount(flat, minlength=gh * gw).reshape(gh, gw).astype(np.float32)
-    smooth = ndi.uniform_filter(counts, 3) * 9.0  # points within one grid step
+    smooth = ndi.uniform_filter(counts, 3, mode="constant") * 9.0  # within one grid step
     need = float(sink_size) / (FOLLOW_STRIDE * FOLLOW_STRIDE)
     peaks = (smooth >= ndi.maximum_filter(smooth, peak_window) - 1e-6) & (smooth >= max(need, 1.0))
     markers, n = ndi.label(peaks)

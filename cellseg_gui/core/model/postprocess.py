@@ -386,22 +386,25 @@ def tune_postprocess(
     stop = cancelled if cancelled is not None else (lambda: False)
     rows: list[list[float]] = []
     grid: list[PostProcess] = []
+    fallback = DEFAULT_POSTPROCESS  # the model's own untuned settings, once known
     for lab, probs, truth in images:
         if not grid:  # the first image tells whether the model has a distance output
             shape = np.asarray(lab).shape
             learned = learned_distance(probs, shape) is not None
             flows = learned_flow(probs, shape) is not None
             grid = _grid(mask_mode, thresholds, min_sizes, distance, learned, flows)
+            if mask_mode == "instances":
+                fallback = default_postprocess(learned, flows)
         row = None if stop() else _score_grid(lab, probs, truth, mask_mode, grid, stop)
         if row is None:
-            return DEFAULT_POSTPROCESS, [], []
+            return fallback, [], []
         rows.append(row)
     if not rows:
-        return DEFAULT_POSTPROCESS, [], []
+        return fallback, [], []
     table = np.asarray(rows)  # images x settings
     means = table.mean(axis=0)
     trials = [{**pp.to_dict(), "val_ap50": float(m)} for pp, m in zip(grid, means, strict=True)]
-    default = [pp == DEFAULT_POSTPROCESS for pp in grid]
+    default = [pp == fallback for pp in grid]
     best = max(range(len(grid)), key=lambda i: (means[i], default[i], -i))
     chosen = replace(
         grid[best],

@@ -50,7 +50,8 @@ _ROW_BLOCK = 256  # rows normalised per step at the end (bounds the temporaries)
 class Prediction:
     """``labels``: uint8 (H, W) class per pixel; ``probs``: float32 (K, H, W) softmax
     probabilities (with one plane more, the predicted distance, when the model has a
-    distance output: ``core.model.distance``), or None when not requested."""
+    distance output: ``core.model.distance``; two more, the flows (y, x), for a flow
+    model: ``core.model.flow``), or None when not requested."""
 
     labels: np.ndarray
     probs: np.ndarray | None = None
@@ -200,7 +201,8 @@ def _probs_fn(
     n_classes: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap a logits function into a float32 probability function (softmax over the
-    classes, sigmoid of a distance output, ``core.model.distance``), with flip TTA and AMP."""
+    classes, sigmoid of a distance output, flows as they come), with flip TTA (a flip's
+    flow component is negated back) and AMP."""
     use_amp = bool(amp) and device.type in ("cuda", "cpu", "mps")
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 

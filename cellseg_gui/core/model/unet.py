@@ -67,7 +67,8 @@ class _Up(nn.Module):
 
 class UNet(nn.Module):
     """U-Net from a ``ModelConfig``: ``forward(x (N, C, H, W)) -> logits (N, K, H, W)``, with
-    one plane more (the distance logit, ``core.model.distance``) when ``cfg.distance_head``."""
+    one plane more (the distance logit, ``core.model.distance``) when ``cfg.distance_head``,
+    two more (5x the flows, ``core.model.flow``) when ``cfg.flow_head``."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -126,8 +126,8 @@ def lr_find(
     if (run_cfg.model.distance_head or run_cfg.model.flow_head) and not distance_possible(train):
         yield Finished(
             reason=FAILED,
-            message="this model learns a distance map from instance masks (one id per cell), "
-            "and these masks are not",
+            message=f"this model learns {'flows' if run_cfg.model.flow_head else 'a distance map'} "
+            "from instance masks (one id per cell), and these masks are not",
         )
         return
     sampler = _make_sampler(

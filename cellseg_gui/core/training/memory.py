@@ -30,7 +30,10 @@ def training_bytes(model_cfg: Any, batch: int, crop: int, n_params: int) -> int:
     full_res = (
         int(batch)
         * int(crop) ** 2
-        * (int(model_cfg.in_channels) + 4 * int(model_cfg.n_classes))
+        * (
+            int(model_cfg.in_channels)
+            + 4 * int(getattr(model_cfg, "n_outputs", model_cfg.n_classes))
+        )
         * 4
     )
     return int(BYTES_PER_UNIT * units + full_res + 16 * n_params + BASE_BYTES)

@@ -116,6 +116,8 @@ def _fine_tune_model(
     wanted = copy.deepcopy(cfg.model)
     wanted.downsample = wanted.downsample or arch.downsample  # auto accepts any
     wanted.n_classes, wanted.in_channels = arch.n_classes, arch.in_channels
+    if not wanted.distance_head:  # the default flows: a model without them is no surprise
+        wanted.flow_head = arch.flow_head
     if arch.to_dict() != wanted.to_dict() and is_main:
         yield Message(f"fine-tuning: using the architecture of {Path(init_bundle).name}")
     if (arch.distance_head or arch.flow_head) and not distance_possible(train_s):
@@ -184,12 +186,14 @@ def prepare_run(
                     "the distance output replaces the flows (a model has one or the other)"
                 )
         if (cfg.model.distance_head or cfg.model.flow_head) and not distance_possible(train_s):
-            what = "flows" if cfg.model.flow_head else "distance output"
+            # the flows are on by default and only ever apply to instance masks: they go
+            # quietly; the distance output is asked for, so its absence is said
+            asked = cfg.model.distance_head
             cfg.model.distance_head = cfg.model.flow_head = False
-            if ctx.is_main:
+            if ctx.is_main and asked:
                 yield Message(
-                    f"no {what}: it is learned from instance masks (one id per cell), and "
-                    "these masks are not; the model learns the classes alone"
+                    "no distance output: it is learned from instance masks (one id per "
+                    "cell), and these masks are not"
                 )
     model = build_model(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())

@@ -53,11 +53,15 @@ class CropSampler:
         # moves them with the classes:
         # class + K * (weight level + w_span * (distance level + d_span * cell id))
         self.w_span = (WEIGHT_LEVELS + 1) if levels is not None else 1
-        self.d_levels = FLOW_LEVELS if cell_ids is not None else DISTANCE_LEVELS
+        self.d_levels = DISTANCE_LEVELS
+        if cell_ids is not None:
+            # grid_sample moves the map as float32, exact below 2**24: as many levels as
+            # that leaves (4096 with 3 classes; 342 with separation weights as well)
+            budget = 2**24 // (max(int(n_classes), 1) * self.w_span * ID_MODULUS)
+            self.d_levels = min(FLOW_LEVELS, budget)
+            if self.d_levels < 64:
+                raise ValueError("too many classes for flows with separation weights")
         self.d_span = self.d_levels
-        # grid_sample moves the map as float32: exact below 2**24
-        if cell_ids is not None and n_classes * self.w_span * self.d_span * ID_MODULUS >= 2**24:
-            raise ValueError("too many classes for a flow output with separation weights")
         for i, (img, tgt) in enumerate(zip(images, targets, strict=True)):
             h, w = tgt.shape
             self.widths.append(int(w))
