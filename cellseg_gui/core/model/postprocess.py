@@ -223,26 +223,28 @@ def prediction_to_instances(
     return relabel(_drop_small(comps.astype(np.int32, copy=False), pp.min_size))
 
 
-def learned_distance(probs: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The predicted distance plane of an instance model's probabilities, or None when
-    the model has no distance output."""
+def _extra_planes(probs: np.ndarray | None, shape: tuple[int, ...], n: int) -> np.ndarray | None:
+    """The ``n`` planes after an instance model's classes, or None when its probabilities
+    have another number of planes (or another size)."""
     if probs is None:
         return None
     p = np.asarray(probs)
-    if p.ndim != 3 or p.shape[0] != INSTANCE_CLASSES + 1 or p.shape[1:] != tuple(shape):
+    if p.ndim != 3 or p.shape[0] != INSTANCE_CLASSES + n or p.shape[1:] != tuple(shape):
         return None
-    return p[INSTANCE_CLASSES]
+    return p[INSTANCE_CLASSES:]
+
+
+def learned_distance(probs: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The predicted distance plane of an instance model's probabilities, or None when
+    the model has no distance output."""
+    extra = _extra_planes(probs, shape, 1)
+    return None if extra is None else extra[0]
 
 
 def learned_flow(probs: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
     """The predicted flow planes (2, H, W) of an instance model's probabilities, or None
     when the model has no flows."""
-    if probs is None:
-        return None
-    p = np.asarray(probs)
-    if p.ndim != 3 or p.shape[0] != INSTANCE_CLASSES + 2 or p.shape[1:] != tuple(shape):
-        return None
-    return p[INSTANCE_CLASSES:]
+    return _extra_planes(probs, shape, 2)
 
 
 def _grown_cells(
