@@ -70,6 +70,16 @@ def test_form_round_trips_every_field_and_defaults_fit_the_device(qtbot):
     cfg.model.downsample = 2
     form.set_config(cfg)
     assert ds.text() == "2" and form.get_config().model.downsample == 2
+    # flows: ticked by default, also for a form saved before they existed; unticking holds
+    flows = form.editor("model.flow_head")
+    form.set_config(TrainConfig())
+    assert flows.isChecked() and form.get_config().model.flow_head
+    old = TrainConfig().to_dict()
+    del old["model"]["flow_head"]
+    form.set_config(TrainConfig.from_saved(old))
+    assert flows.isChecked()
+    flows.setChecked(False)
+    assert form.get_config().model.flow_head is False
 
 
 def test_form_set_field_and_changed_signal(qtbot):

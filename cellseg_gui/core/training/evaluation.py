@@ -105,14 +105,10 @@ def evaluate(
                 logp[None], tgt[None], class_weights=class_weights, dice=dice
             )
             if probs.shape[0] == n_classes + 2 and s.instances is not None:
-                from cellseg_gui.core.model.flow import FLOW_EDGE_WEIGHT, FLOW_SCALE
-                from cellseg_gui.core.training.flow_target import flow_target
+                from cellseg_gui.core.model.flow import FLOW_SCALE
+                from cellseg_gui.core.training.flow_target import cached_flow_target
 
-                pot = cached_distance_target(s.instances, FLOW_EDGE_WEIGHT)
-                want = flow_target(
-                    torch.from_numpy(pot)[None].to(device),
-                    torch.from_numpy(np.asarray(s.instances).astype(np.int64))[None].to(device),
-                )[0]
+                want = torch.from_numpy(cached_flow_target(s.instances)).to(device)
                 got = probs[n_classes:]
                 loss = loss + flow_weight * FLOW_SCALE**2 * F.mse_loss(got, want)
             elif has_distance and s.instances is not None:

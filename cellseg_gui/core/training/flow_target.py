@@ -32,6 +32,18 @@ def flow_target(centre: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return g * scale[:, None]
 
 
+def cached_flow_target(instances: np.ndarray) -> np.ndarray:
+    """The flows' target (2, H, W) of a validation id map, made once (0.25 s a megapixel:
+    the potential and its gradient) and not again each epoch."""
+    from cellseg_gui.core.model.distance import distance_target, remembered
+    from cellseg_gui.core.model.flow import FLOW_EDGE_WEIGHT
+
+    def make() -> np.ndarray:
+        return flow_target_np(distance_target(instances, FLOW_EDGE_WEIGHT), instances)
+
+    return remembered(instances, "flow", make)
+
+
 def flow_target_np(centre: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``flow_target`` of one image: (2, H, W) float32."""
     t = flow_target(

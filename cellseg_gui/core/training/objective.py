@@ -41,15 +41,15 @@ def segmentation_loss(
     at no extra cost.
     """
     logits = logits.float()
-    dist_loss = None
+    extra = None  # the head's weighted term
     if flow is not None:
         from cellseg_gui.core.model.flow import FLOW_SCALE
 
-        want = FLOW_SCALE * flow.float()
-        dist_loss = flow_weight / DISTANCE_WEIGHT * F.mse_loss(logits[:, -2:], want)
+        extra = flow_weight * F.mse_loss(logits[:, -2:], FLOW_SCALE * flow.float())
         logits = logits[:, :-2]
     elif distance is not None:
-        dist_loss = F.binary_cross_entropy_with_logits(logits[:, -1], distance.float())
+        bce = F.binary_cross_entropy_with_logits(logits[:, -1], distance.float())
+        extra = DISTANCE_WEIGHT * bce
         logits = logits[:, :-1]
     ce_map = F.cross_entropy(logits, target, weight=class_weights, reduction="none")
     per_crop = ce_map.mean(dim=(1, 2))
@@ -64,8 +64,8 @@ def segmentation_loss(
         inter = (probs * onehot).sum(dims)
         denom = probs.sum(dims) + onehot.sum(dims)
         loss = loss + (1 - (2 * inter + 1.0) / (denom + 1.0)).mean()
-    if dist_loss is not None:
-        loss = loss + DISTANCE_WEIGHT * dist_loss
+    if extra is not None:
+        loss = loss + extra
     return loss, per_crop.detach()
 
 
