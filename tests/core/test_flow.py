@@ -14,7 +14,10 @@ from cellseg_gui.core.model.flow import (
     FLOW_EDGE_WEIGHT,
     FLOW_LEVELS,
     FLOW_SCALE,
+    FOLLOW_STEPS,
     flow_cells,
+    follow,
+    follow_steps,
 )
 from cellseg_gui.core.model.postprocess import (
     MIN_SIZES,
@@ -26,7 +29,7 @@ from cellseg_gui.core.model.postprocess import (
 )
 from cellseg_gui.core.model.predict import predict_tiled
 from cellseg_gui.core.scores.instances import score_instances
-from cellseg_gui.core.training.flow_target import flow_target, flow_target_np
+from cellseg_gui.core.training.flow_target import cell_colours, flow_target, flow_target_np
 from cellseg_gui.core.training.objective import segmentation_loss
 from cellseg_gui.core.training.sampling import CropSampler
 
@@ -64,6 +67,19 @@ def test_following_the_true_field_gives_one_cell_each_even_branched() -> None:
     assert not flow_cells(f, np.zeros(ids.shape, bool), 10).any()
 
 
+def test_a_cell_longer_than_the_usual_paths_still_comes_out_whole() -> None:
+    # a cell 600 px long: its tips lie some 300 steps from its centre
+    ids = np.zeros((40, 620), np.int32)
+    ids[8:20, 10:610] = 1
+    ids[20:32, 10:300] = 2  # a neighbour alongside
+    f = _field(ids)
+    fg = ids > 0
+    assert follow_steps(fg) > FOLLOW_STEPS
+    assert flow_cells(f, fg, 10, follow(f, fg, steps=FOLLOW_STEPS)).max() > 2  # in pieces
+    cells = flow_cells(f, fg, sink_size=10)
+    assert cells.max() == 2 and score_instances(ids, cells).ap(0.9) == 1.0
+
+
 def test_the_sampler_carries_the_field_and_it_turns_with_the_crop() -> None:
     ids = _touching_pair()
     target = (ids > 0).astype(np.uint8)
@@ -87,6 +103,39 @@ def test_the_sampler_carries_the_field_and_it_turns_with_the_crop() -> None:
     want = flow.flip(-1)
     want[:, 1] *= -1
     torch.testing.assert_close(mirrored, want)
+
+
+def test_touching_cells_point_apart_however_their_ids_compare() -> None:
+    # ids 1 and 1022 rode as one cell when the ids were folded modulo 1021
+    ids = _touching_pair()
+    ids[ids == 2] = 1022
+    target = (ids > 0).astype(np.uint8)
+    sampler = CropSampler(
+        [np.zeros((1, 40, 60), np.float32)], [target], crop=32, device=torch.device("cpu"),
+        foreground_bias=0.0, gen=torch.Generator().manual_seed(0), n_classes=3,
+        distances=[distance_target(ids, FLOW_EDGE_WEIGHT)], cell_ids=[ids],
+    )  # fmt: skip
+    _, _, _, flow = sampler.decode(sampler.targets[0][None], w0=0.0)
+    fx = flow[0, 1].numpy()
+    assert (fx[8:32, 29] < 0).all() and (fx[8:32, 30] > 0).all()
+
+
+def test_cell_colours_keep_neighbours_apart_with_a_few_values() -> None:
+    # 2500 cells in a grid, each touching eight others, ids far beyond any small range
+    ids = (np.arange(50)[:, None] * 50 + np.arange(50)[None, :] + 1) * 7919
+    ids = np.kron(ids, np.ones((6, 6), np.int64))
+    ids[::6] = 0  # a one-pixel gap between rows: still within reach
+    colours = cell_colours(ids)
+    assert ((colours > 0) == (ids > 0)).all()
+    assert colours.max() <= 12
+    for dy, dx in ((0, 1), (1, 1), (2, 0), (3, 0), (0, 3), (2, 2)):  # across the gap too
+        a, b = ids[: ids.shape[0] - dy, : ids.shape[1] - dx], ids[dy:, dx:]
+        ca, cb = colours[: ids.shape[0] - dy, : ids.shape[1] - dx], colours[dy:, dx:]
+        near = (a > 0) & (b > 0) & (a != b)
+        assert near.any() and not (ca[near] == cb[near]).any()
+    same = np.unique(np.stack([ids[ids > 0], colours[ids > 0]]), axis=1)
+    assert same.shape[1] == 2500  # one colour per cell
+    assert not cell_colours(np.zeros((4, 4), np.int32)).any()
 
 
 def test_loss_and_probabilities_keep_the_flow_planes_apart() -> None:

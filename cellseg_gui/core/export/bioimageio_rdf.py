@@ -89,13 +89,15 @@ def _documentation(meta: dict[str, Any], classes: list[dict[str, Any]], norm: No
             "Cells were trained as *cell* with a *boundary* class between touching cells.",
         ]
         if pp.method == "flow":
-            from cellseg_gui.core.model.flow import FOLLOW_STEPS, FOLLOW_STRIDE
+            from cellseg_gui.core.model.flow import FOLLOW_MAX_STEPS, FOLLOW_STEPS, FOLLOW_STRIDE
 
             lines.append(
                 "To get one id per cell as cellseg does (Cellpose's way): take the pixels "
                 "whose most likely class is not background; from every "
                 f"{FOLLOW_STRIDE}nd of them in each direction, follow the flows "
-                f"{FOLLOW_STEPS} steps of one pixel (bilinear); count where the paths end on "
+                f"{FOLLOW_STEPS} steps of one pixel (bilinear), or twice as many as the largest "
+                "connected patch of those pixels is tall plus wide when that is more (at most "
+                f"{FOLLOW_MAX_STEPS}); count where the paths end on "
                 f"that {FOLLOW_STRIDE}x grid, sum the counts over 3x3, and seed a cell at each "
                 f"5x5 peak where at least {pp.sink_size / FOLLOW_STRIDE**2:g} paths end; "
                 "the end points join their seed by a watershed on the negated counts; each "

@@ -32,11 +32,23 @@ FLOW_LEVELS = 4096
 # paths hug the cells' bends and stall outside them (AP@0.5 0.56 with the true field on
 # usiigaci), with 0.5 or 0.8 they reach the centre (0.975, both)
 FLOW_EDGE_WEIGHT = 0.5
-# cell ids ride modulo this prime: only whether two neighbours share a cell matters
-ID_MODULUS = 1021
+# Cell ids ride in the class map as colours (``cell_colours``): only whether two
+# neighbouring pixels share a cell matters, so cells within ``COLOUR_REACH`` pixels of each
+# other get different ones and a few colours serve any number of cells. (Ids modulo 1021
+# rode before: two touching cells whose ids differed by a multiple of it shared a contact,
+# which images of over a thousand cells, such as nuclei, can hold.)
+CELL_COLOURS = 64
+# cells closer than this (pixels) get different colours: a warp or a zoom-out may close a
+# gap of a pixel or two before the target compares neighbours
+COLOUR_REACH = 3
 # Following: every second pixel, one step of about one (subsampled) pixel each
 FOLLOW_STRIDE = 2
 FOLLOW_STEPS = 200
+# ... or twice as many as the largest foreground patch is tall plus wide, up to this: a
+# path along a cell over about 400 px long did not reach its sink in 200 steps, and the
+# cell came out in pieces; paths zig-zag, and a learned field's steps are shorter than a
+# pixel (points that settle stop early, so the extra steps cost little)
+FOLLOW_MAX_STEPS = 2000
 # sinks: peaks of the end-point counts over this window of the subsampled grid (9-25
 # scored 0.002-0.03 lower on usiigaci)
 PEAK_WINDOW = 5
@@ -44,10 +56,17 @@ SETTLE_EVERY = 20
 SETTLE_PX = 1.0
 
 
-def follow(
-    flow: np.ndarray, fg: np.ndarray, stride: int = FOLLOW_STRIDE, steps: int = FOLLOW_STEPS
-):
-    """Follow ``flow`` (2, H, W; unit vectors) from every ``stride``-th foreground pixel,
+def follow_steps(fg: np.ndarray) -> int:
+    """Steps to follow on ``fg``: ``FOLLOW_STEPS``, or twice the height plus width of its
+    largest connected patch when that is more, up to ``FOLLOW_MAX_STEPS``."""
+    boxes = ndi.find_objects(ndi.label(np.asarray(fg, bool))[0])
+    extent = max((b[0].stop - b[0].start + b[1].stop - b[1].start for b in boxes if b), default=0)
+    return int(min(max(FOLLOW_STEPS, 2 * extent), FOLLOW_MAX_STEPS))
+
+
+def follow(flow: np.ndarray, fg: np.ndarray, stride: int = FOLLOW_STRIDE, steps: int | None = None):
+    """Follow ``flow`` (2, H, W; unit vectors) from every ``stride``-th foreground pixel
+    for ``steps`` steps (``follow_steps``: enough for the largest patch),
     one pixel a step on the full-resolution field (a subsampled field loses the thin
     necks of a cell), bilinear (nearest lookups cycle between two pixels). Every
     ``SETTLE_EVERY`` steps the points that moved less than ``SETTLE_PX`` since the last
@@ -56,6 +75,8 @@ def follow(
     Returns (the points' indices on the subsampled grid (P,), their end positions on it
     (P, 2), rounded, and the grid's shape)."""
     h, w = fg.shape
+    if steps is None:
+        steps = follow_steps(fg)
     m = fg[::stride, ::stride]
     gh, gw = m.shape
     start = np.flatnonzero(m)

@@ -52,3 +52,56 @@ def flow_target_np(centre: np.ndarray, ids: np.ndarray) -> np.ndarray:
         torch.from_numpy(np.ascontiguousarray(ids).astype(np.int64))[None],
     )
     return t[0].numpy()
+
+
+def cell_colours(ids: np.ndarray, reach: int | None = None, most: int | None = None) -> np.ndarray:
+    """Cell ids (H, W) -> colours 1..C (int64, 0 on the background) such that no two cells
+    within ``reach`` pixels (``COLOUR_REACH``) share one: the flow target only asks
+    whether two neighbouring pixels lie in one cell, so the colours carry that for any
+    number of cells in a few values (``CELL_COLOURS - 1`` at most). Greedy colouring,
+    the cells with the most neighbours first; on usiigaci 4-7 colours an image. Where a
+    cell has so many neighbours that the colours run out (not seen), the extra ones
+    fold back, as the ids did before."""
+    from cellseg_gui.core.model.flow import CELL_COLOURS, COLOUR_REACH
+
+    reach = COLOUR_REACH if reach is None else int(reach)
+    most = CELL_COLOURS - 1 if most is None else int(most)
+    ids = np.asarray(ids)
+    out = np.zeros(ids.shape, np.int64)
+    cells = np.unique(ids[ids > 0])
+    if not len(cells):
+        return out
+    dense = np.zeros(ids.shape, np.int64)
+    inside = ids > 0
+    dense[inside] = np.searchsorted(cells, ids[inside]) + 1
+    n = len(cells)
+    h, w = ids.shape
+    pairs = []
+    for dy in range(0, reach + 1):  # half the offsets: each pair is seen once either way
+        for dx in range(-reach, reach + 1):
+            if (dy == 0 and dx <= 0) or dy * dy + dx * dx > reach * reach:
+                continue
+            a = dense[: h - dy, max(0, -dx) : w - max(0, dx)]
+            b = dense[dy:, max(0, dx) : w - max(0, -dx)]  # a's pixels moved by (dy, dx)
+            m = (a != b) & (a > 0) & (b > 0)
+            if m.any():
+                lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
+                pairs.append(np.unique(lo * (n + 1) + hi))
+    colour = np.zeros(n + 1, np.int64)
+    if pairs:
+        keys = np.unique(np.concatenate(pairs))
+        lo, hi = keys // (n + 1), keys % (n + 1)
+        both = np.concatenate([lo, hi])
+        other = np.concatenate([hi, lo])
+        order = np.argsort(both, kind="stable")
+        both, other = both[order], other[order]
+        starts = np.searchsorted(both, np.arange(n + 2))
+        degree = np.diff(starts)[1:]
+        for c in np.argsort(-degree, kind="stable") + 1:
+            taken = set(colour[other[starts[c] : starts[c + 1]]].tolist())
+            k = 1
+            while k in taken:
+                k += 1
+            colour[c] = (k - 1) % most + 1
+    colour[1:][colour[1:] == 0] = 1
+    return colour[dense]

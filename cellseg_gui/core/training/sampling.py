@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from cellseg_gui.core.config import TrainConfig
 from cellseg_gui.core.model.distance import DISTANCE_LEVELS, distance_levels
-from cellseg_gui.core.model.flow import FLOW_LEVELS, ID_MODULUS
-from cellseg_gui.core.training.flow_target import flow_target
+from cellseg_gui.core.model.flow import CELL_COLOURS, FLOW_LEVELS
+from cellseg_gui.core.training.flow_target import cell_colours, flow_target
 from cellseg_gui.core.training.separation import WEIGHT_LEVELS
 
 
@@ -56,8 +56,9 @@ class CropSampler:
         self.d_levels = DISTANCE_LEVELS
         if cell_ids is not None:
             # grid_sample moves the map as float32, exact below 2**24: as many levels as
-            # that leaves (4096 with 3 classes; 342 with separation weights as well)
-            budget = 2**24 // (max(int(n_classes), 1) * self.w_span * ID_MODULUS)
+            # that leaves (4096 with 3 classes, also with separation weights; 342 with
+            # those when the ids rode modulo 1021)
+            budget = 2**24 // (max(int(n_classes), 1) * self.w_span * CELL_COLOURS)
             self.d_levels = min(FLOW_LEVELS, budget)
             if self.d_levels < 64:
                 raise ValueError("too many classes for flows with separation weights")
@@ -75,10 +76,8 @@ class CropSampler:
             if distances is not None:
                 dl = torch.from_numpy(distance_levels(distances[i], self.d_levels)).long()
                 if cell_ids is not None:
-                    cid = np.asarray(cell_ids[i]).astype(np.int64) % ID_MODULUS
-                    # a cell whose id folds to 0 would read as background
-                    cid = np.where((np.asarray(cell_ids[i]) > 0) & (cid == 0), ID_MODULUS - 1, cid)
-                    dl = dl + self.d_span * torch.from_numpy(cid)
+                    # colours, not ids: neighbouring cells never share one, however many
+                    dl = dl + self.d_span * torch.from_numpy(cell_colours(cell_ids[i]))
                 y = y + int(n_classes) * self.w_span * dl
             if ph or pw:
                 # reflect where the image is large enough, else repeat the edge
