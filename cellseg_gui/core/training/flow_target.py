@@ -59,9 +59,9 @@ def cell_colours(ids: np.ndarray, reach: int | None = None, most: int | None = N
     within ``reach`` pixels (``COLOUR_REACH``) share one: the flow target only asks
     whether two neighbouring pixels lie in one cell, so the colours carry that for any
     number of cells in a few values (``CELL_COLOURS - 1`` at most). Greedy colouring,
-    the cells with the most neighbours first; on usiigaci 4-7 colours an image. Where a
-    cell has so many neighbours that the colours run out (not seen), the extra ones
-    fold back, as the ids did before."""
+    the cells with the most neighbours first: 2-3 colours an image on usiigaci and on
+    the DSB nuclei. Where a cell has so many neighbours that the colours run out (not
+    seen), the extra ones fold back, as the ids did before."""
     from cellseg_gui.core.model.flow import CELL_COLOURS, COLOUR_REACH
 
     reach = COLOUR_REACH if reach is None else int(reach)
