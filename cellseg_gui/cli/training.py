@@ -169,6 +169,29 @@ def _run_lr_find(samples: list[Any], cfg: Any, out: Output, args: argparse.Names
 USELESS_JACCARD = 0.01  # a best validation Jaccard below this: the run found nothing
 
 
+def _learned_nothing(best: float, res: dict, samples: list[Any]) -> bool:
+    """Whether the run found nothing: its best validation foreground Jaccard is below
+    ``USELESS_JACCARD``, or it ended below that and its best was no better than calling
+    every pixel a cell (a run at ``--lr 1000`` scored 0.109 that way after its first
+    epoch on one machine, 0 on another, then 0). A short run whose only epoch calls
+    everything a cell is not flagged: it has not finished learning."""
+    if best < USELESS_JACCARD:
+        return True
+    last = [v for v in ((res.get("history") or {}).get("val_fg_jaccard") or []) if v is not None]
+    if not last or not last[-1] < USELESS_JACCARD:
+        return False
+    import numpy as np
+
+    val = set((res.get("split") or {}).get("val") or ())
+    fg = total = 0
+    for s in samples:
+        if s.name in val:
+            t = np.asarray(s.target)
+            fg += int((t > 0).sum())
+            total += int(t.size)
+    return total > 0 and best <= fg / total + USELESS_JACCARD
+
+
 def _folder_project(data: str, out: Output) -> Any:
     """The project of a data folder that has a ``cellseg-project.json`` (the window's
     split and settings), else None. A project file that cannot be read is said, and the
@@ -340,7 +363,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())
             out.out(f"advice: {a.text}" + (f" [{changes}]" if changes else ""))
     best = res.get("best_val_fg_jaccard")
-    if code == EXIT_OK and isinstance(best, (int, float)) and best < USELESS_JACCARD:
+    if code == EXIT_OK and isinstance(best, (int, float)) and _learned_nothing(best, res, samples):
         # "--lr 1000" trained to a model that finds nothing, and the run exited 0
         out.error(
             f"{fin.bundle_path or target}: the model learned nothing usable (best validation "
