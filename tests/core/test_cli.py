@@ -531,6 +531,33 @@ def test_a_run_that_learned_nothing_does_not_exit_0(tmp_path, capsys):
     assert target.exists()  # the model is still written: the user may look at it
 
 
+def test_useless_means_found_nothing_or_collapsed_after_calling_everything_a_cell(tmp_path):
+    """The rule behind the test above, on real samples, so it holds whatever the first
+    epoch of a --lr 1000 run scores on a given machine."""
+    import numpy as np
+
+    from cellseg_gui.cli.training import _learned_nothing
+    from cellseg_gui.core.data.dataset import find_pairs, load_samples
+
+    samples, _ = load_samples(find_pairs(_dataset(tmp_path / "d", n=2)), mask_mode="instances")
+    val = samples[1]
+    t = np.asarray(val.target)
+    everything = float((t > 0).mean())  # the Jaccard of calling every pixel a cell
+    assert 0.05 < everything < 0.9
+
+    def res(*val_j):
+        return {"history": {"val_fg_jaccard": list(val_j)}, "split": {"val": [val.name]}}
+
+    assert _learned_nothing(0.0, res(0.0), samples)
+    # best no better than all-foreground, and the run ended finding nothing
+    assert _learned_nothing(everything, res(everything, 0.0, 0.0), samples)
+    # a short run whose only epoch calls everything a cell is still learning
+    assert not _learned_nothing(everything, res(everything), samples)
+    # a run that learned before it collapsed keeps its best model
+    best = min(1.0, everything + 0.2)
+    assert not _learned_nothing(best, res(best, 0.0), samples)
+
+
 def test_train_uses_the_split_and_settings_the_window_saved(tmp_path, capsys):
     """Images marked 'val' in the window were trained on by the CLI, which drew its own
     split: now the project's split and saved form are used, and the first lines say so."""

@@ -54,7 +54,7 @@ def flow_target_np(centre: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return t[0].numpy()
 
 
-def cell_colours(ids: np.ndarray, reach: int | None = None, most: int | None = None) -> np.ndarray:
+def cell_colours(ids: np.ndarray) -> np.ndarray:
     """Cell ids (H, W) -> colours 1..C (int64, 0 on the background) such that no two cells
     within ``reach`` pixels (``COLOUR_REACH``) share one: the flow target only asks
     whether two neighbouring pixels lie in one cell, so the colours carry that for any
@@ -64,8 +64,7 @@ def cell_colours(ids: np.ndarray, reach: int | None = None, most: int | None = N
     seen), the extra ones fold back, as the ids did before."""
     from cellseg_gui.core.model.flow import CELL_COLOURS, COLOUR_REACH
 
-    reach = COLOUR_REACH if reach is None else int(reach)
-    most = CELL_COLOURS - 1 if most is None else int(most)
+    reach, most = COLOUR_REACH, CELL_COLOURS - 1
     ids = np.asarray(ids)
     out = np.zeros(ids.shape, np.int64)
     cells = np.unique(ids[ids > 0])
