@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=int,
         help="early-stopping patience in epochs (0: off); one-cycle and cosine runs count "
-        "them once the learning rate is down to half its peak",
+        "them once the learning rate is down to a tenth of its peak",
     )
     p.add_argument("--val", metavar="NAMES", help="comma-separated validation image names")
     p.add_argument("--val-fraction", type=float, dest="val_fraction")

@@ -108,7 +108,7 @@ GROUPS: list[tuple[str, list[Field]]] = [
         [
             Field("epochs", "Epochs", "int", "Most epochs to train.", 1, 100000),
             Field("minutes", "Time limit (min)", "opt_float", "Stop after this many minutes, whatever the epoch ('none': no limit).", 0, 100000, 1),
-            Field("patience", "Early-stop patience", "int", "Stop after this many epochs without a better validation Jaccard; 0 turns it off. One-cycle and cosine runs count them once the learning rate is down to half its peak.", 0, 10000),
+            Field("patience", "Early-stop patience", "int", "Stop after this many epochs without a better validation Jaccard; 0 turns it off. One-cycle and cosine runs count them once the learning rate is down to a tenth of its peak.", 0, 10000),
         ],
     ),
     (

@@ -260,28 +260,29 @@ def test_auto_downsample_is_chosen_once_recorded_and_honoured(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "schedule, stops_after",
-    # patience 2, 8 epochs, validation worse every epoch after the first:
-    # constant counts at once; cosine from half-way (epoch 4), one-cycle from 62.5% (epoch 5)
-    [("constant", 3), ("step", 3), ("cosine", 5), ("onecycle", 6)],
+    # patience 2, 20 epochs, validation worse every epoch after the first: constant counts
+    # at once; cosine and one-cycle once the rate is a tenth of its peak (81% and 85%,
+    # epoch 16 of 0..19 both)
+    [("constant", 3), ("step", 3), ("cosine", 18), ("onecycle", 18)],
 )
 def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, stops_after):
     import cellseg_gui.core.training.train as train_mod
     from cellseg_gui.core.events import EARLY_STOP
 
-    scores = iter(np.linspace(0.9, 0.1, 8))
+    scores = iter(np.linspace(0.9, 0.1, 20))
 
     def worse_every_epoch(model, val_s, n_classes, *a, **k):
         return train_mod.EvalResult(loss=1.0, per_class=[0.5] * n_classes, fg_jaccard=next(scores))
 
     monkeypatch.setattr(train_mod, "_distributed_evaluate", worse_every_epoch)
-    cfg = tiny_cfg(epochs=8, steps_per_epoch=1, patience=2, schedule=schedule)
+    cfg = tiny_cfg(epochs=20, steps_per_epoch=1, patience=2, schedule=schedule)
     events, fin = run(make_samples(3), cfg, val_names=["img2"])
     epochs = [e for e in events if isinstance(e, EpochEnded)]
     assert fin.reason == EARLY_STOP and len(epochs) == stops_after
     assert fin.result["best_epoch"] == 0 and "no validation improvement for 2 epochs" in fin.message
     # without patience the run goes the distance
-    scores = iter(np.linspace(0.9, 0.1, 8))
-    _, fin = run(make_samples(3), tiny_cfg(epochs=8, steps_per_epoch=1, schedule=schedule))
+    scores = iter(np.linspace(0.9, 0.1, 20))
+    _, fin = run(make_samples(3), tiny_cfg(epochs=20, steps_per_epoch=1, schedule=schedule))
     assert fin.reason == DONE
 
 
@@ -300,21 +301,21 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_one_does(monkeypatch,
     monkeypatch.setattr(train_mod, "_distributed_evaluate", worse_every_epoch)
 
     def cfg():
-        return tiny_cfg(epochs=8, steps_per_epoch=1, patience=3, schedule="onecycle")
+        return tiny_cfg(epochs=20, steps_per_epoch=1, patience=3, schedule="onecycle")
 
     samples = make_samples(3)
-    state["scores"] = iter(np.linspace(0.9, 0.1, 8))
+    state["scores"] = iter(np.linspace(0.9, 0.1, 20))
     full, fin = run(samples, cfg(), val_names=["img2"])
     full_epochs = [e.epoch for e in full if isinstance(e, EpochEnded)]
-    assert fin.reason == "early_stop" and full_epochs == list(range(7))
-    for cut in (3, 4):  # before the count starts, and the first epoch it counts (62.5%)
-        state["scores"] = iter(np.linspace(0.9, 0.1, 8))
+    assert fin.reason == "early_stop" and full_epochs == list(range(19))
+    for cut in (15, 16):  # before the count starts, and the first epoch it counts (85%)
+        state["scores"] = iter(np.linspace(0.9, 0.1, 20))
         token, ck = CancelToken(), tmp_path / f"cut{cut}.ckpt"
         for ev in fit(samples, cfg(), val_names=["img2"], cancel=token, checkpoint_path=ck):
             if isinstance(ev, EpochEnded) and ev.epoch == cut:
                 token.cancel()
         rest, fin = run(samples, cfg(), resume=ck)
-        assert [e.epoch for e in rest if isinstance(e, EpochEnded)] == list(range(cut + 1, 7))
+        assert [e.epoch for e in rest if isinstance(e, EpochEnded)] == list(range(cut + 1, 19))
         assert fin.reason == "early_stop", cut
 
 
