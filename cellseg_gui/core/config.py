@@ -145,7 +145,9 @@ class TrainConfig:
     batch_size: int = 4  # CPU: more optimiser steps per minute; step cost grows with batch
     val_fraction: float = 0.2
     foreground_bias: float = 0.5  # share of crops centred on foreground
-    steps_per_epoch: int | None = None  # None: about one pass over the training pixels
+    # None: about one pass over the training pixels, or more when validation would take
+    # over a tenth of the epoch (``sampling._steps_per_epoch``)
+    steps_per_epoch: int | None = None
     # loss
     class_weights: list[float] | None = None
     dice: bool = True

@@ -76,7 +76,7 @@ GROUPS: list[tuple[str, list[Field]]] = [
             Field("batch_size", "Batch size", "int", "Crops per step. Larger is smoother but needs more memory; halve it after an out-of-memory error.", 1, 256),
             Field("val_fraction", "Validation share", "float", "Share of the images held out for validation. The split is stored in the project, so runs compare on the same images.", 0, 0.9, 0.05),
             Field("foreground_bias", "Foreground crops", "float", "Share of crops centred on a labelled pixel, so sparse cells are not drowned in background.", 0, 1, 0.05),
-            Field("steps_per_epoch", "Steps per epoch", "opt_int", "Steps in one epoch; 'auto' makes one epoch about one pass over the training pixels.", 0, 100000),
+            Field("steps_per_epoch", "Steps per epoch", "opt_int", "Steps in one epoch; 'auto' makes one epoch about one pass over the training pixels, longer when the validation images would take over a tenth of it.", 0, 100000),
             Field("mask_mode", "Mask type", "choice", "How masks are read. 'instances' (one id per cell) becomes background / cell / boundary, so touching cells separate. 'auto' guesses.", choices=("auto", "binary", "classes", "instances")),
             Field("boundary_width", "Boundary width", "int", "Width in pixels of the boundary class made from instance masks.", 1, 10),
             Field("boundary_mode", "Boundary drawn", "choice", "Instance masks: 'touching' draws the boundary class only where two cells touch (the lines that keep them apart; measured better on phase contrast), 'all' around every cell.", choices=("touching", "all")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from cellseg_gui.core.events import (
 )
 from cellseg_gui.core.jobs import CancelToken
 from cellseg_gui.core.model.bundle import load_bundle, read_bundle_meta
+from cellseg_gui.core.training.sampling import _steps_per_epoch
 from cellseg_gui.core.training.train import (
     choose_downsample,
     fit,
@@ -462,3 +464,23 @@ def test_fine_tuning_a_distance_model_on_masks_without_cell_ids_is_refused(tmp_p
         s.n_classes = 3
     _, fin = run(samples, tiny_cfg(epochs=1), init_bundle=tmp_path / "d.cellseg")
     assert fin.reason == "failed" and "learns a distance map from instance masks" in fin.message
+
+
+def test_an_automatic_epoch_grows_so_validation_stays_a_small_share_of_it() -> None:
+    """Four small training images and two large validation ones: one pass over the
+    training pixels would be 3 steps of 2 x 64 x 64, while validating 80,000 pixels costs
+    about as much as training on a quarter of that; the epoch is made 49 steps long
+    (5 x the validation pixels), as the run's start reports."""
+    train = make_samples(4, size=80)
+    val = [replace(s, name=f"big{i}") for i, s in enumerate(make_samples(2, size=200, seed=1))]
+    cfg = tiny_cfg(steps_per_epoch=None, epochs=1)
+    assert _steps_per_epoch(cfg, train, 1) == 3
+    assert _steps_per_epoch(cfg, train, 1, val) == round(5 * 2 * 200 * 200 / (2 * 64 * 64))
+    assert _steps_per_epoch(cfg, train, 2, val) == 25  # each of two processes: its half
+    assert _steps_per_epoch(cfg, train, 1, train) == 3  # no validation images of its own
+    events, fin = run(train + val, cfg, val_names=["big0", "big1"])
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.steps_per_epoch == 49 and fin.result["steps"] == 49
+    # a user's own number is kept
+    events, _ = run(train + val, tiny_cfg(steps_per_epoch=5, epochs=1), val_names=["big0", "big1"])
+    assert next(e for e in events if isinstance(e, Started)).steps_per_epoch == 5

@@ -164,7 +164,7 @@ def _fit(
         train_s, cfg.crop, device, cfg.foreground_bias, gen, cfg=cfg, n_classes=n_classes
     )
     augmenter = Augmenter(cfg.augment, seed=int(cfg.seed) * 1000 + 7 + rank)
-    spe = _steps_per_epoch(cfg, train_s, world)
+    spe = _steps_per_epoch(cfg, train_s, world, val_s)
     time_limit = float(cfg.minutes) * 60.0 if cfg.minutes else None
     max_epochs = int(cfg.epochs) if cfg.epochs else (10**6 if time_limit else 1)
     total_steps = None if time_limit and not cfg.epochs else max_epochs * spe
