@@ -288,6 +288,18 @@ def test_early_stopping_counts_once_the_rate_comes_down(monkeypatch, schedule, s
     assert fin.reason == DONE
 
 
+@pytest.mark.parametrize("kind, expected", [("onecycle", 0.847), ("cosine", 0.805)])
+def test_patience_counts_from_where_the_rate_is_a_tenth_of_its_peak(kind, expected) -> None:
+    from cellseg_gui.core.training.objective import LRSchedule
+
+    sched = LRSchedule(kind=kind, base_lr=1e-3, warmup_epochs=2)
+    start = sched.patience_from()
+    assert start == pytest.approx(expected, abs=1e-3)
+    assert sched.lr(start, 100.0) == pytest.approx(1e-4, rel=1e-3)
+    assert sched.lr(start - 0.01, 100.0) > 1e-4 > sched.lr(start + 0.01, 100.0)
+    assert LRSchedule(kind="constant", base_lr=1e-3).patience_from() == 0.0
+
+
 def test_a_resumed_run_stops_early_where_the_uninterrupted_one_does(monkeypatch, tmp_path):
     """Patience counted before a checkpoint carries over, and nothing more: epochs of the
     high-rate phase are not counted after a resume either."""
@@ -468,8 +480,8 @@ def test_fine_tuning_a_distance_model_on_masks_without_cell_ids_is_refused(tmp_p
 
 def test_an_automatic_epoch_grows_so_validation_stays_a_small_share_of_it() -> None:
     """Four small training images and two large validation ones: one pass over the
-    training pixels would be 3 steps of 2 x 64 x 64, while validating 80,000 pixels costs
-    about as much as training on a quarter of that; the epoch is made 49 steps long
+    training pixels would be 3 steps of 2 x 64 x 64, while validating their 80,000 pixels
+    costs about as much as training on half as many; the epoch is made 49 steps long
     (5 x the validation pixels), as the run's start reports."""
     train = make_samples(4, size=80)
     val = [replace(s, name=f"big{i}") for i, s in enumerate(make_samples(2, size=200, seed=1))]

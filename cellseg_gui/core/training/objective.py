@@ -17,10 +17,9 @@ DISTANCE_WEIGHT = 1.0
 # The flow term's default weight (``TrainConfig.flow_weight``): Cellpose's, half the mean
 # squared error of the two planes against 5x the unit vectors (``core.model.flow``).
 FLOW_WEIGHT = 0.5
-# Where a one-cycle / cosine rate is down to a tenth of its peak (``factor``): early
-# stopping counts from there (``Schedule.patience_from``)
-PATIENCE_FROM_ONECYCLE = 0.847
-PATIENCE_FROM_COSINE = 0.805
+# Early stopping in one-cycle and cosine runs counts once the rate is down to this share
+# of its peak (``LRSchedule.patience_from``)
+PATIENCE_RATE = 0.1
 
 
 def segmentation_loss(
@@ -146,4 +145,14 @@ class LRSchedule:
         a third more steps (measured). They count once the rate is down to a tenth of its
         peak (85% of a one-cycle run, 81% of a cosine one), where the run is settling."""
         kind = self.kind.lower()
-        return {"onecycle": PATIENCE_FROM_ONECYCLE, "cosine": PATIENCE_FROM_COSINE}.get(kind, 0.0)
+        if kind not in ("onecycle", "cosine"):
+            return 0.0
+        # the rate falls monotonically from its peak: bisect ``factor`` (past any warm-up)
+        lo, hi = (0.25 if kind == "onecycle" else 0.0), 1.0
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            if self.factor(mid, math.inf) > PATIENCE_RATE:
+                lo = mid
+            else:
+                hi = mid
+        return hi
