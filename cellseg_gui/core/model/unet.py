@@ -23,6 +23,12 @@ Design choices, and why:
 - Dropout (spatial, ``Dropout2d``) sits on the bottleneck and decoder features, where the
   network combines context; dropping the first level's raw-intensity features mostly adds
   noise. It is inactive in eval mode, so exports are unaffected.
+- Channels-last memory (NHWC): the conv weights are kept in it and ``forward`` puts its
+  input in it and hands contiguous logits back, so callers never see it. Measured on the
+  2-core CPU (hidden 16, depth 4, half resolution): a training step of 4 x 256 x 256 takes
+  0.85x the time (median of six interleaved pairs, 0.81-0.88) and a 1024 x 1024 inference
+  0.73x; oneDNN's convolutions run natively in that layout, and on CUDA it is the layout
+  mixed precision's tensor cores want.
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ class UNet(nn.Module):
         )
         self.head = nn.Conv2d(widths[0], cfg.n_outputs, 1)
         self._init_weights(cfg.init)
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self, init: str) -> None:
         for m in self.modules():
@@ -131,6 +138,7 @@ class UNet(nn.Module):
             x = F.pad(x, pad, mode="replicate")
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
+        x = x.contiguous(memory_format=torch.channels_last)
         skips: list[torch.Tensor] = []
         for block in self.down:
             x = block(x)
@@ -144,7 +152,7 @@ class UNet(nn.Module):
             x = F.interpolate(
                 x, scale_factor=float(self.downsample), mode="bilinear", align_corners=False
             )
-        return x[:, :, :h, :w]
+        return x[:, :, :h, :w].contiguous()
 
 
 def build_model(cfg: ModelConfig) -> UNet:
