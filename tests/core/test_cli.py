@@ -822,3 +822,28 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
     line = _one_error_line(err)
     assert str(evil) in line and "refused" in line
     assert "weights_only=False" not in err and len(line.splitlines()) == 1
+
+
+def test_a_mixed_precision_run_records_the_figures_evaluate_gives(tmp_path, capsys):
+    """Validation under bf16 autocast is a trend; the figures a run records for its model
+    (each validation image's foreground Jaccard and AP@0.5) are the ones ``cellseg
+    evaluate`` gives for that bundle, which predicts in fp32 as every export does."""
+    data = _dataset(tmp_path / "d")
+    target = tmp_path / "m.cellseg"
+    code, _, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "3", "--steps-per-epoch", "4",
+        "--val", "im2", "--amp", "bf16", *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    from cellseg_gui.core.model.bundle import read_bundle_meta
+
+    meta = read_bundle_meta(target)
+    assert meta["training"]["precision"] == "bf16"
+    recorded_fg = meta["training"]["per_image_val_jaccard"]["im2"]
+    recorded_ap = meta["training"]["per_image_val_ap50"]["im2"]
+    code, js, err = _run(capsys, "evaluate", target, data, "--json")
+    assert code == 0, err
+    row = next(r for r in json.loads(js)["images"] if r["name"] == "im2")
+    assert row["fg_jaccard"] == pytest.approx(recorded_fg, abs=1e-9)
+    assert row["ap"]["0.5"] == pytest.approx(recorded_ap, abs=1e-9)
+    assert meta["metrics"]["val_ap50"] == pytest.approx(recorded_ap, abs=1e-9)

@@ -58,6 +58,7 @@ from cellseg_gui.core.training.evaluation import (  # noqa: F401
     _guard_rail,
     _tune_postprocess,
     evaluate,
+    rescore_in_fp32,
 )
 from cellseg_gui.core.training.objective import LRSchedule, build_optimizer, segmentation_loss  # noqa: F401
 from cellseg_gui.core.training.run_setup import BundleWriter, RunSetup, prepare_run
@@ -378,9 +379,13 @@ def _finish(
     # default post-processing, and says so.
     postprocess: PostProcess | None = None
     if best.state is not None and ctx.is_main and reason not in (DIVERGED, CANCELLED):
-        if cfg.tune_postprocess:
+        if precision != "fp32" and best.epoch >= 0:  # record what predictions will give
+            final = rescore_in_fp32(best.state, cfg, val_s, n_classes, device, weights)
+            best.score, best.per_image = final.fg_jaccard, dict(final.per_image)
+            best.ap50, best.per_image_ap = final.ap50, dict(final.per_image_ap50)
+        if cfg.tune_postprocess:  # in fp32 too, for the same reason
             postprocess, tuned_ap = _tune_postprocess(
-                best.state, cfg, val_s, n_classes, device, precision, mask_mode, cancel
+                best.state, cfg, val_s, n_classes, device, "fp32", mask_mode, cancel
             )
             if postprocess is not None:
                 # what users get: AP with the chosen settings (per-epoch figures use the
