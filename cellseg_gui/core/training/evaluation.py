@@ -191,8 +191,8 @@ def rescore_in_fp32(best_state, cfg, val_s, n_classes, device, weights) -> EvalR
     prediction is made in (``Predictor``, ``cellseg evaluate``, the exports). A run under
     autocast validates each epoch in its own precision, a trend at 0.56x the time (bf16
     on an AVX-512 BF16 CPU, 1022 x 1024); what it records for its model must be what a
-    user gets back from the bundle (it was 0.004 off per image in foreground Jaccard, and
-    0.007 in tuned AP@0.5 on usiigaci). Rank 0 alone."""
+    user gets back from the bundle (on usiigaci the tuned AP@0.5 was 0.007 off, each
+    image's foreground Jaccard 1e-4; 0.004 on the test's tiny model). Rank 0 alone."""
     from cellseg_gui.core.model.unet import build_model
 
     m = build_model(cfg.model)
