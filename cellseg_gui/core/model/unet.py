@@ -40,7 +40,7 @@ from torch import nn
 
 from cellseg_gui.core.config import ModelConfig
 
-__all__ = ["UNet", "build_model"]
+__all__ = ["UNet", "build_model", "model_from_state"]
 
 
 class _Block(nn.Sequential):
@@ -159,3 +159,13 @@ class UNet(nn.Module):
 def build_model(cfg: ModelConfig) -> UNet:
     """A fresh, randomly initialised U-Net (seed torch first for repeatable weights)."""
     return UNet(cfg)
+
+
+def model_from_state(
+    cfg: ModelConfig, state: dict[str, torch.Tensor], device: torch.device | None = None
+) -> UNet:
+    """A U-Net with ``state``'s weights (copied into the built model, so channels-last
+    whatever layout they were saved in), moved to ``device`` when given."""
+    m = UNet(cfg)
+    m.load_state_dict(state)
+    return m if device is None else m.to(device)

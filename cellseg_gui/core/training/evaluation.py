@@ -22,6 +22,7 @@ from cellseg_gui.core.model.predict import (
     predict_tiled,
 )
 from cellseg_gui.core.model.scoring import score_image
+from cellseg_gui.core.model.unet import model_from_state
 from cellseg_gui.core.scores.metrics import JaccardAccumulator, jaccard_from_confusion
 from cellseg_gui.core.training import distributed as dist
 from cellseg_gui.core.training.checkpoint import _unwrap
@@ -193,13 +194,8 @@ def rescore_in_fp32(best_state, cfg, val_s, n_classes, device, weights) -> EvalR
     on an AVX-512 BF16 CPU, 1022 x 1024); what it records for its model must be what a
     user gets back from the bundle (on usiigaci the tuned AP@0.5 was 0.007 off, each
     image's foreground Jaccard 1e-4; 0.004 on the test's tiny model). Rank 0 alone."""
-    from cellseg_gui.core.model.unet import build_model
-
-    m = build_model(cfg.model)
-    m.load_state_dict(best_state)
-    m.to(device)
     return evaluate(
-        m, val_s, n_classes, device, precision="fp32", tile=cfg.tile, dice=cfg.dice,
+        model_from_state(cfg.model, best_state, device), val_s, n_classes, device, precision="fp32", tile=cfg.tile, dice=cfg.dice,
         class_weights=weights, flow_weight=cfg.flow_weight,
     )  # fmt: skip
 
@@ -210,14 +206,10 @@ def _tune_postprocess(
     """Post-processing settings chosen on the validation images with the best weights,
     and each image's AP@0.5 with them. Rank 0 alone; one image's probabilities in memory
     at a time; Stop during the search keeps the defaults."""
-    from cellseg_gui.core.model.unet import build_model
-
     scored = [s for s in val_s if s.instances is not None]
     if not scored:
         return None, {}
-    m = build_model(cfg.model)
-    m.load_state_dict(best_state)
-    m.to(device).eval()
+    m = model_from_state(cfg.model, best_state, device).eval()
 
     def images():
         with torch.no_grad():
@@ -238,11 +230,7 @@ def _guard_rail(
     init_model, best_state, cfg, val_s, n_classes, device, precision, weights, world, rank
 ):
     """Score the starting model and the new one on the same validation images."""
-    from cellseg_gui.core.model.unet import build_model
-
-    new = build_model(cfg.model)
-    new.load_state_dict(best_state)
-    new.to(device)
+    new = model_from_state(cfg.model, best_state, device)
     old = copy.deepcopy(init_model).to(device)
     e_old = _distributed_evaluate(
         old, val_s, n_classes, device, precision, cfg, weights, world, rank

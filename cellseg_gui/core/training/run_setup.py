@@ -229,14 +229,13 @@ class BundleWriter:
     def write(self, state: dict | None, metrics: dict, extra: dict | None = None) -> str | None:
         if self.out_path is None or not self.is_main or state is None:
             return None
-        from cellseg_gui.core.model.unet import build_model
+        from cellseg_gui.core.model.unet import model_from_state
 
         cfg = self.cfg
         pp = self.postprocess or default_postprocess(
             bool(cfg.model.distance_head), bool(cfg.model.flow_head)
         )
-        m = build_model(cfg.model)
-        m.load_state_dict(state)
+        m = model_from_state(cfg.model, state)
         training = dict(self.record, history=copy.deepcopy(self.history), **(extra or {}))
         meta = make_meta(
             cfg.model, classes=self.classes, mask_mode=self.mask_mode,
