@@ -107,7 +107,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--augment", type=_augment, metavar="PRESET|LIST",
-        help="default, none, all, or the ones to use, e.g. flips,rot90,elastic "
+        help="default (all of them), none, all, or the ones to use, e.g. flips,rot90 "
         f"(of {', '.join(AUGMENTATIONS)})",
     )  # fmt: skip
     g.add_argument(

@@ -35,7 +35,8 @@ def test_geometric_moves_image_and_labels_together(name: str) -> None:
 def test_intensity_noise_blur_change_image_only_and_stay_finite() -> None:
     x, y = _batch()
     x = x - 0.5  # negative values must not break gamma
-    cfg = AugmentConfig(flips=False, rot90=False, intensity=True, noise=True, blur=True)
+    cfg = AugmentConfig.none()
+    cfg.intensity = cfg.noise = cfg.blur = True
     xa, ya = augment_batch(x, y, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(ya, y)
     assert torch.isfinite(xa).all()

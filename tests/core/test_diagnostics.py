@@ -80,6 +80,24 @@ def test_val_lagging_advises_regularisation_with_numbers():
     assert cfg.augment.affine and cfg.model.dropout == 0.2
 
 
+def test_val_lagging_does_not_advise_what_the_run_already_used():
+    train_j = [0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94]
+    val_j = [0.5, 0.65, 0.70, 0.72, 0.74, 0.76, 0.78, 0.79]
+    hist = _hist([1.0, 0.6, 0.4, 0.3, 0.25, 0.2, 0.18, 0.16], train_j, val_j)
+    cfg = TrainConfig()  # every augmentation on by default
+    lag = next(a for a in advise(hist, cfg) if a.code == "val_lagging")
+    assert not any(k.startswith("augment.") for k in lag.changes)
+    assert "turn on augmentation" not in lag.text and "add dropout" in lag.text
+    cfg.augment.elastic = False
+    lag = next(a for a in advise(hist, cfg) if a.code == "val_lagging")
+    assert lag.changes["augment.elastic"] is True and "augment.affine" not in lag.changes
+    assert "turn on augmentation" in lag.text
+    cfg = apply_changes(TrainConfig(), {"model.dropout": 0.3, "weight_decay": 1e-2})
+    lag = next(a for a in advise(hist, cfg) if a.code == "val_lagging")
+    assert lag.changes == {}
+    assert "already on: annotate more images" in lag.text
+
+
 def test_short_lag_is_not_advised():
     train_j = [0.5, 0.7, 0.8, 0.9, 0.9]
     val_j = [0.5, 0.7, 0.8, 0.75, 0.78]  # lagging only 2 epochs

@@ -61,7 +61,7 @@ def test_form_round_trips_every_field_and_defaults_fit_the_device(qtbot):
     cfg = TrainConfig(
         lr=0.0123, epochs=7, minutes=2.5, steps_per_epoch=11, class_weights=[1.0, 2.0, 5.0]
     )
-    cfg.model.hidden, cfg.model.dropout, cfg.augment.elastic, cfg.schedule = 8, 0.2, True, "cosine"
+    cfg.model.hidden, cfg.model.dropout, cfg.augment.elastic, cfg.schedule = 8, 0.2, False, "cosine"
     form.set_config(cfg)
     assert form.get_config() == cfg
     # downsample: 0 is shown as "auto" and read back as 0; a number stays that number
@@ -86,11 +86,11 @@ def test_form_set_field_and_changed_signal(qtbot):
     form = TrainingForm()
     qtbot.addWidget(form)
     with qtbot.waitSignal(form.changed, timeout=1000):
-        form.set_field("augment.affine", True)
+        form.set_field("augment.affine", False)  # on by default
     form.apply_changes({"model.dropout": 0.2, "lr": 1e-4})
     cfg = form.get_config()
     assert (
-        cfg.augment.affine
+        not cfg.augment.affine
         and cfg.model.dropout == pytest.approx(0.2)
         and cfg.lr == pytest.approx(1e-4)
     )

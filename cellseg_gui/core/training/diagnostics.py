@@ -195,19 +195,31 @@ def _lagging(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
     if run < LAG_EPOCHS:
         return None
     gap = gaps[0]  # the latest gap: what the model does now
-    changes: dict[str, Any] = {"augment.affine": True, "augment.elastic": True}
+    # only what the run did not already use: augmentation is on by default, so advice to
+    # "turn it on" would be advice to change nothing
+    changes: dict[str, Any] = {
+        f"augment.{name}": True
+        for name in ("affine", "elastic")
+        if cfg is None or not getattr(cfg.augment, name)
+    }
+    steps = ["turn on augmentation"] if changes else []
     dropout = cfg.model.dropout if cfg is not None else 0.0
     if dropout < 0.2:
         changes["model.dropout"] = 0.2
+        steps.append("add dropout")
     wd = cfg.weight_decay if cfg is not None else 1e-4
     if wd < 1e-3:
         changes["weight_decay"] = 1e-3
+        steps.append("add weight decay")
+    if steps:
+        what = f"{', '.join(steps)} or annotate more images"
+    else:
+        what = "augmentation, dropout and weight decay are already on: annotate more images"
     return Advice(
         "val_lagging",
         f"validation Jaccard lags training by {gap:.2f} for {run} epochs "
         f"(train {train[n - 1]:.2f}, validation {val[n - 1]:.2f}): the model memorises its "
-        "training images; turn on augmentation, add dropout and weight decay, or annotate "
-        "more images",
+        f"training images; {what}",
         changes,
     )
 
