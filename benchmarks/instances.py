@@ -7,6 +7,13 @@ cost per epoch. Repeats with seeds 0..N-1 and prints one JSON line with medians.
     python benchmarks/instances.py [--minutes 10] [--runs 3] [--threads 2]
         [--set loss.separation_weight=10 ...]   # a trial against the defaults
         [--keep DIR]                              # keep each run's bundle
+    python benchmarks/instances.py --score A.cellseg [B.cellseg ...]  # no training
+
+Beside the scores, each run says where its AP@0.5 is lost (``error_budget``): the AP its
+cells would reach with the true foreground and the model's own separation, with the
+model's foreground and the true separation, and with its cells clipped to the true
+foreground. The two first are ceilings: what a perfect foreground, or perfect splitting,
+alone would give.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +38,15 @@ from accuracy import DEFAULT_DATA, VAL, _apply  # noqa: E402
 
 from cellseg_gui.core.config import TrainConfig  # noqa: E402
 from cellseg_gui.core.data.dataset import find_pairs, load_samples  # noqa: E402
+from cellseg_gui.core.data.masks import relabel  # noqa: E402
 from cellseg_gui.core.events import EpochEnded, Finished  # noqa: E402
 from cellseg_gui.core.model.bundle import load_bundle  # noqa: E402
-from cellseg_gui.core.model.postprocess import default_postprocess  # noqa: E402
+from cellseg_gui.core.model.postprocess import (  # noqa: E402
+    default_postprocess,
+    prediction_to_instances,
+)
 from cellseg_gui.core.model.scoring import score_dataset, score_image  # noqa: E402
+from cellseg_gui.core.scores.instances import score_instances  # noqa: E402
 from cellseg_gui.core.training.train import evaluate, fit  # noqa: E402
 
 
@@ -61,7 +74,50 @@ def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:
             raise SystemExit(f"training failed: {fin and fin.message}")
         if keep:
             shutil.copyfile(out, keep / f"seed{cfg.seed}.cellseg")
-        b = load_bundle(out, device="cpu")
+        figures = score_bundle(out, samples)
+    return {
+        **figures,
+        "epochs": len(fin.result["history"]["epoch"]),
+        "steps": fin.result["steps"],
+        "train_seconds": round(train_s, 1),
+        "val_seconds_per_epoch": round(statistics.median(val_secs), 2) if val_secs else None,
+        "val_share_of_epoch": (
+            round(sum(val_secs) / max(sum(epoch_secs), 1e-9), 3)  # epochs include it
+            if val_secs
+            else None
+        ),
+    }
+
+
+def error_budget(val, predictions, pp) -> dict:
+    """Mean AP@0.5 over the images (1) with the true foreground and the model's own
+    separation: the predicted class map is cut to the true cells' pixels, cell where the
+    model said background; (2) with the model's foreground and the true separation: each
+    predicted foreground pixel takes the id of the nearest true cell (within 50 px; the
+    minimum size still applies); (3) the model's cells clipped to the true foreground."""
+    from skimage.segmentation import expand_labels
+
+    sums = {"true_foreground": 0.0, "true_separation": 0.0, "clipped_to_true_foreground": 0.0}
+    for s, (lab, probs) in zip(val, predictions, strict=True):
+        truth = s.instances
+        fg = truth > 0
+        cut = np.where(fg, np.maximum(lab, 1), 0).astype(lab.dtype)
+        own = prediction_to_instances(lab, probs, "instances", pp)
+        ids = expand_labels(truth, 50) * (lab > 0)
+        sizes = np.bincount(ids.ravel())
+        ids = np.where((sizes < pp.min_size)[ids] & (ids > 0), 0, ids)
+        for key, cells in (
+            ("true_foreground", prediction_to_instances(cut, probs, "instances", pp)),
+            ("true_separation", relabel(ids)),
+            ("clipped_to_true_foreground", relabel(own * fg)),
+        ):
+            sums[key] += score_instances(truth, cells).ap(0.5)
+    return {f"val_ap50_{k}": v / max(len(val), 1) for k, v in sums.items()}
+
+
+def score_bundle(path: Path, samples) -> dict:
+    """A bundle's figures on the validation images (see the module's docstring)."""
+    b = load_bundle(path, device="cpu")
     pp, _ = b.postprocess
     val = [s for s in samples if s.name in VAL]
     ev = evaluate(b.model, val, b.n_classes, torch.device("cpu"), keep_predictions=True)
@@ -89,15 +145,7 @@ def one_run(samples, cfg: TrainConfig, keep: Path | None) -> dict:
         "split": summ.split,
         "per_image_ap50": {s.name: round(s.ap50, 4) for s in ds.images},
         "postprocess": pp.to_dict(),
-        "epochs": len(fin.result["history"]["epoch"]),
-        "steps": fin.result["steps"],
-        "train_seconds": round(train_s, 1),
-        "val_seconds_per_epoch": round(statistics.median(val_secs), 2) if val_secs else None,
-        "val_share_of_epoch": (
-            round(sum(val_secs) / max(sum(epoch_secs), 1e-9), 3)  # epochs include it
-            if val_secs
-            else None
-        ),
+        **error_budget(val, ev.predictions, pp),
     }
 
 
@@ -110,6 +158,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "usiigaci-phc")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--keep", type=Path, help="folder to keep each run's bundle in")
+    ap.add_argument("--score", type=Path, nargs="+", help="score these bundles, no training")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -125,6 +174,10 @@ def main() -> int:
     )  # fmt: skip
     if errors:
         print("\n".join(str(e) for e in errors), file=sys.stderr)
+    if a.score:
+        for path in a.score:
+            print(json.dumps({"bundle": str(path), **score_bundle(path, samples)}))
+        return 0
     runs = []
     for seed in range(a.first_seed, a.first_seed + a.runs):
         cfg = TrainConfig.from_dict(base.to_dict())
@@ -155,6 +208,9 @@ def main() -> int:
                         "val_ap50_default_postprocess",
                         "val_ap75",
                         "val_fg_jaccard",
+                        "val_ap50_true_foreground",
+                        "val_ap50_true_separation",
+                        "val_ap50_clipped_to_true_foreground",
                         "predicted_cells",
                         "merged",
                         "epochs",
