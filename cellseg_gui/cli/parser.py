@@ -12,6 +12,12 @@ from cellseg_gui.cli.models import cmd_evaluate, cmd_export, cmd_info, cmd_predi
 from cellseg_gui.cli.output import EXIT_BAD_INPUT, EXIT_HELP
 from cellseg_gui.cli.training import cmd_train
 
+# core.model.predict.WHOLE_IMAGE_PIXELS, in words
+TILE_HELP = (
+    "tile size for images over 2048x2048 pixels (1024x1024 on MPS); smaller ones are "
+    "predicted whole, as validation scores them (default 512)"
+)
+
 
 def _parse_lr(text: str) -> float | str:
     if text == "auto":
@@ -155,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--instances", action="store_true", help="write instance labels (one id per cell)"
     )
-    p.add_argument("--tile", type=_positive_int, default=512, help="tile size (default 512)")
+    p.add_argument("--tile", type=_positive_int, default=512, help=TILE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--ext", default="tif", choices=("tif", "png"), help="mask format (default tif)")
@@ -179,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model")
     p.add_argument("data", help="folder with images/ and masks/")
-    p.add_argument("--tile", type=_positive_int, default=512)
-    p.add_argument("--tta", action="store_true")
+    p.add_argument("--tile", type=_positive_int, default=512, help=TILE_HELP)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="the same figures as JSON")
     p.set_defaults(func=cmd_evaluate)

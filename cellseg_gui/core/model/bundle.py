@@ -50,7 +50,12 @@ from cellseg_gui.core.model.postprocess import (
     postprocess_from_meta,
     prediction_to_instances,
 )
-from cellseg_gui.core.model.predict import Prediction, predict_tiled, select_device
+from cellseg_gui.core.model.predict import (
+    Prediction,
+    predict_tiled,
+    select_device,
+    whole_image_fits,
+)
 from cellseg_gui.core.model.unet import UNet, build_model
 
 __all__ = [
@@ -178,8 +183,13 @@ class _Predictor:
         tta: bool = False,
         return_probs: bool = True,
     ) -> Prediction:
-        """Tiled prediction of an image already normalised (float32 (C, H, W))."""
+        """Prediction of an image already normalised (float32 (C, H, W)): in one piece
+        when it fits (``whole_image_fits``, as validation scores it), else in tiles of
+        ``tile``."""
         fn = _Forward(self._forward, self.model_config)
+        height, width = np.asarray(image).shape[-2:]
+        if whole_image_fits(height, width, self.device):
+            tile = max(int(tile), int(height), int(width))
         return predict_tiled(
             fn,
             image,

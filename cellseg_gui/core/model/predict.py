@@ -17,6 +17,10 @@ row block by row block, so no (K, H, W) float64/int64 temporaries appear. With
 before returning (labels only are kept). An 8192x8192 3-class image needs about 0.8 GB
 for the probabilities plus 64 MB of labels and the model's activations for one tile on
 the CPU (one batch on a GPU); ``benchmarks/predict.py`` measures the peak.
+
+Which images are tiled is decided by ``whole_image_fits`` (``WHOLE_IMAGE_PIXELS``): a
+bundle's prediction and validation during training forward smaller ones whole, so the
+figures a run reports are the ones its model gives.
 """
 
 from __future__ import annotations
@@ -41,7 +45,16 @@ __all__ = [
     "select_device",
     "tile_grid",
     "tune_cpu_allocator",
+    "whole_image_fits",
 ]
+
+# Images of up to this many pixels go through the network in one piece wherever a model
+# predicts them: validation during training, the post-processing search, `cellseg
+# predict` and `evaluate`, and the window (``tile`` applies to larger ones). When
+# prediction tiled what validation forwarded whole, a usiigaci model's reported
+# validation AP@0.5 (0.651) and `cellseg evaluate` on the same five 1022x1024 images
+# (0.628, 512 px tiles) disagreed, and the settings tuned on one were used on the other.
+WHOLE_IMAGE_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
 
 _ROW_BLOCK = 256  # rows normalised per step at the end (bounds the temporaries)
 
@@ -139,6 +152,13 @@ def _as_chw(image: np.ndarray) -> np.ndarray:
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     return arr
+
+
+def whole_image_fits(height: int, width: int, device: torch.device | str) -> bool:
+    """Whether an image of ``height`` x ``width`` is predicted in one forward pass on
+    ``device`` (``WHOLE_IMAGE_PIXELS``) rather than in tiles."""
+    kind = torch.device(device).type
+    return int(height) * int(width) <= WHOLE_IMAGE_PIXELS.get(kind, 1024 * 1024)
 
 
 def tile_grid(size: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], int]:

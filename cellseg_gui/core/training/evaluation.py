@@ -20,6 +20,7 @@ from cellseg_gui.core.model.precision import autocast_context
 from cellseg_gui.core.model.predict import (
     class_argmax,
     predict_tiled,
+    whole_image_fits,
 )
 from cellseg_gui.core.model.scoring import score_image
 from cellseg_gui.core.model.unet import model_from_state
@@ -27,9 +28,6 @@ from cellseg_gui.core.scores.metrics import JaccardAccumulator, jaccard_from_con
 from cellseg_gui.core.training import distributed as dist
 from cellseg_gui.core.training.checkpoint import _unwrap
 from cellseg_gui.core.training.objective import DISTANCE_WEIGHT, FLOW_WEIGHT, segmentation_loss
-
-# Largest image (pixels) validated with one forward pass instead of tiles.
-WHOLE_FORWARD_MAX_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
 
 
 @dataclass
@@ -51,7 +49,7 @@ class EvalResult:
 def _forward_probs(model, image: np.ndarray, device, precision: str, tile: int) -> torch.Tensor:
     """Class probabilities (K, H, W) on the device for one whole image."""
     h, w = image.shape[-2:]
-    if h * w <= WHOLE_FORWARD_MAX_PIXELS.get(device.type, 1024 * 1024):
+    if whole_image_fits(h, w, device):  # as prediction does, so the figures agree
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
         with autocast_context(device, precision):
             logits = model(x)

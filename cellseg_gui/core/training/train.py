@@ -51,7 +51,6 @@ from cellseg_gui.core.training.checkpoint import (  # noqa: F401
 )
 from cellseg_gui.core.training.epoch import EpochContext, run_epoch
 from cellseg_gui.core.training.evaluation import (  # noqa: F401
-    WHOLE_FORWARD_MAX_PIXELS,
     EvalResult,
     _distributed_evaluate,
     _fg_from_confusion,
