@@ -298,9 +298,12 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
     path = _existing(args.model)
     if path.suffix.lower() == ".cellseg":
-        from cellseg_gui.core.model.bundle_meta import read_bundle_meta
+        from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
 
-        meta = read_bundle_meta(path)
+        try:
+            meta = read_bundle_meta(path)
+        except BundleError as exc:  # not in _expected_errors: info never imports bundle
+            raise CLIError(exc.path, exc.problem) from None
     else:
         meta = _load_model(args.model, "cpu").meta
     if args.json:

@@ -881,3 +881,28 @@ def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(tm
     got = b.predict_preprocessed(x, tile=64).probs
     assert np.allclose(got, predict_whole(b.model, x).probs, atol=1e-5)
     assert not np.allclose(got, predict_tiled(b.model, x, tile=64).probs, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- a new user's bugs
+
+
+@pytest.mark.parametrize("kind", ["text", "zip"])
+def test_info_on_a_file_that_is_not_a_bundle_is_one_line_exit_2(tmp_path, kind):
+    """In a fresh process (the test session may have imported core.model.bundle already,
+    which hid the traceback): a text file, and a zip without cellseg.json."""
+    import zipfile
+
+    bad = tmp_path / f"{kind}.cellseg"
+    if kind == "text":
+        bad.write_text("hello")
+    else:
+        with zipfile.ZipFile(bad, "w") as zf:
+            zf.writestr("weights.bin", b"0")
+    out = subprocess.run(
+        [sys.executable, "-m", "cellseg_gui.cli", "info", str(bad)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith(f"error: {bad}: not a cellseg bundle")
+    assert len(out.stderr.strip().splitlines()) == 1
