@@ -18,6 +18,7 @@ from cellseg_gui.core.model.flow import (
     flow_cells,
     follow,
     follow_steps,
+    largest_pieces,
 )
 from cellseg_gui.core.model.postprocess import (
     MIN_SIZES,
@@ -196,3 +197,22 @@ def test_the_flow_method_splits_a_pair_the_classes_join_and_tuning_offers_it() -
     assert sum(t["method"] == "flow" for t in trials) == len(SINK_SIZES) * len(MIN_SIZES)
     # without the planes the flow method falls back to the classes
     assert prediction_to_instances(labels, probs[:3], "instances", pp).max() == 1
+
+
+def test_a_cell_whose_pixels_do_not_touch_keeps_its_largest_piece() -> None:
+    """Pixels of two separate blobs whose flows meet at one sink between them would be
+    one cell in two pieces, so its measurements and its one-outline Fiji ROI would
+    disagree; the cell keeps its largest piece, the smaller goes to the background."""
+    yy, xx = np.mgrid[:40, :60].astype(np.float32)
+    dy, dx = 20 - yy, 30 - xx
+    norm = np.maximum(np.hypot(dy, dx), 1e-6)
+    field = np.stack([dy / norm, dx / norm])  # everything points at (20, 30)
+    fg = ((yy - 20) ** 2 + (xx - 15) ** 2 < 64) | ((yy - 20) ** 2 + (xx - 45) ** 2 < 36)
+    cells = flow_cells(field, fg, sink_size=5)
+    assert cells.max() == 1
+    big = (yy - 20) ** 2 + (xx - 15) ** 2 < 64
+    assert np.array_equal(cells > 0, big)
+    # cells that are whole already come back unchanged
+    two = np.zeros((6, 9), np.int32)
+    two[1:3, 1:4], two[3:5, 5:8] = 4, 9
+    assert np.array_equal(largest_pieces(two), two)
