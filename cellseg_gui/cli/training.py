@@ -117,7 +117,9 @@ def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) 
 
 
 def write_history_csv(path: Path, history: dict[str, Any]) -> None:
-    """One row per epoch; per-class Jaccards spread into columns (train_jaccard_0, ...)."""
+    """One row per epoch; per-class Jaccards spread into columns (train_jaccard_0, ...).
+    Epochs are counted from 1, as the epoch lines, the plots and ``info`` count them (the
+    history stores the 0-based index)."""
     from cellseg_gui.core.data.imageio import atomic_write_text
 
     n = len(history.get("epoch") or [])
@@ -135,6 +137,8 @@ def write_history_csv(path: Path, history: dict[str, Any]) -> None:
         else:
             cols.append(key)
             for i, v in enumerate(values[:n]):
+                if key == "epoch" and isinstance(v, int):
+                    v += 1
                 rows[i][key] = "" if v is None else v
     import io
 
@@ -328,10 +332,17 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         write_history_csv(csv_path, history)
         out.out(f"history: {csv_path}")
     if fin.bundle_path:
+        precision = str(res.get("precision") or "fp32")
+        rescored = (
+            f"; scored again in fp32, as predictions run (the epoch lines' figures are under {precision})"
+            if precision != "fp32"
+            else ""
+        )
         out.out(
-            f"model: {fin.bundle_path} (best validation foreground Jaccard "
-            f"{_fmt(res.get('best_val_fg_jaccard'))} at epoch "
-            f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1})"
+            f"model: {fin.bundle_path} (best at epoch "
+            f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1}: "
+            f"validation foreground Jaccard {_fmt(res.get('best_val_fg_jaccard'))}, "
+            f"pooled over pixels{rescored})"
         )
         pp = res.get("postprocess")
         if pp:
@@ -340,7 +351,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             chosen = PostProcess.from_dict(pp)
             out.out(
                 f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)} "
-                "(the epoch lines' AP uses the default post-processing)"
+                "(mean over images; the epoch lines' AP uses the default post-processing)"
             )
     elif code == EXIT_INTERRUPTED:
         out.err("stopped before the first epoch ended: no model written")

@@ -677,6 +677,7 @@ def test_history_csv_spreads_per_class_columns(tmp_path):
     write_history_csv(tmp_path / "h.csv", hist)
     rows = list(csv.DictReader(open(tmp_path / "h.csv")))
     assert rows[1]["train_jaccard_1"] == "0.5" and rows[0]["val_loss"] == ""
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # as the epoch lines count
 
 
 def test_lr_curve_png_is_drawn(tmp_path):
@@ -881,6 +882,40 @@ def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(tm
     got = b.predict_preprocessed(x, tile=64).probs
     assert np.allclose(got, predict_whole(b.model, x).probs, atol=1e-5)
     assert not np.allclose(got, predict_tiled(b.model, x, tile=64).probs, atol=1e-5)
+
+
+def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, capsys):
+    """The foreground Jaccard a run records is pooled over the validation pixels and its
+    AP@0.5 the mean over the validation images: the end of ``train`` and ``info`` say so,
+    and ``evaluate`` on those images gives the same two figures under the same names (a
+    user had compared the run's 0.6370 with evaluate's headline mean, 0.6353)."""
+    data = _dataset(tmp_path / "d", n=4)
+    target = tmp_path / "m.cellseg"
+    code, out, err = _run(
+        capsys, "train", data, "--out", target, "--epochs", "3", "--steps-per-epoch", "4",
+        "--val", "im2,im3", "--amp", "off", *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    from cellseg_gui.core.model.bundle import read_bundle_meta
+
+    metrics = read_bundle_meta(target)["metrics"]
+    fg, ap = metrics["val_fg_jaccard"], metrics["val_ap50"]
+    assert f"validation foreground Jaccard {fg:.4f}, pooled over pixels" in out
+    assert f"validation AP@0.5 {ap:.4f} (mean over images" in out
+    code, info, err = _run(capsys, "info", target)
+    assert code == 0, err
+    assert f"validation foreground Jaccard (pooled over pixels) {fg:.4g}" in info
+    assert f"validation AP@0.5 (mean over images) {ap:.4g}" in info
+    val = tmp_path / "val"
+    for sub in ("images", "masks"):
+        (val / sub).mkdir(parents=True)
+        for name in ("im2.tif", "im3.tif"):
+            (val / sub / name).write_bytes((data / sub / name).read_bytes())
+    code, js, err = _run(capsys, "evaluate", target, val, "--json")
+    assert code == 0, err
+    d = json.loads(js)
+    assert d["fg_jaccard_pooled_over_pixels"] == pytest.approx(fg, abs=1e-9)
+    assert d["ap_mean_over_images"]["0.5"] == pytest.approx(ap, abs=1e-9)
 
 
 # --------------------------------------------------------------------------- a new user's bugs

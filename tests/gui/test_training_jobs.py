@@ -85,7 +85,7 @@ def test_export_job_writes_checked_files_and_a_model_card(tiny_bundle, pairs, tm
     card = paths["card"].read_text()
     assert (
         "# Model card: tiny" in card
-        and "validation foreground Jaccard: 0.4200" in card
+        and "validation foreground Jaccard (pooled over pixels): 0.4200" in card
         and "m.onnx" in card
     )
     from cellseg_gui.core.model.bundle import load_predictor
@@ -252,7 +252,7 @@ def test_train_info_and_model_card_name_the_same_best_epoch(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     out = capsys.readouterr().out
-    trained = int(re.search(r"at epoch (\d+)\)", out).group(1))
+    trained = int(re.search(r"best at epoch (\d+):", out).group(1))
     best_lines = [ln for ln in out.splitlines() if ln.startswith("epoch ") and "*best" in ln]
     assert int(best_lines[-1].split()[1].split("/")[0]) == trained  # the epoch line agrees
     assert main(["info", str(model)]) == 0

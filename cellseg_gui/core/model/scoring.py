@@ -134,10 +134,10 @@ def shown_metrics(meta: dict) -> dict[str, object]:
     metrics = dict(meta.get("metrics") or {})
     fg, ap = model_scores(meta)
     out: dict[str, object] = {}
-    if fg is not None:
-        out["validation foreground Jaccard"] = fg
+    if fg is not None:  # the names say which definition, as `cellseg evaluate` does
+        out["validation foreground Jaccard (pooled over pixels)"] = fg
     if ap is not None:
-        out["validation AP@0.5"] = ap
+        out["validation AP@0.5 (mean over images)"] = ap
     epoch = metrics.get("best_epoch")
     if isinstance(epoch, int) and not isinstance(epoch, bool):
         out["best epoch"] = epoch + 1
