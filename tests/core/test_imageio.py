@@ -435,3 +435,26 @@ def test_real_nuclei_uint16_mask(nuclei_dir: Path) -> None:
     mask = read_mask(nuclei_dir / "masks" / "img2d.tif")
     assert mask.dtype == np.uint16
     assert len(np.unique(mask)) - 1 == 125 and mask.max() == 183
+
+
+def test_a_damaged_tiff_is_reported_once_without_tifffiles_log_line(tmp_path: Path, caplog):
+    """tifffile logged "<tifffile.TiffPages @N> invalid offset to first page N" beside our
+    one-line error (twice under predict: header, then pixels); only ours is wanted, and
+    tifffile's logger speaks again once the read is over."""
+    import logging
+
+    # as a writer that puts the page header after the pixels leaves a file cut short:
+    # the TIFF header points to a first page beyond the end of the file
+    cut = tmp_path / "cut.tif"
+    pixels = RNG.integers(0, 60000, size=(64, 64), dtype=np.uint16).tobytes()
+    cut.write_bytes(b"II*\x00" + (8 + 2 * len(pixels)).to_bytes(4, "little") + pixels)
+    caplog.set_level(logging.DEBUG, logger="tifffile")
+    with pytest.raises(ImageReadError) as info:
+        image_info(cut)
+    _assert_clear(info.value, cut, "TIFF")
+    with pytest.raises(ImageReadError) as info:
+        read_image(cut)
+    _assert_clear(info.value, cut, "TIFF")
+    assert [r for r in caplog.records if r.name.startswith("tifffile")] == []
+    logging.getLogger("tifffile").warning("after the read")
+    assert [r.getMessage() for r in caplog.records] == ["after the read"]

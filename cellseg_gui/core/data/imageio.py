@@ -12,7 +12,11 @@ rest.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +142,37 @@ def _check_tiff_complete(page: Any, path: Path) -> None:
             )
 
 
+class _ThisThread(logging.Filter):
+    """Drops the records logged by one thread: the one reading a file whose problems we
+    report ourselves. Other threads' reads (the window loads in the background) still log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.ident
+
+
+@contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """tifffile logs what it finds wrong with a damaged file ("invalid offset to first
+    page ...") before raising or returning no pages; the ImageReadError says it in the
+    user's words, so the logger's line would only repeat it, cryptically."""
+    log = logging.getLogger("tifffile")
+    quiet = _ThisThread()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 def _read_tiff(path: Path, plane: int | None) -> np.ndarray:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tf:
             page = _tiff_page(tf, path, plane)
             _check_tiff_complete(page, path)
             arr = page.asarray()
@@ -318,7 +348,7 @@ def image_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         import tifffile
 
         try:
-            with tifffile.TiffFile(p) as tf:
+            with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
                 page = _tiff_page(tf, p, 0)
                 shape = tuple(int(s) for s in page.shape)
                 axes = str(page.axes)
