@@ -344,6 +344,10 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             f"validation foreground Jaccard {_fmt(res.get('best_val_fg_jaccard'))}, "
             f"pooled over pixels{rescored})"
         )
+        val_names = list((res.get("split") or {}).get("val") or [])
+        if val_names:  # a drawn split is named only here; evaluate them, not the others
+            shown = ", ".join(val_names[:10]) + (", ..." if len(val_names) > 10 else "")
+            out.out(f"validation images ({len(val_names)}): {shown}")
         pp = res.get("postprocess")
         if pp:
             from cellseg_gui.core.model.postprocess import PostProcess

@@ -902,6 +902,7 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     fg, ap = metrics["val_fg_jaccard"], metrics["val_ap50"]
     assert f"validation foreground Jaccard {fg:.4f}, pooled over pixels" in out
     assert f"validation AP@0.5 {ap:.4f} (mean over images" in out
+    assert "validation images (2): im2, im3" in out
     code, info, err = _run(capsys, "info", target)
     assert code == 0, err
     assert f"validation foreground Jaccard (pooled over pixels) {fg:.4g}" in info
