@@ -59,6 +59,34 @@ def _load_training_samples(
     return samples, mode, len(errors)
 
 
+# the settings an advice may change, as `cellseg train` options (the window applies the
+# same changes to its training form)
+_ADVICE_OPTIONS = {
+    "epochs": "--epochs", "minutes": "--minutes", "lr": "--lr", "model.hidden": "--hidden",
+    "model.dropout": "--dropout", "weight_decay": "--weight-decay",
+}  # fmt: skip
+
+
+def advice_options(changes: dict[str, Any], cfg: Any = None) -> str:
+    """An advice's changes as options to type: ``--minutes 20 --hidden 32``; switched-on
+    augmentations become one ``--augment`` list: those the run used (``cfg``) and those."""
+    parts = [f"{_ADVICE_OPTIONS[k]} {v:g}" if isinstance(v, float) else f"{_ADVICE_OPTIONS[k]} {v}"
+             for k, v in changes.items() if k in _ADVICE_OPTIONS]  # fmt: skip
+    augs = [k.split(".", 1)[1] for k, v in changes.items() if k.startswith("augment.") and v]
+    if augs and cfg is not None:
+        from dataclasses import fields
+
+        used = [f.name for f in fields(cfg.augment) if getattr(cfg.augment, f.name)]
+        augs = used + [a for a in augs if a not in used]
+    if augs:
+        parts.append("--augment " + ",".join(augs))
+    rest = [f"{k}={v}" for k, v in changes.items()
+            if k not in _ADVICE_OPTIONS and not k.startswith("augment.")]  # fmt: skip
+    if rest:
+        parts.append("in the window's training form: " + ", ".join(rest))
+    return " ".join(parts)
+
+
 def _train_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
     """The run's settings: ``base`` (the project's saved training form) or the defaults,
     then every option the user gave."""
@@ -375,8 +403,8 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         from cellseg_gui.core.training.diagnostics import advise
 
         for a in advise(history, cfg):
-            changes = ", ".join(f"{k}={v}" for k, v in a.changes.items())
-            out.out(f"advice: {a.text}" + (f" [{changes}]" if changes else ""))
+            tried = advice_options(a.changes, cfg)
+            out.out(f"advice: {a.text}" + (f" (try: {tried})" if tried else ""))
     best = res.get("best_val_fg_jaccard")
     if code == EXIT_OK and isinstance(best, (int, float)) and _learned_nothing(best, res, samples):
         # "--lr 1000" trained to a model that finds nothing, and the run exited 0

@@ -759,7 +759,7 @@ def test_train_reports_divergence_advice_and_noisy_labels(tmp_path, capsys, monk
     assert code == 1
     assert "error: loss became NaN" in err and "hint: The loss became NaN" in err
     assert "possibly noisy labels" in out and "im1 (3)" in out
-    assert "advice: the training loss became NaN" in out and "[lr=0.05]" in out
+    assert "advice: the training loss became NaN" in out and "(try: --lr 0.05)" in out
 
 
 def test_export_bioimageio_package(model_path, tmp_path, capsys):

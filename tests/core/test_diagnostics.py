@@ -140,6 +140,23 @@ def test_still_improving_suggests_longer_training():
     assert items[0].changes["epochs"] == 12
 
 
+def test_a_time_limited_run_is_told_to_train_longer_in_minutes_as_options_to_type():
+    """A time-limited run has epochs 0: the advice was 'epochs=0, model.hidden=32'; it
+    doubles the minutes, and the CLI prints options that `cellseg train` takes."""
+    from cellseg_gui.cli.training import advice_options
+
+    cfg = TrainConfig()
+    cfg.model.hidden, cfg.epochs, cfg.minutes = 16, 0, 10.0
+    j = [0.3, 0.5, 0.6, 0.62, 0.62, 0.62, 0.62, 0.61, 0.62, 0.62]
+    loss = [1.0, 0.7, 0.6, 0.55, 0.54, 0.54, 0.54, 0.54, 0.54, 0.54]
+    items = advise(_hist(loss, j, [v - 0.02 for v in j]), cfg)
+    assert items[0].changes == {"minutes": 20.0, "model.hidden": 32}
+    assert advice_options(items[0].changes, cfg) == "--minutes 20 --hidden 32"
+    cfg.augment.elastic = False  # a list of augmentations replaces the run's own
+    shown = advice_options({"augment.elastic": True, "weight_decay": 1e-3}, cfg)
+    assert shown == "--weight-decay 0.001 --augment flips,rot90,affine,intensity,noise,blur,elastic"
+
+
 def test_healthy_run_has_no_advice():
     j = [0.5, 0.7, 0.85, 0.9, 0.91, 0.91]
     loss = [1.0, 0.5, 0.3, 0.2, 0.19, 0.19]

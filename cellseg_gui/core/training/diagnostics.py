@@ -224,6 +224,15 @@ def _lagging(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
     )
 
 
+def _longer(cfg: TrainConfig | None, epochs_run: int) -> dict[str, Any]:
+    """Twice the run's length, in its own terms: minutes for a time-limited run (its
+    ``epochs`` is 0 then, and 'epochs=0' was the advice), else epochs."""
+    if cfg is not None and cfg.minutes and not cfg.epochs:
+        return {"minutes": round(float(cfg.minutes) * 2, 2)}
+    epochs = cfg.epochs if cfg is not None and cfg.epochs else epochs_run
+    return {"epochs": int(epochs * 2)}
+
+
 def _plateau(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
     key = "val_fg_jaccard" if _finite(_series(history, "val_fg_jaccard")) else "train_fg_jaccard"
     js = _finite(_series(history, key))
@@ -235,9 +244,8 @@ def _plateau(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
     gain = max(window) - max(before) if before else 0.0
     label = "validation" if key.startswith("val") else "training"
     hidden = cfg.model.hidden if cfg is not None else None
-    epochs = cfg.epochs if cfg is not None else len(js)
     if gain < PLATEAU_GAIN and best < PLATEAU_BELOW:
-        changes: dict[str, Any] = {"epochs": int(epochs * 2)}
+        changes: dict[str, Any] = _longer(cfg, len(js))
         if hidden:
             changes["model.hidden"] = int(hidden * 2)
         else:
@@ -254,7 +262,7 @@ def _plateau(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
             "still_improving",
             f"{label} Jaccard was still rising at the end ({js[-3]:.2f} -> {js[-1]:.2f} in "
             "the last 2 epochs): train longer",
-            {"epochs": int(epochs * 2)},
+            _longer(cfg, len(js)),
         )
     return None
 
