@@ -27,6 +27,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import numpy as np
 import shiboken6
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
@@ -53,6 +54,24 @@ log = logging.getLogger(__name__)
 
 UNDO_LIMIT = 200
 AUTOSAVE_MS = 1000
+RESCORE_MS = 300
+
+
+def mask_scores(
+    doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None
+) -> tuple[float, float | None]:
+    """Foreground Jaccard and cell AP@0.5 of a prediction against the mask as edited (the
+    figures prediction gives against the file, ``core.model.batch``)."""
+    from cellseg_gui.core.data.masks import truth_cells
+    from cellseg_gui.core.scores.instances import score_instances
+
+    p, t = np.asarray(labels) != 0, doc.data != 0
+    union = int(np.count_nonzero(p | t))
+    jaccard = 1.0 if union == 0 else int(np.count_nonzero(p & t)) / union
+    if cells is None:
+        return jaccard, None
+    truth = doc.data if doc.is_instances else truth_cells(doc.stored(), doc.mode)[0]
+    return jaccard, float(score_instances(truth, cells).ap(0.5))
 
 
 class PatchCommand(QUndoCommand):
@@ -111,6 +130,11 @@ class Editor(EditTools, MaskSaving, QObject):
         self._poll = QTimer(self)
         self._poll.setInterval(50)
         self._poll.timeout.connect(self._collect_saves)
+        self._to_rescore: set[str] = set()
+        self._rescore_timer = QTimer(self)
+        self._rescore_timer.setSingleShot(True)
+        self._rescore_timer.setInterval(RESCORE_MS)
+        self._rescore_timer.timeout.connect(self._rescore)
         self._build_ui()
         self._connect_canvas()
 
@@ -233,6 +257,25 @@ class Editor(EditTools, MaskSaving, QObject):
         if name == self.current:
             self.canvas.refresh_region("gt", y0, x0, y1, x1)
         self._timer.start()
+        if self.workspace.prediction(name) is not None and self._has_scores(name):
+            self._to_rescore.add(name)
+            self._rescore_timer.start()
+
+    def _has_scores(self, name: str) -> bool:
+        s = self.workspace.scores(name)
+        return s.jaccard is not None or s.ap50 is not None
+
+    def _rescore(self) -> None:
+        """The list's "J · AP" of an image compare its prediction with its mask: after the
+        mask changed (an accepted prediction, a stroke, an undo) they are figured again,
+        a moment after the last change, instead of showing the old mask's."""
+        names, self._to_rescore = self._to_rescore, set()
+        for name in names:
+            doc, pred = self.workspace.document(name), self.workspace.prediction(name)
+            if doc is None or pred is None or pred.labels.shape != doc.shape:
+                continue
+            jaccard, ap50 = mask_scores(doc, pred.labels, pred.cells)
+            self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
 
     def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
         """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""

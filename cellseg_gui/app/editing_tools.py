@@ -1,6 +1,7 @@
 """What each tool does on the canvas and each one-shot action does to the mask shown: the
 brush and eraser stroke (painted as the mouse moves, one undo step on release), fill,
-lasso, smooth, accept-prediction (by region or all), the picker, and the clean-up,
+lasso, smooth, 'Paint prediction', accept-prediction (added on background only, see
+``app/accept_cells``), the picker, and the clean-up,
 clear, new-mask and restore actions. What a stroke paints is ``core/editing/edit_session``'s,
 how pixels change is ``core/editing/edits``'s; a mixin of
 :class:`~cellseg_gui.app.editing.Editor`, which owns the documents, undo stacks and the
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 
+from cellseg_gui.app.accept_cells import accept_message, add_prediction, widened_note
 from cellseg_gui.core.data.imageio import read_mask
 from cellseg_gui.core.editing import edits as E
 from cellseg_gui.core.editing.edit_session import fill_patch, paint_value, prediction_values
@@ -184,9 +186,20 @@ class EditTools:
         doc = self.document(name, create=True)
         if doc is None:
             return False
-        values = prediction_values(doc, pred.labels, pred.cells, region)
-        text = "Accept prediction" + (" (region)" if region is not None else "")
-        return self.push(name, E.accept_prediction(doc.data, values, region), text)
+        if region is not None:  # 'Paint prediction': the prediction replaces what is there
+            values = prediction_values(doc, pred.labels, pred.cells, region)
+            return self.push(
+                name, E.accept_prediction(doc.data, values, region), "Paint prediction"
+            )
+        # the whole image: added where the mask is background, never over what was drawn
+        acc = add_prediction(doc.data, doc.mode, pred.labels, pred.cells)
+        note = ""
+        if acc.cells and acc.added:
+            note = widened_note(doc.path, acc.first_id + acc.added - 1)
+        pushed = self.push(name, E.accept_prediction(doc.data, acc.values), "Accept prediction")
+        if pushed or not self.read_only:
+            self._message(accept_message(name, acc) + note)
+        return pushed
 
     def new_mask(self) -> bool:
         """Start an empty mask (an image without one), or clear the existing one."""

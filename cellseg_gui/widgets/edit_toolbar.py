@@ -29,7 +29,14 @@ TOOLS: tuple[tuple[str, str, str, str], ...] = (
     ("lasso", "Lasso", "L", "Draw an outline to fill it with the chosen class (L)"),
     ("picker", "Pick", "I", "Take the class (or cell) under the cursor (I)"),
     ("smooth", "Smooth", "S", "Smooth the mask's edges where you brush (S)"),
-    ("accept", "Accept", "A", "Copy the prediction into the mask where you brush (A)"),
+    (
+        "accept",
+        "Paint prediction",
+        "A",
+        "Brush the prediction into the mask: where you brush, the mask becomes the "
+        "prediction, replacing what is there, hand-drawn cells included (A). To add the "
+        "predicted cells without touching yours, use 'Accept prediction'.",
+    ),
 )
 
 # Tools whose cursor is the brush disc.
@@ -133,7 +140,11 @@ class EditToolbar(QToolBar):
         self.speck_size.setSuffix(" px")
         self.speck_size.setToolTip("Pieces smaller than this are specks")
         self.accept_all = QAction("Accept prediction", self)
-        self.accept_all.setToolTip("Copy the whole prediction into the mask")
+        self.accept_all.setToolTip(
+            "Add the predicted cells to the mask where it is background: cells already in "
+            "the mask stay as they are, and a predicted cell mostly covered by one is left "
+            "out (one undo step). 'Paint prediction' replaces what you brush over instead."
+        )
         self.clear = QAction("Clear mask", self)
         self.new_mask = QAction("New mask", self)
         self.new_mask.setToolTip("Start an empty mask for an image that has none")

@@ -1,0 +1,164 @@
+"""'Accept prediction' in the real window must never destroy hand annotation: predicted
+cells are added on background only, as one undo step, with a message; the mask keeps the
+dtype it was loaded in; the list's figures follow the new mask."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pytestqt")
+
+from cellseg_gui.app import main_window  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+
+H, W = 120, 160
+
+
+def _open(qtbot, monkeypatch, folder: Path, name: str):
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    win = main_window.MainWindow()
+    qtbot.addWidget(win)
+    win.resize(900, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    win.open_project(folder)
+    assert not win.project.read_only
+    win.show_image(name)
+    qtbot.waitUntil(lambda: win.current_name == name)
+    return win
+
+
+def _close(win) -> None:
+    win.editor.shutdown()
+    win.training.shutdown()
+    win.close()
+
+
+def _png_project(folder: Path, mask: np.ndarray) -> Path:
+    """One image and its instance mask, a uint8 PNG as hand-annotation tools write it."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    img = (np.random.default_rng(0).random(mask.shape) * 200).astype(np.uint8)
+    write_mask(folder / "images" / "a.tif", img)
+    Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / "a.png")
+    return folder
+
+
+def _row_text(win, name: str) -> str:
+    m = win.image_list.model_
+    return m.state_text(m.entries[m.row_of(name)])
+
+
+def test_accept_adds_predicted_cells_on_background_and_keeps_hand_drawn_ones(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    hand = np.zeros((H, W), np.uint8)
+    hand[10:40, 10:40] = 11  # two hand-drawn cells (ids as an annotation tool left them)
+    hand[10:40, 60:90] = 17
+    folder = _png_project(tmp_path / "p", hand)
+    win = _open(qtbot, monkeypatch, folder, "a")
+    cells = np.zeros((H, W), np.int32)
+    cells[12:38, 12:38] = 1  # inside hand-drawn cell 11: left out
+    cells[10:40, 84:104] = 2  # 30% over cell 17, 70% on background: added
+    cells[60:90, 20:50] = 3  # on background: added
+    cells[60:90, 100:130] = 4  # on background: added
+    win.set_prediction("a", (cells > 0).astype(np.uint8), None, cells)
+    win.workspace.set_scores("a", jaccard=0.5, ap50=0.25)  # as prediction scored the file
+    assert "J 0.50" in _row_text(win, "a")
+    said: list[str] = []
+    win.editor.message.connect(said.append)
+
+    win.editor.toolbar.accept_all.trigger()
+    data = win.editor.docs["a"].data
+    assert (data[10:40, 10:40] == 11).all() and (data[10:40, 60:90] == 17).all()  # untouched
+    assert set(np.unique(data).tolist()) == {0, 11, 17, 18, 19, 20}  # new ids after the max
+    assert (data[10:40, 90:104] == data[20, 95]).all() and data[20, 95] == 18
+    assert "added 3 predicted cell(s)" in said[-1]
+    assert "1 left out because cells already in the mask cover" in said[-1]
+    assert said[-1] in win.statusBar().currentMessage()
+    # the list's figures are those of the new mask, not the old "J 0.50 · AP 0.25"
+    qtbot.waitUntil(lambda: "J 0.50" not in _row_text(win, "a"), timeout=3000)
+    assert "AP 0.80" in _row_text(win, "a")  # 4 predicted cells match 4 of the 5 true
+
+    win.editor.toolbar.accept_all.trigger()  # a second accept adds nothing
+    assert np.array_equal(win.editor.docs["a"].data, data)
+    assert "no cells added" in said[-1]
+    win.editor.flush()
+    on_disk = np.asarray(Image.open(folder / "masks" / "a.png"))
+    assert on_disk.dtype == np.uint8  # the dtype it was loaded in (ids fit)
+    assert np.array_equal(on_disk, data)
+
+    win.editor.stack("a").undo()  # one undo step takes the whole accept back
+    assert np.array_equal(win.editor.docs["a"].data, hand)
+    _close(win)
+
+
+def test_accept_says_when_the_ids_no_longer_fit_the_files_dtype(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    hand = np.zeros((H, W), np.uint8)
+    hand[0:5, 0:5] = 250
+    folder = _png_project(tmp_path / "p", hand)
+    win = _open(qtbot, monkeypatch, folder, "a")
+    cells = np.zeros((H, W), np.int32)
+    for i in range(10):
+        cells[20 + 9 * i : 27 + 9 * i, 40:60] = i + 1
+    win.set_prediction("a", (cells > 0).astype(np.uint8), None, cells)
+    win.editor.accept_prediction()
+    msg = win.statusBar().currentMessage()
+    assert "ids 251-260" in msg
+    assert "more than a 8-bit PNG holds (255): the mask is saved as 16-bit" in msg
+    win.editor.flush()
+    assert read_mask(folder / "masks" / "a.png").dtype == np.uint16
+    _close(win)
+
+
+def test_accept_on_a_class_mask_labels_background_only(qtbot, monkeypatch, tmp_path: Path):
+    (tmp_path / "p" / "images").mkdir(parents=True)
+    (tmp_path / "p" / "masks").mkdir()
+    write_mask(tmp_path / "p" / "images" / "a.tif", np.full((H, W), 100, np.uint8))
+    hand = np.zeros((H, W), np.uint8)
+    hand[10:40, 10:40] = 2
+    write_mask(tmp_path / "p" / "masks" / "a.tif", hand)
+    win = _open(qtbot, monkeypatch, tmp_path / "p", "a")
+    pred = np.zeros((H, W), np.uint8)
+    pred[0:60, 0:60] = 1
+    win.set_prediction("a", pred, None)
+    win.editor.accept_prediction()
+    data = win.editor.docs["a"].data
+    assert (data[10:40, 10:40] == 2).all()  # the drawn class stays
+    assert data[50, 50] == 1 and data[100, 100] == 0
+    assert "labelled 2700 predicted pixel(s)" in win.statusBar().currentMessage()
+    _close(win)
+
+
+def test_accept_on_a_real_hand_annotated_mask_adds_nothing_it_already_has(
+    qtbot, monkeypatch, tmp_path: Path, phc_dir: Path
+) -> None:
+    """set46 of usiigaci-phc (73 hand-drawn cells, a uint8 PNG): a prediction of those
+    same cells (renumbered, as a model numbers them) adds no cell and destroys none."""
+    folder = tmp_path / "phc"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    shutil.copy(phc_dir / "images" / "set46.tif", folder / "images")
+    shutil.copy(phc_dir / "masks" / "set46.png", folder / "masks")
+    hand = read_mask(folder / "masks" / "set46.png")
+    win = _open(qtbot, monkeypatch, folder, "set46")
+    ids = np.unique(hand[hand != 0])
+    renumber = np.zeros(int(hand.max()) + 1, np.int32)
+    renumber[ids] = np.arange(len(ids), 0, -1)
+    cells = renumber[hand]
+    win.set_prediction("set46", (cells > 0).astype(np.uint8), None, cells)
+    win.editor.accept_prediction()
+    assert np.array_equal(win.editor.docs["set46"].data, hand)
+    assert f"all {len(ids)} predicted cell(s) are already covered" in (
+        win.statusBar().currentMessage()
+    )
+    win.editor.flush()
+    assert np.array_equal(np.asarray(Image.open(folder / "masks" / "set46.png")), hand)
+    _close(win)
