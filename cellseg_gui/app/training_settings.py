@@ -146,9 +146,12 @@ class TrainingSettings:
             self.panel.show_message(f"Could not save the training settings: {exc}", "warning")
 
     def refresh_models(self) -> None:
+        before = self.active_model
         records = self.workspace.models()
         self.models.set_models(records, self.active_model)
         self.panel.set_models_available(self.active_model is not None)
+        if self.active_model != before:  # the newest was chosen, or a vanished one forgotten:
+            self.workspace.set_active_model(self.active_model)  # say so (the list's roles)
 
     def _set_enabled(self, enabled: bool) -> None:
         for a in self.panel.actions_list:

@@ -78,6 +78,8 @@ class WorkspaceView:
                 self.canvas.set_gt(doc.display)
         elif change.kind == "prediction" and name is not None:
             self._show_prediction(name)
+        elif change.kind == "models":
+            self._show_model_roles()
 
     def _show_project(self) -> None:
         """Another project is open: its images in the list, its classes' colours and names
@@ -91,6 +93,29 @@ class WorkspaceView:
             Entry(n, has_gt=project.mask_path(n) is not None, split=project.get_split(n))
             for n in project.names
         ])  # fmt: skip
+        self._show_model_roles()
+
+    def _show_model_roles(self) -> None:
+        """Each image's role for the active model ("train", "val", "unseen"), from what
+        its bundle records; the project's split where no model says (see model_roles)."""
+        from cellseg_gui.app.model_roles import model_roles
+        from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
+
+        if self.project is None:
+            return
+        roles = None
+        path = self.workspace.active_model
+        if path:
+            try:
+                roles = model_roles(read_bundle_meta(path), self.project.names,
+                                    self.project.image_path)  # fmt: skip
+            except (BundleError, OSError):
+                roles = None
+        model = self.image_list.model_
+        for e in model.entries:
+            role = None if roles is None else roles.get(e.name)
+            if role != e.model_role:
+                model.update(e.name, model_role=role)
 
     def _show_prediction(self, name: str) -> None:
         pred = self.workspace.prediction(name)

@@ -45,7 +45,8 @@ class Entry:
     name: str
     has_gt: bool = False
     has_pred: bool = False
-    split: str = "train"
+    split: str = "train"  # the project's role for the next run
+    model_role: str | None = None  # the active model's: "train" | "val" | "unseen" | None
     val_jaccard: float | None = None
     val_ap50: float | None = None  # cell AP@0.5 of the latest prediction
     n_cells: int | None = None  # cells in the latest prediction
@@ -116,7 +117,7 @@ class ImageListModel(QAbstractListModel):
                 self._timer.start()
             return e.thumb
         if role == Qt.ItemDataRole.ToolTipRole:
-            return e.error or f"{e.name}: {self.state_text(e)}"
+            return e.error or f"{e.name}: {self.state_text(e)}\n{self.role_tip(e)}"
         if role == Qt.ItemDataRole.ForegroundRole:
             if e.error:
                 return QColor(231, 76, 60)
@@ -133,7 +134,7 @@ class ImageListModel(QAbstractListModel):
         parts = ["GT" if e.has_gt else "no GT"]
         if e.has_pred:
             parts.append("pred")
-        parts.append({"train": "train", "val": "val", "excluded": "excluded"}[e.split])
+        parts.append(ImageListModel.role_text(e))
         scores = []
         if e.val_jaccard is not None:
             scores.append(f"J {e.val_jaccard:.2f}")
@@ -143,6 +144,30 @@ class ImageListModel(QAbstractListModel):
             scores.append(f"{e.n_cells} cells")
         # scores on a line of their own: the list is narrow
         return " · ".join(parts) + ("\n" + " · ".join(scores) if scores else "")
+
+    @staticmethod
+    def role_text(e: Entry) -> str:
+        """The active model's role for the image (its figures are that model's), else the
+        project's; a project role that differs for the next run is added after it."""
+        if e.model_role is None:
+            return e.split
+        if e.split in ("val", "excluded") and e.split != e.model_role:
+            return f"{e.model_role} · next run: {e.split}"
+        return e.model_role
+
+    @staticmethod
+    def role_tip(e: Entry) -> str:
+        model = {
+            "train": "the active model was trained on this image",
+            "val": "a validation image of the active model (it did not train on it)",
+            "unseen": "the active model never saw this image",
+        }.get(e.model_role or "", "")
+        nxt = {
+            "train": "the next run trains on it",
+            "val": "the next run validates on it",
+            "excluded": "excluded from training",
+        }[e.split]
+        return f"{model}; {nxt}" if model else nxt
 
     def update(self, name: str, **changes) -> None:
         row = self.row_of(name)

@@ -1,0 +1,72 @@
+"""What each image was to the active model: trained on, validation, or never seen.
+
+The list's "J · AP" figures are the model's, so the role shown beside them must be the
+model's too. It used to be the project's split, which says what the *next* run will do
+and is "train" for every image nobody marked: with a model trained elsewhere (the CLI,
+another project) whose bundle records set46..set50 as validation, all fifteen images
+said "train". A bundle records its images (``meta["training"]["images"]``: name, sha256
+of the image file, split); an image counts as the model's only when its file is the one
+the model saw (same name and bytes). Torch-free; reads only the bundle's metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cellseg_gui.core.data.fileio import file_sha256
+
+__all__ = ["model_roles"]
+
+# (path, size, mtime_ns) -> sha256: hashing the images again on every model switch is wasted
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        try:
+            _SHA_CACHE[key] = file_sha256(path)
+        except OSError:
+            return None
+    return _SHA_CACHE[key]
+
+
+def _recorded(training: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (split, sha256 or "") from the bundle's training record."""
+    out: dict[str, tuple[str, str]] = {}
+    images = training.get("images")
+    if isinstance(images, list):
+        for item in images:
+            if isinstance(item, dict) and item.get("split") in ("train", "val"):
+                out[str(item.get("name"))] = (str(item["split"]), str(item.get("sha256") or ""))
+    if not out:  # older bundles: names only
+        split = training.get("split")
+        if isinstance(split, dict):
+            for role in ("train", "val"):
+                for name in split.get(role) or ():
+                    out[str(name)] = (role, "")
+    return out
+
+
+def model_roles(meta: dict[str, Any], names: list[str], image_path: Any) -> dict[str, str] | None:
+    """``"train"``, ``"val"`` or ``"unseen"`` for each of ``names`` (``image_path(name)``
+    gives its file), or None when the bundle records no images (nothing to say)."""
+    training = meta.get("training")
+    recorded = _recorded(training) if isinstance(training, dict) else {}
+    if not recorded:
+        return None
+    roles: dict[str, str] = {}
+    for name in names:
+        role, sha = recorded.get(name, ("unseen", ""))
+        if role != "unseen" and sha:
+            path = image_path(name)
+            if path is None or _sha(Path(path)) != sha:
+                role = "unseen"  # another file under the same name
+        roles[name] = role
+    return roles

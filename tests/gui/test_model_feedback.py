@@ -1,0 +1,126 @@
+"""What the window says about a model: each image's role for the active model in the
+list, and a status-bar line naming the model and its validation figures when it is loaded."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from cellseg_gui.core.data.fileio import file_sha256  # noqa: E402
+from cellseg_gui.core.data.imageio import write_mask  # noqa: E402
+
+
+def _project(folder: Path, names: list[str]) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, name in enumerate(names):
+        img = np.full((40, 50), 10 + i, np.uint8)
+        write_mask(folder / "images" / f"{name}.tif", img)
+        write_mask(folder / "masks" / f"{name}.tif", (img > 0).astype(np.uint8))
+    return folder
+
+
+def _bundle(path: Path, images: list[dict], *, jaccard: float, ap50: float) -> Path:
+    """A bundle's record as training writes it (nothing here reads its weights)."""
+    from cellseg_gui.core.config import ModelConfig, NormConfig
+    from cellseg_gui.core.model.bundle_meta import make_meta
+
+    split = {r: [i["name"] for i in images if i["split"] == r] for r in ("train", "val")}
+    meta = make_meta(
+        ModelConfig(hidden=4, depth=2, downsample=1), mask_mode="instances", boundary_width=2,
+        channels="grey", norm=NormConfig(), name=path.stem,
+        training={"images": images, "split": split},
+        metrics={"val_fg_jaccard": jaccard, "val_ap50": ap50},
+    )  # fmt: skip
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("cellseg.json", json.dumps(meta))
+    return path
+
+
+@pytest.fixture
+def win(qtbot, monkeypatch, tmp_path: Path):
+    from cellseg_gui.app.main_window import MainWindow
+
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(tmp_path / "settings"))
+    folder = _project(tmp_path / "p", ["a", "b", "c", "d"])
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1000, 700)
+    w.show()
+    assert w.open_project(folder)
+    yield w
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
+
+
+def _roles(w) -> dict[str, str]:
+    m = w.image_list.model_
+    return {e.name: m.state_text(e).split("\n")[0] for e in m.entries}
+
+
+def test_the_list_says_what_each_image_was_to_the_loaded_model(win, tmp_path: Path) -> None:
+    """The project marks every image "train" (as it does until someone sets a split), the
+    model validated on b and c: the list must say so, and "unseen" for an image it never
+    saw, or whose file is not the one it saw."""
+    folder = win.project.folder
+    win.workspace.set_split(["a", "b", "c", "d"], "train")
+    sha = {n: file_sha256(folder / "images" / f"{n}.tif") for n in "abc"}
+    images = [
+        {"name": "a", "sha256": sha["a"], "split": "train"},
+        {"name": "b", "sha256": sha["b"], "split": "val"},
+        {"name": "c", "sha256": "0" * 64, "split": "val"},  # another file under this name
+    ]
+    model = _bundle(tmp_path / "m2.cellseg", images, jaccard=0.637, ap50=0.559)
+    assert _roles(win) == dict.fromkeys("abcd", "GT · train")  # no model yet: the project's
+    win.training.load_model(str(model))
+    assert _roles(win) == {
+        "a": "GT · train",
+        "b": "GT · val",
+        "c": "GT · unseen",
+        "d": "GT · unseen",
+    }
+    m = win.image_list.model_
+    tip = m.data(m.index(m.row_of("b")), Qt.ItemDataRole.ToolTipRole)
+    assert "validation image of the active model" in tip
+    # marking a for the next run's validation keeps the model's role and adds the plan
+    win.workspace.set_split(["a"], "val")
+    assert _roles(win)["a"] == "GT · train · next run: val"
+
+
+def test_a_model_that_records_no_images_leaves_the_projects_split(win, tmp_path: Path) -> None:
+    win.workspace.set_split(["b"], "val")
+    model = _bundle(tmp_path / "old.cellseg", [], jaccard=0.5, ap50=0.4)
+    win.training.load_model(str(model))
+    assert _roles(win) == {"a": "GT · train", "b": "GT · val", "c": "GT · train",
+                           "d": "GT · train"}  # fmt: skip
+
+
+def test_the_roles_follow_a_model_found_in_the_projects_folder(qtbot, monkeypatch, tmp_path):
+    """A project whose models/ holds a bundle makes it active on opening (the newest):
+    the list shows its roles from the start."""
+    from cellseg_gui.app.main_window import MainWindow
+
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(tmp_path / "settings"))
+    folder = _project(tmp_path / "p", ["a", "b"])
+    (folder / "models").mkdir()
+    images = [{"name": "b", "sha256": file_sha256(folder / "images" / "b.tif"), "split": "val"}]
+    _bundle(folder / "models" / "run.cellseg", images, jaccard=0.5, ap50=0.4)
+    w = MainWindow()
+    qtbot.addWidget(w)
+    assert w.open_project(folder)
+    assert w.training.active_model
+    assert _roles(w) == {"a": "GT · unseen", "b": "GT · val"}
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
