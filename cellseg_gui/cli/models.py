@@ -165,8 +165,7 @@ def _predict_large(predictor: Any, path: Path, target: Path, args: Any, out: Out
 
 
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
-    from cellseg_gui.core.data.imageio import read_image, read_mask
-    from cellseg_gui.core.data.masks import mask_to_classes, truth_cells
+    from cellseg_gui.core.data.imageio import read_image, read_mask, size_text
     from cellseg_gui.core.model.scoring import score_dataset, score_image
 
     predictor = _load_model(args.model, args.device)
@@ -174,12 +173,14 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     meta = predictor.meta
     n_classes = int(predictor.n_classes)
     mode = meta.get("mask_mode") or "auto"
+    mask_mode = getattr(args, "mask_mode", None) or "auto"
     width = int(meta.get("boundary_width", 2))
     channels = meta.get("channels", "grey")
     pp, note = predictor.postprocess
     if note:
         out.err(f"note: {note}")
-    n_bad = 0
+    errors: list[str] = []  # also in --json: a script learns what failed
+    notes: list[str] = []  # per image, what the figures rest on
     scores = []
     for pair in pairs:
         try:
@@ -189,16 +190,15 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
             if mask.shape[:2] != raw.shape[:2]:
                 raise CLIError(
                     pair.mask_path,
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                    f"{raw.shape[1]}x{raw.shape[0]}",
+                    f"mask is {size_text(mask.shape)} but its image is "
+                    f"{size_text(raw.shape)} (height x width)",
                 )
             try:
-                target, _, used = mask_to_classes(mask, mode=mode, boundary_width=width)
-                truth, source = truth_cells(mask, used)
+                target, truth, source, used = _read_truth(mask, mode, mask_mode, width)
             except ValueError as exc:
                 raise CLIError(pair.mask_path, _one_line(exc)) from None
             top = int(target.max()) if target.size else 0
-            if top >= n_classes:
+            if top >= n_classes and used == "classes" and mode in ("classes", "auto"):
                 raise CLIError(
                     pair.mask_path,
                     f"mask has class {top} but the model knows {n_classes} classes "
@@ -210,34 +210,90 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
                 raise CLIError(pair.image_path, _one_line(exc)) from None
         except _expected_errors() as exc:
             out.error(exc)
-            n_bad += 1
+            errors.append(_one_line(exc))
             continue
+        doubt = _doubt(pair.name, mask, mode, mask_mode)
+        if doubt:
+            out.err(f"warning: {doubt}")
+            notes.append(doubt)
         model_mode = mode if mode != "auto" else used
-        scores.append(
-            score_image(
-                pair.name, pred.labels, pred.probs, target, truth, model_mode, pp, source=source
-            )
+        s = score_image(
+            pair.name, pred.labels, pred.probs, target, truth, model_mode, pp, source=source
         )
+        scores.append(s)
+        if s.instances.n_true == 0:
+            empty = (
+                f"{pair.name}: the mask has no cells (AP is 1 if the prediction has none, else 0)"
+            )
+            out.err(f"note: {empty}")
+            notes.append(empty)
         out.bar(len(scores) / len(pairs), f"evaluated {len(scores)} of {len(pairs)} image(s)")
     out.clear_bar()
-    if not scores:
-        if n_bad == 0:
-            out.error(CLIError(args.data, "no images with masks to evaluate"))
-        return EXIT_BAD_INPUT
-    result = score_dataset(scores)
-    if n_bad:
-        out.err(f"{n_bad} image(s) could not be evaluated")
+    if not scores and not errors:
+        problem = CLIError(args.data, "no images with masks to evaluate")
+        out.error(problem)
+        errors.append(_one_line(problem))
+    if errors and scores:
+        out.err(f"{len(errors)} image(s) could not be evaluated")
     if args.json:
-        d = result.to_dict()
+        d: dict[str, Any] = score_dataset(scores).to_dict() if scores else {"n_images": 0}
+        d.setdefault("images", [])
         d["postprocess"] = pp.to_dict()
+        d["mask_mode"] = mask_mode
+        d["notes"] = notes
+        d["errors"] = errors
         out.out(json.dumps(d, indent=2))
-    else:
-        for line in evaluation_lines(result, pp):
+    elif scores:
+        for line in evaluation_lines(score_dataset(scores), pp, mask_mode=mask_mode):
             out.out(line)
-    return EXIT_BAD_INPUT if n_bad else EXIT_OK
+    if not scores:
+        return EXIT_BAD_INPUT
+    return EXIT_BAD_INPUT if errors else EXIT_OK
 
 
-def evaluation_lines(result: Any, pp: Any) -> list[str]:
+def _read_truth(mask: Any, model_mode: str, mask_mode: str, width: int) -> tuple[Any, ...]:
+    """(classes for the foreground Jaccard, true cell ids, where the ids come from, the
+    mode the classes were read in). ``auto`` reads masks as the model was trained on
+    them; ``--mask-mode classes`` or ``binary`` scores cells on the connected components
+    of the foreground; ``instances`` takes every id as one cell."""
+    from cellseg_gui.core.data.masks import as_instances, mask_to_classes, truth_cells
+
+    if mask_mode == "auto":
+        target, _, used = mask_to_classes(mask, mode=model_mode, boundary_width=width)
+        truth, source = truth_cells(mask, used)
+    else:
+        target, _, used = mask_to_classes(mask, mode=mask_mode, boundary_width=width)
+        truth, source = as_instances(mask, mask_mode)
+    return target, truth, source, used
+
+
+def _doubt(name: str, mask: Any, model_mode: str, mask_mode: str) -> str | None:
+    """Why an instance model's mask, read as it stands, may not give the cells: a mask
+    holding only 0..2 (or 0..1) is more likely a class or binary one."""
+    if mask_mode != "auto" or model_mode != "instances":
+        return None
+    from cellseg_gui.core.data.masks import class_like_values
+
+    values = class_like_values(mask)
+    if not values:
+        return None
+    if values == (1,):
+        return (
+            f"{name}: the mask holds only 0 and 1, like a binary mask, not an instance mask "
+            "(one id per cell): its cells are taken as its connected components, so "
+            "touching cells count as one; give instance masks for true counts "
+            "(--mask-mode binary says so and silences this)"
+        )
+    return (
+        f"{name}: the mask holds only the values 0..{max(values)}, like a class or binary "
+        "mask, but this model reads instance masks (one id per cell): read so, it has "
+        f"{len(values)} cell(s), one per value. If it is a class or binary mask, run with "
+        "--mask-mode classes (true cells: the connected components of its foreground); "
+        "for true counts, give instance masks"
+    )
+
+
+def evaluation_lines(result: Any, pp: Any, *, mask_mode: str = "auto") -> list[str]:
     """The table and summary of ``cellseg evaluate``: one row per image, then one line
     per figure naming how it was combined; the last two are the headline figures."""
     summ = result.instances
@@ -252,7 +308,12 @@ def evaluation_lines(result: Any, pp: Any) -> list[str]:
             f"{name:<28} {s.fg_jaccard:>10.4f} {i.ap(0.5):>7.4f} {i.ap(0.75):>7.4f} "
             f"{i.n_true:>6} {i.n_pred:>6} {i.merged:>6} {i.split:>6}"
         )
-    if summ.sources != ("instances",):
+    if mask_mode in ("classes", "binary"):
+        rows.append(
+            f"note: masks read as {mask_mode} (--mask-mode {mask_mode}): true cells are the "
+            "connected components of their foreground"
+        )
+    elif summ.sources != ("instances",):
         rows.append("note: these are not instance masks; cells are their connected components")
     rows += [
         f"cells from the prediction: {pp.describe()}",
@@ -263,8 +324,8 @@ def evaluation_lines(result: Any, pp: Any) -> list[str]:
         f"split, one true cell in several predictions (total): {summ.split}",
         f"foreground jaccard (pooled over pixels): {result.fg_jaccard_pooled:.4f}",
         f"AP@0.5 (pooled over cells): {summ.ap(0.5, pooled=True):.4f}",
-        f"AP@0.9 (mean over images): {summ.ap(0.9):.4f}",
         f"AP@0.75 (mean over images): {summ.ap(0.75):.4f}",
+        f"AP@0.9 (mean over images): {summ.ap(0.9):.4f}",
         f"foreground jaccard (mean over images): {result.fg_jaccard_mean:.4f}",
         f"AP@0.5 (mean over images): {summ.ap(0.5):.4f}",
     ]

@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, default=512, help=TILE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--mask-mode", dest="mask_mode", default="auto",
+        choices=("auto", "instances", "classes", "binary"),
+        help="how to read the masks: as the model was trained (auto, the default), as "
+        "instances (every id one cell), or as classes or binary (true cells are the "
+        "connected components of the foreground)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="the same figures as JSON")
     p.set_defaults(func=cmd_evaluate)
 

@@ -420,7 +420,11 @@ def test_evaluate_reports_bad_masks_and_goes_on(classes_model, tmp_path, capsys)
     assert code == 2
     errors = _one_error_line(err).splitlines()
     assert len(errors) == 2
-    assert any("im1.tif" in e and "64x50" in e for e in errors)
+    # sizes as the README gives them, height x width, and said so
+    assert any(
+        e.endswith("im1.tif: mask is 50 x 64 but its image is 64 x 64 (height x width)")
+        for e in errors
+    )
     assert any("im2.tif" in e and "classes" in e for e in errors)
     lines = out.strip().splitlines()
     assert lines[-1].startswith("AP@0.5 (mean over images): ")
@@ -942,3 +946,83 @@ def test_info_on_a_file_that_is_not_a_bundle_is_one_line_exit_2(tmp_path, kind):
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().startswith(f"error: {bad}: not a cellseg bundle")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_names_an_image_whose_mask_has_no_cells_and_calls_it_an_instance_mask(
+    model_path, tmp_path, capsys
+):
+    """An all-zero mask is a valid mask with no cells: named, not called a binary mask
+    scored on connected components; the AP lines go 0.75 then 0.9, headline last."""
+    data = _dataset(tmp_path / "d")
+    tifffile.imwrite(data / "masks" / "im1.tif", np.zeros((64, 64), np.uint16))
+    code, out, err = _run(capsys, "evaluate", model_path, data)
+    assert code == 0, err
+    assert "im1: the mask has no cells (AP is 1 if the prediction has none, else 0)" in err
+    assert "im0" not in err and "im2" not in err
+    assert "connected components" not in out + err
+    lines = out.strip().splitlines()
+    assert lines[-4].startswith("AP@0.75 (mean over images): ")
+    assert lines[-3].startswith("AP@0.9 (mean over images): ")
+    assert lines[-2].startswith("foreground jaccard (mean over images): ")
+    assert lines[-1].startswith("AP@0.5 (mean over images): ")
+    code, js, _ = _run(capsys, "evaluate", model_path, data, "--json")
+    d = json.loads(js)
+    assert d["scored_on"] == ["instances"]
+    assert d["notes"] == ["im1: the mask has no cells (AP is 1 if the prediction has none, else 0)"]
+
+
+def _class_mask() -> np.ndarray:
+    """Four separate squares: three of class 1, one of class 2 (a class mask)."""
+    mask = np.zeros((64, 64), np.uint8)
+    for y, x in ((4, 4), (4, 40), (40, 4)):
+        mask[y : y + 12, x : x + 12] = 1
+    mask[40:52, 40:52] = 2
+    return mask
+
+
+def test_evaluate_warns_when_an_instance_model_gets_class_masks_and_mask_mode_reads_them(
+    model_path, tmp_path, capsys
+):
+    """A 0..2 mask read as instances is 2 giant cells: the image is named with what to do;
+    --mask-mode classes (or binary) counts the connected components of the foreground."""
+    data = _dataset(tmp_path / "d", n=2)
+    tifffile.imwrite(data / "masks" / "im1.tif", _class_mask())
+    code, out, err = _run(capsys, "evaluate", model_path, data)
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: im1: ")
+    assert "class" in warnings[0] and "--mask-mode classes" in warnings[0]
+    assert "true cells (total): 6" in out  # four discs in im0, 2 "cells" in im1
+    from scipy import ndimage
+
+    blobs = ndimage.label(tifffile.imread(data / "masks" / "im0.tif") > 0, np.ones((3, 3)))[1]
+    for mode in ("classes", "binary"):
+        code, out, err = _run(capsys, "evaluate", model_path, data, "--mask-mode", mode)
+        assert code == 0, err
+        assert "warning:" not in err
+        assert f"true cells (total): {blobs + 4}" in out  # im0's blobs + the 4 squares
+        assert (
+            f"note: masks read as {mode} (--mask-mode {mode}): true cells are the "
+            "connected components of their foreground" in out
+        )
+    # instances: every id one cell, as asked (a 0/1 mask is then one cell)
+    tifffile.imwrite(data / "masks" / "im1.tif", (_class_mask() > 0).astype(np.uint8))
+    code, out, err = _run(capsys, "evaluate", model_path, data, "--mask-mode", "instances")
+    assert code == 0, err
+    assert "true cells (total): 5" in out and "warning:" not in err
+    code, _, err = _run(capsys, "evaluate", model_path, data)  # auto: components, and why
+    assert "warning: im1: the mask holds only 0 and 1, like a binary mask" in err
+
+
+def test_evaluate_json_is_valid_when_every_image_fails(model_path, tmp_path, capsys):
+    data = _dataset(tmp_path / "d", n=2)
+    (data / "images" / "im0.tif").write_text("not a tiff")
+    tifffile.imwrite(data / "masks" / "im1.tif", np.zeros((10, 10), np.uint8))
+    code, out, err = _run(capsys, "evaluate", model_path, data, "--json")
+    assert code == 2
+    d = json.loads(out)
+    assert d["n_images"] == 0 and d["images"] == []
+    assert len(d["errors"]) == 2
+    assert d["errors"][0].startswith(f"{data / 'images' / 'im0.tif'}: ")
+    assert d["errors"][1].startswith(f"{data / 'masks' / 'im1.tif'}: mask is 10 x 10")
+    assert len(_one_error_line(err).splitlines()) == 2  # and each said once on stderr

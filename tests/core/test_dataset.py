@@ -141,7 +141,8 @@ def test_bad_files_reported_rest_loaded(tmp_path: Path) -> None:
     assert msgs[0] == f"{nan}: image is all NaN"
     assert msgs[1].startswith(f"{text}: not a readable TIFF")
     assert errors[2].path == root / "masks" / "d.tif"  # the mask is the file at fault
-    assert "30x40" in msgs[2] and "32x40" in msgs[2]
+    # sizes as the README gives them: height x width, said once
+    assert msgs[2].endswith("mask is 30 x 40 but its image d.tif is 32 x 40 (height x width)")
     assert msgs[3] == f"{nomask}: no mask found for this image"
     # images still to be annotated are fine when masks are not required
     samples, errors = load_samples(find_pairs(root), require_masks=False)

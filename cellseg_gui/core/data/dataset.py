@@ -17,7 +17,13 @@ import numpy as np
 
 from cellseg_gui.core.config import NormConfig
 from cellseg_gui.core.data.fileio import file_sha256
-from cellseg_gui.core.data.imageio import IMAGE_EXTS, ImageReadError, read_image, read_mask
+from cellseg_gui.core.data.imageio import (
+    IMAGE_EXTS,
+    ImageReadError,
+    read_image,
+    read_mask,
+    size_text,
+)
 from cellseg_gui.core.data.masks import as_instances, detect_dataset_mode, mask_to_classes
 from cellseg_gui.core.data.normalize import normalize
 
@@ -188,8 +194,9 @@ def load_samples(
                 if mask.shape != image.shape[1:]:
                     raise ImageReadError(
                         pair.mask_path,
-                        f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
-                        f"{pair.image_path.name} is {image.shape[1]}x{image.shape[2]} (HxW)",
+                        f"mask is {size_text(mask.shape)} but its image "
+                        f"{pair.image_path.name} is {size_text(image.shape[1:])} "
+                        "(height x width)",
                     )
             elif require_masks:
                 raise ImageReadError(pair.image_path, "no mask found for this image")

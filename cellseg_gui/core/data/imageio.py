@@ -57,6 +57,12 @@ class ImageReadError(ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
+def size_text(shape: tuple[int, ...]) -> str:
+    """An image's size as every message and the README give it: height x width
+    ("1022 x 1024"); callers add "(height x width)" once per message."""
+    return f"{int(shape[0])} x {int(shape[1])}"
+
+
 def _plane_index(path, plane: int | None, n: int) -> int:
     """The plane to read (the first by default), or ImageReadError naming the range."""
     index = 0 if plane is None else int(plane)

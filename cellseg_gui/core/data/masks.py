@@ -249,8 +249,21 @@ def as_instances(mask: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
 def truth_cells(mask: np.ndarray, model_mode: str) -> tuple[np.ndarray, str]:
     """The true cells of a stored mask, for a model trained in ``model_mode``: a binary
     mask (one value) given to an instance model is split into its connected components,
-    not read as one cell with id 255."""
+    not read as one cell with id 255. An empty mask is a valid instance mask with no
+    cells, not a binary one: its source is "instances"."""
     mode = model_mode
     if mode in ("instances", "auto"):
+        arr = np.asarray(mask)
+        if arr.size and not arr.any():
+            return as_instances(arr, "instances")
         mode = "binary" if detect_mask_mode(mask) == "binary" else "instances"
     return as_instances(mask, mode)
+
+
+def class_like_values(mask: np.ndarray) -> tuple[int, ...]:
+    """The non-zero values of a mask when they are all 1 or 2, else ``()``: such a mask,
+    given as instances (one id per cell), is more likely a binary (0/1) or class (0..2)
+    mask, whose ids would be read as one cell per value."""
+    values = _values(_check_integer(mask))
+    nonzero = tuple(int(v) for v in values if v != 0)
+    return nonzero if nonzero and set(nonzero) <= {1, 2} else ()

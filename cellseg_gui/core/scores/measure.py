@@ -37,14 +37,14 @@ _RENAME = {
 def _grey(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
     if image is None:
         return None
-    from cellseg_gui.core.data.imageio import to_grey
+    from cellseg_gui.core.data.imageio import size_text, to_grey
 
     img = np.asarray(image)
     if img.ndim == 3:  # colour: the same grey as the models see (imageio.to_grey)
         img = to_grey(img)
     if img.shape != shape:
-        raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but the cells are "
-                         f"{shape[1]}x{shape[0]}")  # fmt: skip
+        raise ValueError(f"image is {size_text(img.shape)} but the cells are "
+                         f"{size_text(shape)} (height x width)")  # fmt: skip
     return img
 
 
