@@ -20,6 +20,24 @@ from cellseg_gui.widgets.gallery import GalleryItem
 log = logging.getLogger(__name__)
 
 
+def model_summary(meta: dict) -> str:
+    """A bundle's validation figures in words (those the Models list shows)."""
+    from cellseg_gui.core.model.scoring import model_scores
+
+    jaccard, ap50 = model_scores(meta)
+    figures = []
+    if jaccard is not None:
+        figures.append(f"validation foreground Jaccard {jaccard:.3f}")
+    if ap50 is not None:
+        figures.append(f"cell AP@0.5 {ap50:.3f}")
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    split = training.get("split") if isinstance(training.get("split"), dict) else {}
+    n_val = len(split.get("val") or ())
+    if not figures:
+        return "it records no validation figures"
+    return ", ".join(figures) + (f" on {n_val} validation image(s)" if n_val else "")
+
+
 class TrainingResults:
     """Result handlers of the training controller (see the module docstring)."""
 
@@ -105,15 +123,26 @@ class TrainingResults:
     def set_active_model(self, path: str) -> None:
         self.workspace.set_active_model(path)  # the Models list redraws from the news
         self.save_settings()
+        try:
+            self._say_model("Active model", read_bundle_meta(path), path)
+        except (BundleError, OSError):
+            pass
 
     def load_model(self, path: str) -> None:
         try:
-            read_bundle_meta(path)
+            meta = read_bundle_meta(path)
         except (BundleError, OSError) as exc:
             self.panel.show_message(str(exc), "error")
             return
         self.workspace.add_model(path)
         self.save_settings()
+        self._say_model("Loaded model", meta, path)
+
+    def _say_model(self, what: str, meta: dict, path: str) -> None:
+        """Loading a model said nothing: name it and what it reached on its validation
+        images, so the user knows which one predicts and what to expect of it."""
+        text = f"{what} {meta.get('name') or Path(path).stem}: {model_summary(meta)}"
+        self.status.emit(text, 15000)
 
     def _show(self, name: str) -> None:
         self.showRequested.emit(name, None)

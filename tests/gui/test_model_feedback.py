@@ -124,3 +124,22 @@ def test_the_roles_follow_a_model_found_in_the_projects_folder(qtbot, monkeypatc
     w.editor.shutdown()
     w.training.shutdown()
     w.close()
+
+
+def test_loading_a_model_names_it_and_its_validation_figures(win, tmp_path: Path) -> None:
+    """Loading a model said nothing at all: the status bar names it and what it reached."""
+    images = [
+        {"name": n, "sha256": "", "split": r}
+        for n, r in zip("abcd", ["train", "train", "val", "val"], strict=True)
+    ]
+    model = _bundle(tmp_path / "m2.cellseg", images, jaccard=0.637, ap50=0.559)
+    win.training.load_model(str(model))
+    msg = win.statusBar().currentMessage()
+    assert msg == (
+        "Loaded model m2: validation foreground Jaccard 0.637, cell AP@0.5 0.559 on 2 "
+        "validation image(s)"
+    )
+    other = _bundle(tmp_path / "m3.cellseg", images, jaccard=0.7, ap50=0.6)
+    win.training.load_model(str(other))
+    win.training.set_active_model(str(model))  # choosing one in the Models list says so too
+    assert win.statusBar().currentMessage().startswith("Active model m2: validation")
