@@ -84,10 +84,11 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
                 from cellseg_gui.core.scores.measure import export_cells
 
                 row, written = export_cells(
-                    out_dir, target.stem, labels, ev.image, measure=args.measure, rois=args.rois
-                )
+                    out_dir, target.stem, labels, ev.image, measure=args.measure,
+                    rois=args.rois, image_name=path.name,
+                )  # fmt: skip
                 if args.measure:
-                    summary.append(dict(row, image=path.name))
+                    summary.append(row)
                 extra = "".join(f", {p.name}" for p in written)
             out.out(f"{path.name} -> {target}  ({n} cells{extra})")
         else:

@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--measure",
         action="store_true",
-        help="with --instances: NAME_cells.csv per image (area, centroid, bounding box, "
-        "perimeter, eccentricity, solidity, mean/min/max intensity) and cells_summary.csv",
+        help="with --instances: NAME_cells.csv per image (area_px, centroid, bounding box, "
+        "perimeter_px, eccentricity, solidity, mean/min/max intensity; sizes in pixels) and "
+        "cells_summary.csv",
     )
     p.add_argument(
         "--rois",

@@ -320,12 +320,12 @@ def test_predict_measure_and_rois_describe_the_written_cells(
     assert np.array_equal(tifffile.imread(tmp_path / "o" / "a.tif"), cells)
     rows = list(csv.DictReader(open(tmp_path / "o" / "a_cells.csv")))
     assert [r["label"] for r in rows] == ["1", "2"]
-    assert [float(r["area"]) for r in rows] == [150.0, 60.0]
+    assert [float(r["area_px"]) for r in rows] == [150.0, 60.0]
     assert float(rows[0]["centroid_x"]) == pytest.approx(12.0)
     assert float(rows[0]["mean_intensity"]) == pytest.approx(img[5:15, 5:20].mean(), rel=1e-3)
     summary = list(csv.DictReader(open(tmp_path / "o" / "cells_summary.csv")))
     assert summary[0]["image"] == "a.tif" and summary[0]["cells"] == "2"
-    assert float(summary[0]["mean_area"]) == 105.0
+    assert float(summary[0]["mean_area_px"]) == 105.0
     rois = roifile.roiread(tmp_path / "o" / "a_rois.zip")
     assert [r.name for r in rois] == ["cell-0001", "cell-0002"]
     xy = rois[0].coordinates()
@@ -1026,3 +1026,48 @@ def test_evaluate_json_is_valid_when_every_image_fails(model_path, tmp_path, cap
     assert d["errors"][0].startswith(f"{data / 'images' / 'im0.tif'}: ")
     assert d["errors"][1].startswith(f"{data / 'masks' / 'im1.tif'}: mask is 10 x 10")
     assert len(_one_error_line(err).splitlines()) == 2  # and each said once on stderr
+
+
+def test_cell_csvs_write_pixel_counts_as_integers_name_the_unit_and_match_the_windows(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    """cells_summary.csv named images "a.tif" from the CLI and "a" from the window, wrote
+    mean_area with 13 decimals and area as "150.0": one function (export_cells) writes
+    both, integer counts as integers, the rest to 4 decimals, sizes in pixels (_px)."""
+    from cellseg_gui.core.model import bundle as bundle_mod
+    from cellseg_gui.core.scores.measure import export_cells, write_csv
+
+    img, _ = _blobs(0)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    cells = np.zeros(img.shape, np.int32)
+    cells[5:15, 5:20] = 1  # 150 px
+    cells[30:40, 30:36] = 2  # 60 px
+    cells[50:57, 50] = 3  # 7 px: the mean area is 72.333...
+
+    def fixed(self, raw, **kw):
+        from cellseg_gui.core.model.predict import Prediction
+
+        return cells.copy(), Prediction((cells > 0).astype(np.uint8), None)
+
+    monkeypatch.setattr(bundle_mod._Predictor, "predict_cells", fixed)
+    code, _, err = _run(
+        capsys, "predict", model_path, tmp_path / "a.tif", "--out", tmp_path / "o",
+        "--instances", "--measure",
+    )  # fmt: skip
+    assert code == 0, err
+    per_cell = (tmp_path / "o" / "a_cells.csv").read_text().splitlines()
+    header = per_cell[0].split(",")
+    assert header[:2] == ["label", "area_px"] and "perimeter_px" in header
+    first = dict(zip(header, per_cell[1].split(","), strict=True))
+    assert first["area_px"] == "150" and first["bbox_max_x"] == "20"
+    assert first["min_intensity"] == str(int(img[5:15, 5:20].min()))
+    assert all(len(v.partition(".")[2]) <= 4 for v in first.values())
+    summary = (tmp_path / "o" / "cells_summary.csv").read_text()
+    assert summary == (
+        "image,cells,mean_area_px,median_area_px,total_area_px\na.tif,3,72.3333,60.0,217\n"
+    )
+    # the window's export (app.cell_export) calls the same function with the file name
+    row, _ = export_cells(tmp_path / "w", "a", cells, img, rois=False, image_name="a.tif")
+    write_csv(tmp_path / "w" / "cells_summary.csv", [row])
+    assert (tmp_path / "w" / "cells_summary.csv").read_text() == summary
+    assert (tmp_path / "w" / "a_cells.csv").read_text().splitlines() == per_cell

@@ -21,12 +21,17 @@ _PROPS = (
     "label", "area", "centroid", "bbox", "perimeter", "eccentricity", "solidity",
     "intensity_mean", "intensity_min", "intensity_max",
 )  # fmt: skip
+# sizes name their unit (pixels); coordinates are pixel rows and columns
 COLUMNS = (
-    "label", "area", "centroid_y", "centroid_x", "bbox_min_y", "bbox_min_x", "bbox_max_y",
-    "bbox_max_x", "perimeter", "eccentricity", "solidity", "mean_intensity",
+    "label", "area_px", "centroid_y", "centroid_x", "bbox_min_y", "bbox_min_x", "bbox_max_y",
+    "bbox_max_x", "perimeter_px", "eccentricity", "solidity", "mean_intensity",
     "min_intensity", "max_intensity",
 )  # fmt: skip
+# counts of pixels and pixel indices: written as integers, not "667.0"
+_INTEGER = ("label", "area_px", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
+_DECIMALS = 4  # every other figure, in the per-cell and the summary files alike
 _RENAME = {
+    "area": "area_px", "perimeter": "perimeter_px",
     "centroid-0": "centroid_y", "centroid-1": "centroid_x", "bbox-0": "bbox_min_y",
     "bbox-1": "bbox_min_x", "bbox-2": "bbox_max_y", "bbox-3": "bbox_max_x",
     "intensity_mean": "mean_intensity", "intensity_min": "min_intensity",
@@ -49,7 +54,7 @@ def _grey(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None
 
 
 def measure_cells(cells: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
-    """One row per cell id: area (px), centroid and bounding box (row/column, bbox max
+    """One row per cell id: area (pixels), centroid and bounding box (row/column, bbox max
     exclusive), perimeter, eccentricity, solidity and the raw image's mean/min/max inside
     the cell (empty when no image is given)."""
     from skimage.measure import regionprops_table
@@ -64,18 +69,24 @@ def measure_cells(cells: np.ndarray, image: np.ndarray | None) -> dict[str, np.n
     n = len(out["label"])
     for col in COLUMNS:
         out.setdefault(col, np.full(n, np.nan))
+    integer = _INTEGER
+    if grey is not None and grey.dtype.kind in "ui":  # an integer image's own values
+        integer += ("min_intensity", "max_intensity")
+    for col in integer:
+        out[col] = np.rint(out[col]).astype(np.int64)
     return {c: out[c] for c in COLUMNS}
 
 
 def summary_row(name: str, table: dict[str, np.ndarray]) -> dict[str, object]:
+    """One image's line of ``cells_summary.csv``; ``name`` is the image's file name."""
     n = int(len(table["label"]))
-    area = table["area"]
+    area = table["area_px"]
     return {
         "image": name,
         "cells": n,
-        "mean_area": float(np.mean(area)) if n else "",
-        "median_area": float(np.median(area)) if n else "",
-        "total_area": float(np.sum(area)) if n else 0.0,
+        "mean_area_px": _plain(float(np.mean(area))) if n else "",
+        "median_area_px": _plain(float(np.median(area))) if n else "",
+        "total_area_px": int(np.sum(area)) if n else 0,
     }
 
 
@@ -87,7 +98,7 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, object]] | dict
         items = [{c: _plain(rows[c][i]) for c in cols} for i in range(n)]
     else:
         cols = list(rows[0]) if rows else ["image", "cells"]
-        items = rows
+        items = [{c: _plain(v) for c, v in row.items()} for row in rows]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
@@ -96,10 +107,13 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, object]] | dict
 
 
 def _plain(v: object) -> object:
-    if isinstance(v, np.integer):
+    """A CSV cell: integers as integers, other numbers rounded to ``_DECIMALS``."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
         return int(v)
-    if isinstance(v, np.floating):
-        return "" if np.isnan(v) else round(float(v), 4)
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else round(float(v), _DECIMALS)
     return v
 
 
@@ -143,10 +157,12 @@ def export_cells(
     *,
     measure: bool = True,
     rois: bool = True,
+    image_name: str | None = None,
 ) -> tuple[dict[str, object], list[Path]]:
     """``STEM_cells.csv`` and ``STEM_rois.zip`` in ``folder``: what ``cellseg predict
     --measure --rois`` and the window's export both write. Returns the image's summary row
-    (for ``cells_summary.csv``) and the files written."""
+    (for ``cells_summary.csv``, the image named by ``image_name``, its file name, or by
+    ``stem`` when not given) and the files written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -157,4 +173,4 @@ def export_cells(
     if rois:
         write_rois(folder / f"{stem}_rois.zip", cells)
         written.append(folder / f"{stem}_rois.zip")
-    return summary_row(stem, table), written
+    return summary_row(image_name or stem, table), written
