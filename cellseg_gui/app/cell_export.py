@@ -26,7 +26,8 @@ def export_cells_to(window, folder: Path, names: list[str]) -> tuple[list[Path],
             continue
         try:
             raw = window.read_raw(name)
-            row, files = export_cells(folder, name, pred.cells, raw)
+            image_name = Path(window.project.image_path(name)).name  # as the CLI names it
+            row, files = export_cells(folder, name, pred.cells, raw, image_name=image_name)
         except (ImageReadError, OSError, ValueError) as exc:
             problems.append(f"{name}: {exc}")
             continue

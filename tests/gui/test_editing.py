@@ -711,10 +711,11 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     written, problems = export_cells_to(win, tmp_path / "out", ["c"])
     assert problems == []
     rows = list(csv.DictReader(open(tmp_path / "out" / "c_cells.csv")))
-    assert [float(r["area"]) for r in rows] == [900.0, 900.0]
+    assert [r["area_px"] for r in rows] == ["900", "900"]
     assert len(roifile.roiread(tmp_path / "out" / "c_rois.zip")) == 2
     summary = list(csv.DictReader(open(tmp_path / "out" / "cells_summary.csv")))
     assert summary[0]["cells"] == "2"
+    assert summary[0]["image"] == win.project.image_path("c").name  # the CLI's naming
     _close(win)
 
 
