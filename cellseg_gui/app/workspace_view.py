@@ -192,11 +192,8 @@ class WorkspaceView:
             and canvas.cells is not None
             and self.overlays.checks["pred"].isChecked()
         ):
-            from cellseg_gui.widgets.canvas import CELL_LUT
-
-            entries.append(
-                ("predicted cells (a colour each)", tuple(int(v) for v in CELL_LUT[1, :3]))
-            )
+            stripes = [tuple(int(v) for v in canvas.cell_lut[k, :3]) for k in (1, 2, 3, 4)]
+            entries.append(("predicted cells (a colour each)", stripes))
         if self.overlays.checks["diff"].isChecked():
             entries += [(FP_WORDS, FP_COLOR), (FN_WORDS, FN_COLOR)]
         self.legend.set_entries(entries)

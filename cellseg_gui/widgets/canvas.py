@@ -34,17 +34,60 @@ def make_lut(colors: list[tuple[int, int, int]]) -> np.ndarray:
     return lut
 
 
-def make_cell_lut() -> np.ndarray:
-    """256x4 RGBA lookup for cell ids (id k drawn as index 1 + (k - 1) % 255): bright,
-    saturated hues spaced by the golden angle, so neighbouring cells differ, and none
-    close to the ground truth's filled green."""
+HUE_MARGIN = 0.09  # a twelfth of the colour wheel either side of a ground-truth colour
+_MIN_GAP = 0.1  # a sliver of hue between two avoided colours looks like both: left out
+
+
+def _free_hues(avoid: list[tuple[int, int, int]]) -> list[tuple[float, float]]:
+    """The hue intervals (0..1) left after taking out those near each saturated colour in
+    ``avoid`` (greys and black take no hue)."""
     import colorsys
 
+    cuts = []
+    for rgb in avoid:
+        h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb[:3]))
+        if s > 0.3 and v > 0.2:
+            cuts.append(((h - HUE_MARGIN) % 1.0, 2 * HUE_MARGIN))
+    if not cuts:
+        return [(0.0, 1.0)]
+    taken = np.zeros(3600, bool)  # tenths of a degree
+    for start, width in cuts:
+        i = np.arange(int(start * 3600), int((start + width) * 3600)) % 3600
+        taken[i] = True
+    free: list[tuple[float, float]] = []
+    order = np.roll(np.arange(3600), -int(np.argmax(taken)))  # start inside a cut
+    run: list[int] = []
+    for k in order:
+        if taken[k]:
+            if len(run) >= _MIN_GAP * 3600:
+                free.append((run[0] / 3600, len(run) / 3600))
+            run = []
+        else:
+            run.append(int(k))
+    if len(run) >= _MIN_GAP * 3600:
+        free.append((run[0] / 3600, len(run) / 3600))
+    return free or [(0.0, 1.0)]
+
+
+def make_cell_lut(avoid: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """256x4 RGBA lookup for cell ids (id k drawn as index 1 + (k - 1) % 255): bright,
+    saturated hues spaced by the golden angle, so neighbouring cells differ, none near
+    a colour of the ground truth's overlay (``avoid``, default the default cell green and
+    boundary yellow): a yellow predicted outline read as the ground truth's boundary."""
+    import colorsys
+
+    avoid = list(DEFAULT_PALETTE[1:3]) if avoid is None else avoid
+    free = _free_hues(avoid)
+    total = sum(w for _, w in free)
     lut = np.zeros((256, 4), np.uint8)
     for k in range(1, 256):
-        hue = (0.62 + k * 0.381966) % 1.0
-        if 0.22 < hue < 0.45:  # greens: the ground truth's colour
-            hue = (hue + 0.3) % 1.0
+        t = ((0.62 + k * 0.381966) % 1.0) * total  # a place on the free part of the wheel
+        hue = free[-1][0]
+        for start, width in free:
+            if t < width:
+                hue = (start + t) % 1.0
+                break
+            t -= width
         r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
         lut[k] = (int(r * 255), int(g * 255), int(b * 255), 255)
     return lut
@@ -109,6 +152,7 @@ class ImageCanvas(QWidget):
         self.cells: np.ndarray | None = None  # predicted cell ids, int32
         self._cells_index: np.ndarray | None = None
         self.lut = make_lut(DEFAULT_PALETTE)
+        self.cell_lut = CELL_LUT  # the predicted cells' colours (see set_palette)
         self.class_names: list[str] = ["background", "cell", "boundary"]
         self.visible = {"gt": True, "pred": True, "diff": False}
         self.filled = {"gt": True, "pred": False}
@@ -164,6 +208,9 @@ class ImageCanvas(QWidget):
         self.lut = make_lut(colors)
         if names:
             self.class_names = list(names)
+        # the cells keep clear of every colour the ground truth is drawn in
+        n = len(names) if names else 3
+        self.cell_lut = make_cell_lut([tuple(c) for c in list(colors)[1:n]])
         self._recolor_all()
 
     # ---------------------------------------------------------------- display options
@@ -231,7 +278,7 @@ class ImageCanvas(QWidget):
         self._shown[layer] = idx
         lut = DIFF_LUT if layer == "diff" else self.lut
         if layer == "pred" and self._cells_index is not None:
-            lut = CELL_LUT
+            lut = self.cell_lut
         item.set_data(idx, lut)
 
     def _recolor_all(self, layers=("gt", "pred", "diff")) -> None:

@@ -1,0 +1,127 @@
+"""Predicted cells are drawn a colour each: the legend must show several colours, and no
+cell may be drawn in (or near) a colour the ground truth's overlay uses."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QLabel  # noqa: E402
+
+from cellseg_gui.core.data.imageio import write_mask  # noqa: E402
+
+H, W = 60, 80
+
+
+def _hue(rgb) -> float:
+    return colorsys.rgb_to_hsv(*(int(c) / 255 for c in rgb[:3]))[0]
+
+
+def _hue_distance(a: float, b: float) -> float:
+    d = abs(a - b) % 1.0
+    return min(d, 1.0 - d)
+
+
+def _window(qtbot, monkeypatch, folder: Path):
+    from cellseg_gui.app.main_window import MainWindow
+
+    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(folder.parent / "settings"))
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1000, 700)
+    w.show()
+    assert w.open_project(folder)
+    w.show_image("a")
+    qtbot.waitUntil(lambda: w.current_name == "a")
+    return w
+
+
+def _project(folder: Path, classes: list[dict] | None = None) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    write_mask(folder / "images" / "a.tif", np.full((H, W), 50, np.uint8))
+    mask = np.zeros((H, W), np.uint8)
+    mask[5:20, 5:20] = 1
+    write_mask(folder / "masks" / "a.tif", mask)
+    if classes is not None:
+        proj = {"format": "cellseg-project", "version": 1, "name": "p", "classes": classes}
+        (folder / "cellseg-project.json").write_text(json.dumps(proj))
+    return folder
+
+
+def _drawn_cell_colours(w) -> list[tuple[int, int, int]]:
+    """Every colour the prediction layer draws a cell id in (its colour table, as painted)."""
+    table = w.canvas.layers["pred"]._table
+    return [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in table[1:]]
+
+
+def _predict(w) -> None:
+    cells = np.zeros((H, W), np.int32)
+    for i in range(12):
+        cells[30:50, 2 + 6 * i : 7 + 6 * i] = i + 1
+    w.set_prediction("a", (cells > 0).astype(np.uint8), None, cells)
+
+
+def _legend_swatch(w, text: str) -> set[tuple[int, int, int]]:
+    grid = w.legend.grid
+    for row in range(grid.rowCount()):
+        label = grid.itemAtPosition(row, 1)
+        if label is not None and label.widget().text() == text:
+            swatch: QLabel = grid.itemAtPosition(row, 0).widget()
+            img = swatch.pixmap().toImage()
+            return {
+                (c.red(), c.green(), c.blue())
+                for x in range(img.width())
+                for c in [img.pixelColor(x, img.height() // 2)]
+            }
+    raise AssertionError(f"no legend row {text!r}: {w.legend.entries}")
+
+
+def test_the_legend_shows_the_cells_in_several_colours(qtbot, monkeypatch, tmp_path) -> None:
+    w = _window(qtbot, monkeypatch, _project(tmp_path / "p"))
+    _predict(w)
+    colours = _legend_swatch(w, "predicted cells (a colour each)")
+    assert len(colours) >= 3  # not one red square
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
+
+
+def test_no_cell_is_drawn_near_a_ground_truth_colour(qtbot, monkeypatch, tmp_path) -> None:
+    """The default project: green cells and a yellow boundary class; predicted cells came
+    out yellow and read as the ground truth's boundary."""
+    w = _window(qtbot, monkeypatch, _project(tmp_path / "p"))
+    _predict(w)
+    shown = w.canvas._shown["pred"]
+    drawn = {int(v) for v in np.unique(shown) if v}
+    assert len(drawn) >= 10
+    gt = [w.canvas.lut[k, :3] for k in (1, 2)]  # cell green, boundary yellow
+    for idx, rgb in enumerate(_drawn_cell_colours(w), 1):  # every colour a cell can get
+        for c in gt:
+            assert _hue_distance(_hue(rgb), _hue(c)) > 0.08, (idx, rgb)
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
+
+
+def test_cells_keep_clear_of_a_projects_own_class_colours(qtbot, monkeypatch, tmp_path) -> None:
+    classes = [
+        {"name": "background", "color": [0, 0, 0]},
+        {"name": "cell", "color": [230, 40, 40]},  # red
+        {"name": "edge", "color": [40, 90, 230]},  # blue
+    ]
+    w = _window(qtbot, monkeypatch, _project(tmp_path / "p", classes))
+    _predict(w)
+    for idx, rgb in enumerate(_drawn_cell_colours(w), 1):
+        for c in ((230, 40, 40), (40, 90, 230)):
+            assert _hue_distance(_hue(rgb), _hue(c)) > 0.08, (idx, rgb)
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
