@@ -236,6 +236,14 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         errors.append(_one_line(problem))
     if errors and scores:
         out.err(f"{len(errors)} image(s) could not be evaluated")
+    seen = _trained_on(meta, [p for p in pairs if p.name in {s.name for s in scores}])
+    if seen:
+        shown = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
+        out.err(
+            f"warning: {len(seen)} of {len(scores)} image(s) were in this model's training "
+            f"split ({shown}): their figures flatter it; score images it never trained on "
+            "(cellseg train names its validation images)"
+        )
     if args.json:
         d: dict[str, Any] = score_dataset(scores).to_dict() if scores else {"n_images": 0}
         d.setdefault("images", [])
@@ -243,6 +251,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         d["mask_mode"] = mask_mode
         d["notes"] = notes
         d["errors"] = errors
+        d["trained_on"] = seen
         out.out(json.dumps(d, indent=2))
     elif scores:
         for line in evaluation_lines(score_dataset(scores), pp, mask_mode=mask_mode):
@@ -250,6 +259,21 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     if not scores:
         return EXIT_BAD_INPUT
     return EXIT_BAD_INPUT if errors else EXIT_OK
+
+
+def _trained_on(meta: dict[str, Any], pairs: list[Any]) -> list[str]:
+    """The images among ``pairs`` whose file bytes the model trained on: its bundle
+    records each training image's name, SHA-256 and split (a renamed copy is found by
+    its bytes, a different image of the same name is not)."""
+    record = (meta.get("training") or {}).get("images") or []
+    trained = {r.get("sha256") for r in record if isinstance(r, dict) and r.get("split") == "train"}
+    trained.discard(None)
+    trained.discard("")
+    if not trained:
+        return []
+    from cellseg_gui.core.data.fileio import file_sha256
+
+    return [p.name for p in pairs if file_sha256(p.image_path) in trained]
 
 
 def _read_truth(mask: Any, model_mode: str, mask_mode: str, width: int) -> tuple[Any, ...]:

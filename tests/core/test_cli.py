@@ -921,6 +921,12 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     d = json.loads(js)
     assert d["fg_jaccard_pooled_over_pixels"] == pytest.approx(fg, abs=1e-9)
     assert d["ap_mean_over_images"]["0.5"] == pytest.approx(ap, abs=1e-9)
+    assert d["trained_on"] == [] and "training split" not in err
+    # the whole folder: the images the model trained on are named (by their bytes)
+    code, js, err = _run(capsys, "evaluate", target, data, "--json")
+    assert code == 0, err
+    assert json.loads(js)["trained_on"] == ["im0", "im1"]
+    assert "warning: 2 of 4 image(s) were in this model's training split (im0, im1)" in err
 
 
 # --------------------------------------------------------------------------- a new user's bugs
