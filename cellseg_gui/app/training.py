@@ -306,8 +306,8 @@ class TrainingController(TrainingSettings, TrainingResults, QObject):
         if names is not None:
             pairs = [p for p in pairs if p.name in names]
         token = CancelToken()
-        cfg = self.panel.form.get_config()
-        factory = J.predict_job(self.active_model, pairs, token, tile=cfg.tile)
+        # whole images where they fit, as validation scored them (tiles above that)
+        factory = J.predict_job(self.active_model, pairs, token)
         if background:
             worker = JobWorker(
                 factory, token=token, name="predict_bg", torch_threads=default_torch_threads()

@@ -108,7 +108,7 @@ def overfit_job(
 
 
 def predict_job(
-    bundle_path: str | Path, pairs: list[ImagePair], token: CancelToken, tile: int = 512
+    bundle_path: str | Path, pairs: list[ImagePair], token: CancelToken, tile: int | None = None
 ) -> JobFactory:
     """Predict images one by one with a bundle (``core.model.batch``, the job ``cellseg predict``
     runs): per-image foreground Jaccard and cell AP where a mask exists; an error on one

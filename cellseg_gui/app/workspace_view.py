@@ -98,8 +98,8 @@ class WorkspaceView:
     def _show_model_roles(self) -> None:
         """Each image's role for the active model ("train", "val", "unseen"), from what
         its bundle records; the project's split where no model says (see model_roles)."""
-        from cellseg_gui.app.model_roles import model_roles
         from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
+        from cellseg_gui.core.model.image_roles import model_roles
 
         if self.project is None:
             return

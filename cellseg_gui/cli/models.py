@@ -237,6 +237,10 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     if errors and scores:
         out.err(f"{len(errors)} image(s) could not be evaluated")
     seen = _trained_on(meta, [p for p in pairs if p.name in {s.name for s in scores}])
+    if seen is None and scores:
+        out.err(
+            "note: the model records no training images: whether it trained on these is unknown"
+        )
     if seen:
         shown = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
         out.err(
@@ -261,19 +265,17 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     return EXIT_BAD_INPUT if errors else EXIT_OK
 
 
-def _trained_on(meta: dict[str, Any], pairs: list[Any]) -> list[str]:
-    """The images among ``pairs`` whose file bytes the model trained on: its bundle
-    records each training image's name, SHA-256 and split (a renamed copy is found by
-    its bytes, a different image of the same name is not)."""
-    record = (meta.get("training") or {}).get("images") or []
-    trained = {r.get("sha256") for r in record if isinstance(r, dict) and r.get("split") == "train"}
-    trained.discard(None)
-    trained.discard("")
-    if not trained:
-        return []
-    from cellseg_gui.core.data.fileio import file_sha256
+def _trained_on(meta: dict[str, Any], pairs: list[Any]) -> list[str] | None:
+    """The images among ``pairs`` the model trained on (``core.model.image_roles``, the
+    window's answer too: the same name and file bytes as recorded), or None when its
+    bundle records no images (older bundles: nothing can be said)."""
+    from cellseg_gui.core.model.image_roles import model_roles
 
-    return [p.name for p in pairs if file_sha256(p.image_path) in trained]
+    paths = {p.name: p.image_path for p in pairs}
+    roles = model_roles(meta, list(paths), paths.get)
+    if roles is None:
+        return None
+    return [name for name in paths if roles.get(name) == "train"]
 
 
 def _read_truth(mask: Any, model_mode: str, mask_mode: str, width: int) -> tuple[Any, ...]:

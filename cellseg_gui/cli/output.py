@@ -122,6 +122,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (
         ("cellseg_gui.core.data.dataset", "DatasetError"),
         ("cellseg_gui.core.model.bundle", "BundleError"),
+        ("cellseg_gui.core.model.bundle_meta", "BundleError"),  # what info and --init read
     ):
         cls = getattr(sys.modules.get(mod), name, None)
         if isinstance(cls, type):

@@ -14,8 +14,9 @@ from cellseg_gui.cli.training import cmd_train
 
 # core.model.predict.WHOLE_IMAGE_PIXELS, in words
 TILE_HELP = (
-    "tile size for images over 2048x2048 pixels (1024x1024 on MPS); smaller ones are "
-    "predicted whole, as validation scores them (default 512)"
+    "predict in tiles of this size (less memory; cells may differ a little from the run's "
+    "figures). By default images of up to 4 megapixels (1 on MPS) go through whole, as "
+    "validation scores them, and larger ones in tiles of 512"
 )
 
 
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--instances", action="store_true", help="write instance labels (one id per cell)"
     )
-    p.add_argument("--tile", type=_positive_int, default=512, help=TILE_HELP)
+    p.add_argument("--tile", type=_positive_int, default=None, help=TILE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--ext", default="tif", choices=("tif", "png"), help="mask format (default tif)")
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model")
     p.add_argument("data", help="folder with images/ and masks/")
-    p.add_argument("--tile", type=_positive_int, default=512, help=TILE_HELP)
+    p.add_argument("--tile", type=_positive_int, default=None, help=TILE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument(

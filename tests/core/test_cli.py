@@ -856,11 +856,17 @@ def test_a_mixed_precision_run_records_the_figures_evaluate_gives(tmp_path, caps
     assert meta["metrics"]["val_ap50"] == pytest.approx(recorded_ap, abs=1e-9)
 
 
-def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(tmp_path, capsys):
-    """Validation forwards an image that fits in one piece; so does prediction, whatever
-    ``--tile`` says, so the figures a run records for its model are what ``cellseg
-    evaluate`` gives on the same image even when the image is larger than the tile (with
-    512 px tiles on 1022x1024 usiigaci images the two said AP@0.5 0.651 and 0.628)."""
+def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(
+    tmp_path, capsys, monkeypatch
+):
+    """Validation forwards an image that fits in one piece; so does prediction by
+    default, so the figures a run records for its model are what ``cellseg evaluate``
+    gives on the same image even when the image is larger than the default tile (with
+    512 px tiles on 1022x1024 usiigaci images the two said AP@0.5 0.651 and 0.628). An
+    explicit ``--tile`` still tiles (less memory on a small GPU)."""
+    import cellseg_gui.core.model.predict as P
+
+    monkeypatch.setattr(P, "DEFAULT_TILE", 64)  # the images below are larger than it
     data = _dataset(tmp_path / "d", size=128)
     target = tmp_path / "m.cellseg"
     code, _, err = _run(
@@ -873,19 +879,21 @@ def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(tm
     meta = read_bundle_meta(target)
     recorded_fg = meta["training"]["per_image_val_jaccard"]["im2"]
     recorded_ap = meta["training"]["per_image_val_ap50"]["im2"]
-    code, js, err = _run(capsys, "evaluate", target, data, "--json", "--tile", "64")
+    code, js, err = _run(capsys, "evaluate", target, data, "--json")
     assert code == 0, err
     row = next(r for r in json.loads(js)["images"] if r["name"] == "im2")
     assert row["fg_jaccard"] == pytest.approx(recorded_fg, abs=1e-9)
     assert row["ap"]["0.5"] == pytest.approx(recorded_ap, abs=1e-9)
-    # the whole image, not 64 px tiles: the probabilities are the single forward's
+    # the whole image, not tiles: the probabilities are the single forward's
     from cellseg_gui.core.model.predict import predict_tiled, predict_whole
 
     b = load_bundle(target, "cpu")
     x = b.preprocess(tifffile.imread(data / "images" / "im2.tif"))
-    got = b.predict_preprocessed(x, tile=64).probs
+    got = b.predict_preprocessed(x).probs
     assert np.allclose(got, predict_whole(b.model, x).probs, atol=1e-5)
-    assert not np.allclose(got, predict_tiled(b.model, x, tile=64).probs, atol=1e-5)
+    tiled = b.predict_preprocessed(x, tile=64).probs  # as asked
+    assert np.array_equal(tiled, predict_tiled(b.model, x, tile=64).probs)
+    assert not np.allclose(got, tiled, atol=1e-5)
 
 
 def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, capsys):
@@ -932,8 +940,9 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
 # --------------------------------------------------------------------------- a new user's bugs
 
 
+@pytest.mark.parametrize("command", ["info", "train"])
 @pytest.mark.parametrize("kind", ["text", "zip"])
-def test_info_on_a_file_that_is_not_a_bundle_is_one_line_exit_2(tmp_path, kind):
+def test_a_file_that_is_not_a_bundle_is_one_line_exit_2(tmp_path, kind, command):
     """In a fresh process (the test session may have imported core.model.bundle already,
     which hid the traceback): a text file, and a zip without cellseg.json."""
     import zipfile
@@ -944,9 +953,12 @@ def test_info_on_a_file_that_is_not_a_bundle_is_one_line_exit_2(tmp_path, kind):
     else:
         with zipfile.ZipFile(bad, "w") as zf:
             zf.writestr("weights.bin", b"0")
+    argv = ["info", str(bad)]
+    if command == "train":  # fine-tuning from it (a reviewer found its traceback)
+        data = _dataset(tmp_path / "d")
+        argv = ["train", str(data), "--init", str(bad), "--out", str(tmp_path / "m.cellseg")]
     out = subprocess.run(
-        [sys.executable, "-m", "cellseg_gui.cli", "info", str(bad)],
-        capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "cellseg_gui.cli", *argv], capture_output=True, text=True, cwd=ROOT
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr

@@ -87,7 +87,7 @@ def predict_bands(
     raw: np.ndarray,
     *,
     cells: bool,
-    tile: int = 512,
+    tile: int | None = None,
     tta: bool = False,
     margin: int = MARGIN,
     window_pixels: int = WINDOW_PIXELS,

@@ -44,7 +44,7 @@ def predict_batch(
     items: Sequence[Any],
     *,
     cancel: CancelToken | None = None,
-    tile: int = 512,
+    tile: int | None = None,
     tta: bool = False,
     score: bool = True,
     cells: bool = True,

@@ -28,6 +28,7 @@ from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.data.fileio import atomic_write_bytes
 from cellseg_gui.core.data.imageio import to_grey
 from cellseg_gui.core.data.normalize import normalize
+from cellseg_gui.core.model import predict as predict_module
 from cellseg_gui.core.model.bundle_meta import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -145,7 +146,7 @@ class _Predictor:
         return postprocess_from_meta(self.meta)
 
     def predict_cells(
-        self, raw_image: np.ndarray, *, tile: int = 512, tta: bool = False
+        self, raw_image: np.ndarray, *, tile: int | None = None, tta: bool = False
     ) -> tuple[np.ndarray, Prediction]:
         """Cell ids (int32, 0 = background) and the class prediction they came from: the
         one path from a model file to cells, whichever format the file is."""
@@ -161,7 +162,7 @@ class _Predictor:
         self,
         raw_image: np.ndarray,
         *,
-        tile: int = 512,
+        tile: int | None = None,
         overlap: int = 64,
         batch_size: int = 4,
         tta: bool = False,
@@ -177,19 +178,22 @@ class _Predictor:
         self,
         image: np.ndarray,
         *,
-        tile: int = 512,
+        tile: int | None = None,
         overlap: int = 64,
         batch_size: int = 4,
         tta: bool = False,
         return_probs: bool = True,
     ) -> Prediction:
-        """Prediction of an image already normalised (float32 (C, H, W)): in one piece
-        when it fits (``whole_image_fits``, as validation scores it), else in tiles of
-        ``tile``."""
+        """Prediction of an image already normalised (float32 (C, H, W)). ``tile`` None
+        (the default, what the CLI and the window use): in one piece when it fits
+        (``whole_image_fits``), as validation scores it, so the figures agree; else in
+        tiles of ``DEFAULT_TILE``. A number asks for tiles of that size (less memory; the
+        cells may differ a little from the run's)."""
         fn = _Forward(self._forward, self.model_config)
-        height, width = np.asarray(image).shape[-2:]
-        if whole_image_fits(height, width, self.device):
-            tile = max(int(tile), int(height), int(width))
+        if tile is None:
+            height, width = np.asarray(image).shape[-2:]
+            whole = whole_image_fits(height, width, self.device)
+            tile = max(int(height), int(width)) if whole else predict_module.DEFAULT_TILE
         return predict_tiled(
             fn,
             image,

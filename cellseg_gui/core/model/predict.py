@@ -55,6 +55,8 @@ __all__ = [
 # validation AP@0.5 (0.651) and `cellseg evaluate` on the same five 1022x1024 images
 # (0.628, 512 px tiles) disagreed, and the settings tuned on one were used on the other.
 WHOLE_IMAGE_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048, "mps": 1024 * 1024}
+# the tiles of larger images, unless the caller asks for others
+DEFAULT_TILE = 512
 
 _ROW_BLOCK = 256  # rows normalised per step at the end (bounds the temporaries)
 

@@ -6,7 +6,8 @@ and is "train" for every image nobody marked: with a model trained elsewhere (th
 another project) whose bundle records set46..set50 as validation, all fifteen images
 said "train". A bundle records its images (``meta["training"]["images"]``: name, sha256
 of the image file, split); an image counts as the model's only when its file is the one
-the model saw (same name and bytes). Torch-free; reads only the bundle's metadata.
+the model saw (same name and bytes). Torch-free; reads only the bundle's metadata. The
+window's list and ``cellseg evaluate``'s warning about training images both ask this.
 """
 
 from __future__ import annotations
