@@ -55,7 +55,12 @@ def add_cells(mask: np.ndarray, cells: np.ndarray, min_kept: float = MIN_KEPT) -
         raise ValueError(f"prediction shape {inst.shape} != mask shape {mask.shape}")
     free = mask == 0
     total = np.bincount(inst.ravel())
-    on_free = np.bincount(inst[free], minlength=total.size)
+    # a hand-drawn cell may cut a predicted one in two: it keeps its largest piece, as
+    # every predicted cell is one piece (its measurements and ROI describe one region)
+    from cellseg_gui.core.model.flow import largest_pieces
+
+    inst = largest_pieces(np.where(free, inst, 0))
+    on_free = np.bincount(inst.ravel(), minlength=total.size)
     present = total > 0
     present[0] = False
     keep = present & (on_free > 0) & (on_free >= min_kept * total)
@@ -64,7 +69,7 @@ def add_cells(mask: np.ndarray, cells: np.ndarray, min_kept: float = MIN_KEPT) -
     new_id = np.zeros(total.size, np.int64)
     new_id[keep] = np.arange(first, first + n_added)
     out = mask.copy()
-    where = free & keep[inst]
+    where = (inst > 0) & keep[inst]
     out[where] = new_id[inst[where]].astype(mask.dtype)
     existing = int(np.unique(mask[mask != 0]).size)
     return Accepted(out, n_added, int(present.sum()) - n_added, first, existing)

@@ -112,7 +112,7 @@ class EditToolbar(QToolBar):
         self.region_combo = QComboBox()
         self.region_combo.addItem("Brush", "brush")
         self.region_combo.addItem("Lasso", "lasso")
-        self.region_combo.setToolTip("How Smooth and Accept mark the area they act on")
+        self.region_combo.setToolTip("How Smooth and Paint prediction mark the area they act on")
         self.region_combo.currentIndexChanged.connect(
             lambda _i: self.regionShapeChanged.emit(self.region_shape)
         )

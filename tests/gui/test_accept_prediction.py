@@ -162,3 +162,21 @@ def test_accept_on_a_real_hand_annotated_mask_adds_nothing_it_already_has(
     win.editor.flush()
     assert np.array_equal(np.asarray(Image.open(folder / "masks" / "set46.png")), hand)
     _close(win)
+
+
+def test_a_predicted_cell_cut_by_a_hand_drawn_one_is_added_as_one_piece() -> None:
+    """A hand-drawn cell across a predicted one left it in two pieces under one id (a
+    reviewer's find): the added cell is its larger piece, if that is most of it."""
+    from scipy import ndimage as ndi
+
+    from cellseg_gui.app.accept_cells import add_cells
+
+    mask = np.zeros((8, 12), np.uint8)
+    mask[:, 7:9] = 5  # a hand-drawn cell, a vertical bar
+    cells = np.zeros((8, 12), np.int32)
+    cells[2:5, 0:11] = 1  # predicted across it: 7 columns left of it, 2 right of it
+    got = add_cells(mask, cells, min_kept=0.5)
+    new = got.values == 6
+    assert got.added == 1 and ndi.label(new)[1] == 1
+    assert new.sum() == 3 * 7 and not new[:, 9:].any()
+    assert (got.values == 5).sum() == 16  # the hand-drawn cell untouched
