@@ -101,7 +101,7 @@ class AugmentConfig:
     """Which augmentations a run uses. All on by default: on usiigaci in 10 minutes
     (benchmarks/instances.py, seeds 0-2) they gave validation AP@0.5 0.666 median against
     0.629 with flips, rot90 and intensity alone, higher for every seed, for about 15% fewer
-    steps (the elastic grid costs); 0.651 over five runs, since one run moves by up to
+    steps (the elastic grid costs); 0.652 over nine runs, since one run moves by up to
     0.04 with nothing changed (README, accuracy section)."""
 
     flips: bool = True
