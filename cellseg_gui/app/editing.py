@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,11 +59,14 @@ RESCORE_MS = 300
 
 
 def mask_scores(
-    doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None
+    doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None, meta: dict | None = None
 ) -> tuple[float, float | None]:
-    """Foreground Jaccard and cell AP@0.5 of a prediction against the mask as edited (the
-    figures prediction gives against the file, ``core.model.batch``)."""
+    """Foreground Jaccard and cell AP@0.5 of a prediction against the mask as edited: the
+    figures prediction gives against the file (``core.model.batch``), the mask read as the
+    model ``meta`` reads it (``truth_for_model``), or as the document reads it when no
+    model is known."""
     from cellseg_gui.core.data.masks import truth_cells
+    from cellseg_gui.core.model.scoring import truth_for_model
     from cellseg_gui.core.scores.instances import score_instances
 
     p, t = np.asarray(labels) != 0, doc.data != 0
@@ -70,7 +74,10 @@ def mask_scores(
     jaccard = 1.0 if union == 0 else int(np.count_nonzero(p & t)) / union
     if cells is None:
         return jaccard, None
-    truth = doc.data if doc.is_instances else truth_cells(doc.stored(), doc.mode)[0]
+    if meta is not None:
+        truth = truth_for_model(doc.stored(), meta)[1]
+    else:
+        truth = doc.data if doc.is_instances else truth_cells(doc.stored(), doc.mode)[0]
     return jaccard, float(score_instances(truth, cells).ap(0.5))
 
 
@@ -270,12 +277,25 @@ class Editor(EditTools, MaskSaving, QObject):
         mask changed (an accepted prediction, a stroke, an undo) they are figured again,
         a moment after the last change, instead of showing the old mask's."""
         names, self._to_rescore = self._to_rescore, set()
+        meta = self._model_meta()
         for name in names:
             doc, pred = self.workspace.document(name), self.workspace.prediction(name)
             if doc is None or pred is None or pred.labels.shape != doc.shape:
                 continue
-            jaccard, ap50 = mask_scores(doc, pred.labels, pred.cells)
+            jaccard, ap50 = mask_scores(doc, pred.labels, pred.cells, meta)
             self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
+
+    def _model_meta(self) -> dict | None:
+        """The active model's record (how it reads masks), or None without one."""
+        from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
+
+        path = self.workspace.active_model
+        if not path:
+            return None
+        try:
+            return read_bundle_meta(Path(path))
+        except (BundleError, OSError):
+            return None
 
     def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
         """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""

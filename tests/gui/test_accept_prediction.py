@@ -180,3 +180,36 @@ def test_a_predicted_cell_cut_by_a_hand_drawn_one_is_added_as_one_piece() -> Non
     assert got.added == 1 and ndi.label(new)[1] == 1
     assert new.sum() == 3 * 7 and not new[:, 9:].any()
     assert (got.values == 5).sum() == 16  # the hand-drawn cell untouched
+
+
+def test_the_lists_figures_after_an_edit_read_the_mask_as_prediction_did(tmp_path) -> None:
+    """An instance model scored against a 0..2 class mask: prediction reads the mask as
+    the model was trained (each value one cell), and the list's figures after an edit
+    read it the same way (they read it by the document's mode, the connected components,
+    so the AP jumped from 0.33 to 1.0 with nothing changed: a reviewer's find)."""
+    import tifffile
+
+    from cellseg_gui.app.editing import mask_scores
+    from cellseg_gui.core.config import ModelConfig, NormConfig
+    from cellseg_gui.core.editing.maskdoc import MaskDocument
+    from cellseg_gui.core.model.bundle import make_meta
+    from cellseg_gui.core.model.scoring import score_image, truth_for_model
+
+    meta = make_meta(ModelConfig(hidden=4, depth=2, n_classes=3), mask_mode="instances",
+                     boundary_width=2, channels="grey", norm=NormConfig())  # fmt: skip
+    stored = np.zeros((40, 60), np.uint8)
+    stored[5:15, 5:15] = stored[25:37, 40:52] = 1  # two blobs, both of class 1
+    stored[5:15, 15:17] = 2  # a strip of class 2 along the first
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, stored)
+    doc = MaskDocument.load(path, mode="classes")
+    cells = np.zeros_like(stored, np.int32)
+    cells[5:15, 5:15], cells[25:37, 40:52] = 1, 2
+    labels = (cells > 0).astype(np.uint8)
+    target, truth, source, used = truth_for_model(stored, meta)
+    predicted = score_image("m", labels, None, target, truth, "instances", source=source,
+                            cells=cells)  # fmt: skip  # as core.model.batch scores it
+    jaccard, ap = mask_scores(doc, labels, cells, meta)
+    assert ap == pytest.approx(predicted.ap50) == pytest.approx(1 / 3)
+    assert jaccard == pytest.approx(predicted.fg_jaccard)
+    assert mask_scores(doc, labels, cells)[1] == 1.0 != ap  # the document's own reading

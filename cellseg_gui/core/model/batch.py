@@ -55,9 +55,8 @@ def predict_batch(
     masks that exist; ``cells``: turn the prediction into cells (the bundle's
     post-processing); ``keep_image``: put the raw image in each event (measurements)."""
     from cellseg_gui.core.data.imageio import image_info, read_image, read_mask
-    from cellseg_gui.core.data.masks import mask_to_classes, truth_cells
     from cellseg_gui.core.model.bands import needs_bands
-    from cellseg_gui.core.model.scoring import score_image
+    from cellseg_gui.core.model.scoring import score_image, truth_for_model
     from cellseg_gui.core.scores.thumbnails import THUMB_SIZE, difference_rgb
 
     meta = predictor.meta
@@ -94,13 +93,8 @@ def predict_batch(
             mask_path = getattr(item, "mask_path", None)
             if score and mask_path:
                 mask = read_mask(mask_path)
-                target, _, used = mask_to_classes(
-                    mask,
-                    mode=meta.get("mask_mode", "auto"),
-                    boundary_width=int(meta.get("boundary_width", 2)),
-                )
+                target, truth, source, used = truth_for_model(mask, meta)
                 if target.shape == pred.labels.shape:
-                    truth, source = truth_cells(mask, used)
                     s = score_image(
                         item.name, pred.labels, pred.probs, target, truth,
                         meta.get("mask_mode") or used, pp, source=source, cells=ids,

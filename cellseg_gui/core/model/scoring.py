@@ -109,6 +109,24 @@ class DatasetScore:
         }
 
 
+def truth_for_model(mask: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """A stored mask as a model's predictions are scored against it: (classes, true cell
+    ids, where the ids come from, the mode the classes were read in), the mask read as
+    the model was trained on them (its bundle's ``mask_mode`` and ``boundary_width``).
+    Prediction's figures (``core.model.batch``) and the window's, figured again after an
+    edit, both read it so: an instance model on a 0..2 class mask counts two cells in
+    both, not two in one and the connected components in the other."""
+    from cellseg_gui.core.data.masks import mask_to_classes, truth_cells
+
+    target, _, used = mask_to_classes(
+        mask,
+        mode=meta.get("mask_mode") or "auto",
+        boundary_width=int(meta.get("boundary_width", 2)),
+    )
+    truth, source = truth_cells(mask, used)
+    return target, truth, source, used
+
+
 def score_dataset(images: list[ImageScore]) -> DatasetScore:
     return DatasetScore(tuple(images))
 
