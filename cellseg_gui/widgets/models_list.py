@@ -23,6 +23,11 @@ from PySide6.QtWidgets import (
 from cellseg_gui.core.model.model_registry import ModelRecord
 
 COLUMNS = ["", "Name", "Best val J", "Val AP@0.5", "Date", "Settings"]
+# what each figure is, in the words `cellseg info` and `evaluate` use
+COLUMN_TIPS = {
+    2: "Validation foreground Jaccard of the kept epoch, pooled over the validation pixels",
+    3: "Validation cell AP@0.5 with the tuned post-processing, mean over the validation images",
+}
 
 
 def settings_summary(training: dict[str, Any] | None) -> str:
@@ -66,6 +71,8 @@ class ModelsList(QWidget):
         super().__init__(parent)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for column, tip in COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

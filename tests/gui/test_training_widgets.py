@@ -405,3 +405,13 @@ def test_the_mouse_wheel_scrolls_the_form_instead_of_changing_settings(qtbot):
     qtbot.waitUntil(depth.hasFocus)
     wheel(depth, 120)
     assert depth.value() == before + 1 and changed  # clicked into: the wheel edits it
+
+
+def test_models_list_headers_say_which_definition_each_figure_is(qtbot):
+    """'Best val J' and 'Val AP@0.5' are the figures info and evaluate name pooled over
+    pixels and mean over images: hovering the header says so."""
+    w = ModelsList()
+    qtbot.addWidget(w)
+    tips = [w.table.horizontalHeaderItem(c).toolTip() for c in range(w.table.columnCount())]
+    assert "pooled over the validation pixels" in tips[2]
+    assert "mean over the validation images" in tips[3]
