@@ -113,6 +113,8 @@ class Editor(EditTools, MaskSaving, QObject):
         super().__init__(parent)
         self._host = parent  # the parent of the dialogs
         self.workspace = workspace  # the project, current image, predictions, documents
+        self._meta: dict | None = None  # the active model's record (``_model_meta``)
+        self._meta_key: tuple[str, int] | None = None
         self.ask_unsaved = self._ask_unsaved  # "elsewhere" | "discard" | "cancel"; tests replace
         self.choose_folder = self._choose_folder
         self.canvas = canvas
@@ -286,16 +288,20 @@ class Editor(EditTools, MaskSaving, QObject):
             self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
 
     def _model_meta(self) -> dict | None:
-        """The active model's record (how it reads masks), or None without one."""
+        """The active model's record (how it reads masks), or None without one; read from
+        its file once per file version, not on every rescore after a stroke."""
         from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
 
         path = self.workspace.active_model
         if not path:
             return None
         try:
-            return read_bundle_meta(Path(path))
+            key = (path, Path(path).stat().st_mtime_ns)
+            if self._meta_key != key:
+                self._meta, self._meta_key = read_bundle_meta(Path(path)), key
         except (BundleError, OSError):
             return None
+        return self._meta
 
     def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
         """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""

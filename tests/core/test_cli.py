@@ -835,25 +835,32 @@ def test_a_mixed_precision_run_records_the_figures_evaluate_gives(tmp_path, caps
     evaluate`` gives for that bundle, which predicts in fp32 as every export does. The
     model is left undertrained on purpose: its many pixels near a tie between classes are
     where bf16 and fp32 disagree (a confident model, AP 1, agreed even without the fix)."""
-    data = _dataset(tmp_path / "d")
-    target = tmp_path / "m.cellseg"
+    meta, row = _recorded_and_evaluated(
+        capsys, _dataset(tmp_path / "d"), tmp_path / "m.cellseg",
+        "--epochs", "3", "--steps-per-epoch", "4", "--amp", "bf16",
+    )  # fmt: skip
+    assert meta["training"]["precision"] == "bf16"
+    recorded_ap = meta["training"]["per_image_val_ap50"]["im2"]
+    assert row["fg_jaccard"] == pytest.approx(
+        meta["training"]["per_image_val_jaccard"]["im2"], abs=1e-9
+    )
+    assert row["ap"]["0.5"] == pytest.approx(recorded_ap, abs=1e-9)
+    assert meta["metrics"]["val_ap50"] == pytest.approx(recorded_ap, abs=1e-9)
+
+
+def _recorded_and_evaluated(capsys, data: Path, target: Path, *train_args: str):
+    """Train on ``data`` with ``im2`` as validation, then evaluate the bundle on ``data``:
+    (the bundle's metadata, evaluate's JSON row for im2)."""
     code, _, err = _run(
-        capsys, "train", data, "--out", target, "--epochs", "3", "--steps-per-epoch", "4",
-        "--val", "im2", "--amp", "bf16", *TINY,
+        capsys, "train", data, "--out", target, "--val", "im2", *train_args, *TINY
     )  # fmt: skip
     assert code == 0, err
     from cellseg_gui.core.model.bundle import read_bundle_meta
 
-    meta = read_bundle_meta(target)
-    assert meta["training"]["precision"] == "bf16"
-    recorded_fg = meta["training"]["per_image_val_jaccard"]["im2"]
-    recorded_ap = meta["training"]["per_image_val_ap50"]["im2"]
     code, js, err = _run(capsys, "evaluate", target, data, "--json")
     assert code == 0, err
     row = next(r for r in json.loads(js)["images"] if r["name"] == "im2")
-    assert row["fg_jaccard"] == pytest.approx(recorded_fg, abs=1e-9)
-    assert row["ap"]["0.5"] == pytest.approx(recorded_ap, abs=1e-9)
-    assert meta["metrics"]["val_ap50"] == pytest.approx(recorded_ap, abs=1e-9)
+    return read_bundle_meta(target), row
 
 
 def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(
@@ -869,21 +876,17 @@ def test_evaluate_gives_what_the_run_recorded_for_images_larger_than_the_tile(
     monkeypatch.setattr(P, "DEFAULT_TILE", 64)  # the images below are larger than it
     data = _dataset(tmp_path / "d", size=128)
     target = tmp_path / "m.cellseg"
-    code, _, err = _run(
-        capsys, "train", data, "--out", target, "--epochs", "4", "--steps-per-epoch", "8",
-        "--val", "im2", "--amp", "off", *TINY,
-    )  # fmt: skip
-    assert code == 0, err
-    from cellseg_gui.core.model.bundle import load_bundle, read_bundle_meta
+    meta, row = _recorded_and_evaluated(
+        capsys, data, target, "--epochs", "4", "--steps-per-epoch", "8", "--amp", "off"
+    )
+    assert row["fg_jaccard"] == pytest.approx(
+        meta["training"]["per_image_val_jaccard"]["im2"], abs=1e-9
+    )
+    assert row["ap"]["0.5"] == pytest.approx(
+        meta["training"]["per_image_val_ap50"]["im2"], abs=1e-9
+    )
+    from cellseg_gui.core.model.bundle import load_bundle
 
-    meta = read_bundle_meta(target)
-    recorded_fg = meta["training"]["per_image_val_jaccard"]["im2"]
-    recorded_ap = meta["training"]["per_image_val_ap50"]["im2"]
-    code, js, err = _run(capsys, "evaluate", target, data, "--json")
-    assert code == 0, err
-    row = next(r for r in json.loads(js)["images"] if r["name"] == "im2")
-    assert row["fg_jaccard"] == pytest.approx(recorded_fg, abs=1e-9)
-    assert row["ap"]["0.5"] == pytest.approx(recorded_ap, abs=1e-9)
     # the whole image, not tiles: the probabilities are the single forward's
     from cellseg_gui.core.model.predict import predict_tiled, predict_whole
 
@@ -1089,3 +1092,13 @@ def test_cell_csvs_write_pixel_counts_as_integers_name_the_unit_and_match_the_wi
     write_csv(tmp_path / "w" / "cells_summary.csv", [row])
     assert (tmp_path / "w" / "cells_summary.csv").read_text() == summary
     assert (tmp_path / "w" / "a_cells.csv").read_text().splitlines() == per_cell
+
+
+def test_evaluate_says_when_a_model_records_no_training_images(model_path, tmp_path, capsys):
+    """A bundle made before images were recorded cannot tell which it trained on: evaluate
+    says so, and --json gives null rather than an empty list ("none of them")."""
+    data = _dataset(tmp_path / "d", n=1)
+    code, js, err = _run(capsys, "evaluate", model_path, data, "--json")
+    assert code == 0, err
+    assert json.loads(js)["trained_on"] is None
+    assert "note: the model records no training images" in err

@@ -13,30 +13,11 @@ from PIL import Image
 
 pytest.importorskip("pytestqt")
 
-from cellseg_gui.app import main_window  # noqa: E402
+from test_editing import _close, _open  # noqa: E402  (the real window, opened on a project)
+
 from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
 
 H, W = 120, 160
-
-
-def _open(qtbot, monkeypatch, folder: Path, name: str):
-    monkeypatch.setenv("CELLSEG_NO_WARMUP", "1")
-    win = main_window.MainWindow()
-    qtbot.addWidget(win)
-    win.resize(900, 700)
-    win.show()
-    qtbot.waitExposed(win)
-    win.open_project(folder)
-    assert not win.project.read_only
-    win.show_image(name)
-    qtbot.waitUntil(lambda: win.current_name == name)
-    return win
-
-
-def _close(win) -> None:
-    win.editor.shutdown()
-    win.training.shutdown()
-    win.close()
 
 
 def _png_project(folder: Path, mask: np.ndarray) -> Path:

@@ -168,7 +168,7 @@ def largest_pieces(cells: np.ndarray) -> np.ndarray:
         return cells
     comps = label(cells, background=0, connectivity=2)  # pieces of one value each
     n = int(comps.max())
-    if n == int(len(np.unique(cells))) - 1:  # one piece per cell already
+    if n == int(np.count_nonzero(np.bincount(cells.ravel())[1:])):  # one piece per cell
         return cells
     flat, ids = comps.ravel(), cells.ravel()
     owner = np.zeros(n + 1, dtype=np.int64)
