@@ -157,6 +157,21 @@ def test_a_time_limited_run_is_told_to_train_longer_in_minutes_as_options_to_typ
     assert shown == "--weight-decay 0.001 --augment flips,rot90,affine,intensity,noise,blur,elastic"
 
 
+def test_a_run_limited_by_epochs_and_minutes_is_told_to_double_both():
+    """With both limits, doubling the epochs alone left a run the clock stopped exactly
+    as long as before: the advice doubles both, as options to type."""
+    from cellseg_gui.cli.training import advice_options
+
+    cfg = TrainConfig()
+    cfg.epochs, cfg.minutes = 40, 5.0
+    j = [0.3, 0.45, 0.55, 0.62, 0.68, 0.73]
+    loss = [1.0, 0.8, 0.6, 0.5, 0.42, 0.36]
+    items = advise(_hist(loss, j, [v - 0.01 for v in j]), cfg)
+    assert _codes(items) == ["still_improving"]
+    assert items[0].changes == {"minutes": 10.0, "epochs": 80}
+    assert advice_options(items[0].changes, cfg) == "--minutes 10 --epochs 80"
+
+
 def test_healthy_run_has_no_advice():
     j = [0.5, 0.7, 0.85, 0.9, 0.91, 0.91]
     loss = [1.0, 0.5, 0.3, 0.2, 0.19, 0.19]

@@ -49,7 +49,7 @@ def test_clean_set_has_statistics_and_no_problems(tmp_path):
     assert s.saturated == 0.0
     text = rep.to_text()
     assert "3 image(s), 3 with masks" in text and "no problems found" in text
-    assert "a0" in text and "32x40" in text
+    assert "a0" in text and "32 x 40" in text
 
 
 def test_every_problem_kind_is_found(tmp_path):
@@ -102,7 +102,9 @@ def test_every_problem_kind_is_found(tmp_path):
         "text.png",
     }
     text = rep.to_text()
-    assert "mask is 40x30 but its image is 40x32" in text
+    # sizes as every other message gives them: height x width, said once
+    assert "mask is 30 x 40 but its image is 32 x 40 (height x width)" in text
+    assert "size (h x w)" in text and "   32 x 40 " in text
     assert "values 5 outside the model's 3 classes" in text
     assert "same file content as" in text
     assert "holds 5 planes" in text and "mask is all foreground" in text

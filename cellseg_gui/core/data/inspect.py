@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from cellseg_gui.core.data.fileio import file_sha256
-from cellseg_gui.core.data.imageio import ImageReadError, image_info, read_image, read_mask
+from cellseg_gui.core.data.imageio import (
+    ImageReadError,
+    image_info,
+    read_image,
+    read_mask,
+    size_text,
+)
 
 PERCENTILES = (0.0, 1.0, 50.0, 99.0, 99.8, 100.0)
 SATURATION_WARN = 0.01  # share of pixels at the top of the range worth a warning
@@ -131,7 +137,7 @@ class InspectReport:
             shown = ", ".join(f"{x.name} (every {x.sampled}th pixel)" for x in sampled[:5])
             lines.append(f"large images inspected on a regular subsample: {shown}")
         lines.append("")
-        cols = f"{'name':<24} {'size':>11} {'dtype':>8} {'min':>9} {'p1':>9} {'p99.8':>9} "
+        cols = f"{'name':<24} {'size (h x w)':>12} {'dtype':>8} {'min':>9} {'p1':>9} {'p99.8':>9} "
         cols += f"{'max':>9} {'sat%':>6}  classes"
         lines.append(cols)
         for s in self.images:
@@ -139,7 +145,7 @@ class InspectReport:
             if s.error and s.shape is None:
                 lines.append(f"{name:<24} unreadable: {s.error}")
                 continue
-            size = "x".join(str(v) for v in (s.shape or ())[:2])
+            size = size_text(s.shape) if s.shape else ""
             pc = s.percentiles
             classes = ", ".join(f"{k}:{100 * v:.1f}%" for k, v in s.class_fractions.items())
             if s.n_instances is not None:
@@ -148,7 +154,7 @@ class InspectReport:
                 classes = "(no mask)"
             sat = f"{100 * s.saturated:.2f}" if s.saturated is not None else "-"
             lines.append(
-                f"{name:<24} {size:>11} {s.dtype or '-':>8} {_g(s.min):>9} "
+                f"{name:<24} {size:>12} {s.dtype or '-':>8} {_g(s.min):>9} "
                 f"{_g(pc.get('p1')):>9} {_g(pc.get('p99.8')):>9} {_g(s.max):>9} {sat:>6}  "
                 f"{classes}"
             )
@@ -322,8 +328,8 @@ def inspect_dataset(
                 Problem(
                     "size_mismatch",
                     str(mpath),
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                    f"{stats.shape[1]}x{stats.shape[0]} (width x height)",
+                    f"mask is {size_text(mask.shape)} but its image is "
+                    f"{size_text(stats.shape)} (height x width)",
                     "error",
                 )
             )

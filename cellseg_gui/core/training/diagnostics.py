@@ -226,11 +226,17 @@ def _lagging(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
 
 def _longer(cfg: TrainConfig | None, epochs_run: int) -> dict[str, Any]:
     """Twice the run's length, in its own terms: minutes for a time-limited run (its
-    ``epochs`` is 0 then, and 'epochs=0' was the advice), else epochs."""
-    if cfg is not None and cfg.minutes and not cfg.epochs:
-        return {"minutes": round(float(cfg.minutes) * 2, 2)}
+    ``epochs`` is 0 then, and 'epochs=0' was the advice), epochs for an epoch-limited one,
+    and both for a run limited by both (doubling the epochs alone left a run that the
+    clock stopped just as long)."""
+    changes: dict[str, Any] = {}
+    if cfg is not None and cfg.minutes:
+        changes["minutes"] = round(float(cfg.minutes) * 2, 2)
+        if not cfg.epochs:
+            return changes
     epochs = cfg.epochs if cfg is not None and cfg.epochs else epochs_run
-    return {"epochs": int(epochs * 2)}
+    changes["epochs"] = int(epochs * 2)
+    return changes
 
 
 def _plateau(history: dict[str, Any], cfg: TrainConfig | None) -> Advice | None:
