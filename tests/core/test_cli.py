@@ -454,7 +454,10 @@ def test_inspect_flags_bad_files(tmp_path, capsys):
     code, out, err = _run(capsys, "inspect", data)
     assert code == 2
     line = _one_error_line(err)
-    assert f"{data / 'masks' / 'im0.tif'}: mask is 10 x 10 but its image is 64 x 64 (height x width)" in line
+    assert (
+        f"{data / 'masks' / 'im0.tif'}: mask is 10 x 10 but its image is 64 x 64 (height x width)"
+        in line
+    )
     assert "2 problem(s) (1 error(s), 1 warning(s))" in out  # the resized mask is empty
 
 
