@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import shiboken6
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
@@ -36,6 +34,7 @@ from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 from cellseg_gui.app.editing_actions import connect_edit_actions
 from cellseg_gui.app.editing_tools import EditTools
 from cellseg_gui.app.mask_saving import MaskSaving
+from cellseg_gui.app.rescoring import Rescorer
 from cellseg_gui.core.editing import edits as E
 from cellseg_gui.core.editing.journal import APPLY, REVERT, MaskJournal, journal_path
 from cellseg_gui.core.editing.maskdoc import (
@@ -55,30 +54,6 @@ log = logging.getLogger(__name__)
 
 UNDO_LIMIT = 200
 AUTOSAVE_MS = 1000
-RESCORE_MS = 300
-
-
-def mask_scores(
-    doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None, meta: dict | None = None
-) -> tuple[float, float | None]:
-    """Foreground Jaccard and cell AP@0.5 of a prediction against the mask as edited: the
-    figures prediction gives against the file (``core.model.batch``), the mask read as the
-    model ``meta`` reads it (``truth_for_model``), or as the document reads it when no
-    model is known."""
-    from cellseg_gui.core.data.masks import truth_cells
-    from cellseg_gui.core.model.scoring import truth_for_model
-    from cellseg_gui.core.scores.instances import score_instances
-
-    p, t = np.asarray(labels) != 0, doc.data != 0
-    union = int(np.count_nonzero(p | t))
-    jaccard = 1.0 if union == 0 else int(np.count_nonzero(p & t)) / union
-    if cells is None:
-        return jaccard, None
-    if meta is not None:
-        truth = truth_for_model(doc.stored(), meta)[1]
-    else:
-        truth = doc.data if doc.is_instances else truth_cells(doc.stored(), doc.mode)[0]
-    return jaccard, float(score_instances(truth, cells).ap(0.5))
 
 
 class PatchCommand(QUndoCommand):
@@ -113,8 +88,6 @@ class Editor(EditTools, MaskSaving, QObject):
         super().__init__(parent)
         self._host = parent  # the parent of the dialogs
         self.workspace = workspace  # the project, current image, predictions, documents
-        self._meta: dict | None = None  # the active model's record (``_model_meta``)
-        self._meta_key: tuple[str, int] | None = None
         self.ask_unsaved = self._ask_unsaved  # "elsewhere" | "discard" | "cancel"; tests replace
         self.choose_folder = self._choose_folder
         self.canvas = canvas
@@ -139,11 +112,7 @@ class Editor(EditTools, MaskSaving, QObject):
         self._poll = QTimer(self)
         self._poll.setInterval(50)
         self._poll.timeout.connect(self._collect_saves)
-        self._to_rescore: set[str] = set()
-        self._rescore_timer = QTimer(self)
-        self._rescore_timer.setSingleShot(True)
-        self._rescore_timer.setInterval(RESCORE_MS)
-        self._rescore_timer.timeout.connect(self._rescore)
+        self.rescorer = Rescorer(workspace, self)  # the list's J/AP after an edit
         self._build_ui()
         self._connect_canvas()
 
@@ -192,6 +161,7 @@ class Editor(EditTools, MaskSaving, QObject):
         """The window closes: everything is saved (or given up), so nothing is left for a
         crash journal to recover."""
         self._close_journals()
+        self.rescorer.shutdown()
 
     # ------------------------------------------------------------------ project access
     @property
@@ -266,42 +236,7 @@ class Editor(EditTools, MaskSaving, QObject):
         if name == self.current:
             self.canvas.refresh_region("gt", y0, x0, y1, x1)
         self._timer.start()
-        if self.workspace.prediction(name) is not None and self._has_scores(name):
-            self._to_rescore.add(name)
-            self._rescore_timer.start()
-
-    def _has_scores(self, name: str) -> bool:
-        s = self.workspace.scores(name)
-        return s.jaccard is not None or s.ap50 is not None
-
-    def _rescore(self) -> None:
-        """The list's "J · AP" of an image compare its prediction with its mask: after the
-        mask changed (an accepted prediction, a stroke, an undo) they are figured again,
-        a moment after the last change, instead of showing the old mask's."""
-        names, self._to_rescore = self._to_rescore, set()
-        meta = self._model_meta()
-        for name in names:
-            doc, pred = self.workspace.document(name), self.workspace.prediction(name)
-            if doc is None or pred is None or pred.labels.shape != doc.shape:
-                continue
-            jaccard, ap50 = mask_scores(doc, pred.labels, pred.cells, meta)
-            self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
-
-    def _model_meta(self) -> dict | None:
-        """The active model's record (how it reads masks), or None without one; read from
-        its file once per file version, not on every rescore after a stroke."""
-        from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
-
-        path = self.workspace.active_model
-        if not path:
-            return None
-        try:
-            key = (path, Path(path).stat().st_mtime_ns)
-            if self._meta_key != key:
-                self._meta, self._meta_key = read_bundle_meta(Path(path)), key
-        except (BundleError, OSError):
-            return None
-        return self._meta
+        self.rescorer.changed(name)
 
     def push(self, name: str, patch: E.Patch | None, text: str, *, applied: bool = False) -> bool:
         """Put an edit on ``name``'s undo stack (applying it unless ``applied``)."""
@@ -319,6 +254,7 @@ class Editor(EditTools, MaskSaving, QObject):
         self._finish_stroke()
         self.flush()
         self._close_journals()
+        self.rescorer.shutdown()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

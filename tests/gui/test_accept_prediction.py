@@ -170,7 +170,7 @@ def test_the_lists_figures_after_an_edit_read_the_mask_as_prediction_did(tmp_pat
     so the AP jumped from 0.33 to 1.0 with nothing changed: a reviewer's find)."""
     import tifffile
 
-    from cellseg_gui.app.editing import mask_scores
+    from cellseg_gui.app.rescoring import mask_scores
     from cellseg_gui.core.config import ModelConfig, NormConfig
     from cellseg_gui.core.editing.maskdoc import MaskDocument
     from cellseg_gui.core.model.bundle import make_meta
@@ -194,3 +194,102 @@ def test_the_lists_figures_after_an_edit_read_the_mask_as_prediction_did(tmp_pat
     assert ap == pytest.approx(predicted.ap50) == pytest.approx(1 / 3)
     assert jaccard == pytest.approx(predicted.fg_jaccard)
     assert mask_scores(doc, labels, cells)[1] == 1.0 != ap  # the document's own reading
+
+
+def _scored_project(qtbot, monkeypatch, tmp_path: Path):
+    """The window on an image with two hand-drawn cells, a prediction of both and the
+    list's figures as prediction gave them (J 0.50 · AP 0.25, to see them change)."""
+    from test_editing import _drag  # noqa: PLC0415
+
+    hand = np.zeros((H, W), np.uint8)
+    hand[10:40, 10:40], hand[60:90, 60:90] = 1, 2
+    win = _open(qtbot, monkeypatch, _png_project(tmp_path / "p", hand), "a")
+    cells = hand.astype(np.int32)
+    win.set_prediction("a", (cells > 0).astype(np.uint8), None, cells)
+    win.workspace.set_scores("a", jaccard=0.5, ap50=0.25)
+    win.editor.toolbar.set_tool("brush")
+    win.editor.toolbar.size_slider.setValue(5)
+
+    def stroke(y: float) -> None:  # a new cell drawn on background, from x 110 to 150
+        _drag(qtbot, win.canvas, [(110.5, y), (150.5, y)])
+
+    return win, stroke
+
+
+def test_the_lists_figures_after_a_stroke_are_figured_while_the_window_goes_on(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    """Matching the cells took about 300 ms on the GUI thread after every stroke on a
+    1-megapixel image. The figures are now worked out on another thread: while they are
+    (held here for 0.4 s), the window keeps handling events, and then the list shows the
+    new mask's figures (a third true cell the prediction misses: AP 2/3)."""
+    import threading
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    from cellseg_gui.app import rescoring
+
+    win, stroke = _scored_project(qtbot, monkeypatch, tmp_path)
+    threads: list[str] = []
+    real = rescoring.stored_scores
+
+    def slow(*args, **kw):
+        threads.append(threading.current_thread().name)
+        time.sleep(0.4)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rescoring, "stored_scores", slow)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    stroke(110.5)
+    qtbot.waitUntil(lambda: bool(threads), timeout=3000)  # the figures are being worked out
+    started = time.perf_counter()
+    qtbot.waitUntil(lambda: "AP 0.67" in _row_text(win, "a"), timeout=5000)
+    timer.stop()
+    assert threads == ["rescore_0"]  # one pass, and not on the GUI thread
+    during = [t for t in ticks if started <= t <= started + 0.35]
+    assert len(during) >= 5  # the GUI thread ran its timer all the while (20 ms)
+    win.editor.flush()
+    _close(win)
+
+
+def test_figures_of_a_mask_changed_meanwhile_are_not_shown(qtbot, monkeypatch, tmp_path) -> None:
+    """A stroke made while the figures of the one before are worked out: those figures
+    describe a mask that no longer exists and are dropped; the list ends on the figures
+    of the mask as it stands (two new cells the prediction misses: AP 2/4)."""
+    import threading
+
+    from cellseg_gui.app import rescoring
+
+    win, stroke = _scored_project(qtbot, monkeypatch, tmp_path)
+    gate, calls = threading.Event(), []
+    real = rescoring.stored_scores
+
+    def held(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            gate.wait(5)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rescoring, "stored_scores", held)
+    shown: list[float | None] = []
+    real_set = win.workspace.set_scores
+
+    def record(name, **kw):
+        shown.append(kw.get("ap50"))
+        real_set(name, **kw)
+
+    monkeypatch.setattr(win.workspace, "set_scores", record)
+    stroke(110.5)
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=3000)  # the first mask is being scored
+    stroke(70.5)  # a second new cell meanwhile
+    gate.set()
+    qtbot.waitUntil(lambda: not win.editor.rescorer.busy, timeout=5000)
+    assert len(calls) == 2
+    assert shown == [0.5]  # 2 of 4 true cells; the first pass's 2/3 was never shown
+    assert "AP 0.50" in _row_text(win, "a")
+    win.editor.flush()
+    _close(win)
