@@ -111,6 +111,9 @@ class AugmentConfig:
     intensity: bool = True  # brightness / contrast / gamma
     noise: bool = True
     blur: bool = True
+    # cells of the training images pasted onto other crops' background (instance masks;
+    # core.training.copy_paste)
+    copy_paste: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
