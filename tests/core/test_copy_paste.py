@@ -80,3 +80,43 @@ def test_pasting_is_off_by_default_and_repeatable_with_a_seed() -> None:
     assert _sampler(paste=False).bank is None
     a = [_sampler(seed=3).batch([1, 0]) for _ in range(2)]
     assert torch.equal(a[0][0], a[1][0]) and torch.equal(a[0][1], a[1][1])
+
+
+def test_cells_pasted_against_others_get_the_boundary_and_a_colour_of_their_own() -> None:
+    """With ``paste_touching`` a cell may land beside the drawn ones: the boundary class is
+    drawn on both sides where they meet, and its colour (what keeps its flows its own)
+    differs from its neighbours', so the two are still told apart."""
+    cfg = TrainConfig()
+    cfg.augment.copy_paste = cfg.augment.paste_touching = True
+    samples = _samples()
+    ids1 = np.zeros((S, S), np.int32)  # image 1 crowded: cells everywhere but a corridor
+    ids1[:, :30], ids1[:, 46:] = 1, 2
+    samples[1].instances[:] = ids1
+    samples[1].image[0] = np.where(ids1 > 0, -1.0, 0.0)
+    samples = training_targets(samples, cfg)
+    gen = torch.Generator().manual_seed(0)
+    sampler = _make_sampler(samples, S, torch.device("cpu"), 0.0, gen, cfg, n_classes=3)
+    span = sampler.n_classes * sampler.w_span * sampler.d_span
+    met = 0
+    for _ in range(40):
+        x, y, _ = sampler.batch([1])
+        img, cls = x[0, 0].numpy(), (y[0] % 3).numpy()
+        colour = (y[0] // span).numpy()
+        mine = img == 5.0
+        if not mine.any():
+            continue
+        assert (cls[mine] > 0).all()  # a pasted cell lands on background only
+        others = (img == -1.0) & (cls > 0)
+        grown = np.zeros_like(mine)
+        grown[1:] |= mine[:-1]
+        grown[:-1] |= mine[1:]
+        grown[:, 1:] |= mine[:, :-1]
+        grown[:, :-1] |= mine[:, 1:]
+        contact = grown & others
+        if not contact.any():
+            continue
+        met += 1
+        assert (cls[contact] == 2).all()  # the neighbour's side of the contact
+        assert (cls[mine & np.roll(others, 1, 1)] == 2).all()  # and the pasted cell's
+        assert set(np.unique(colour[mine])).isdisjoint(np.unique(colour[contact]))
+    assert met >= 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 HALO = 3  # px of the cell's own image pasted around it
 MARGIN = 2  # px of background kept between a pasted cell's halo and anything else
@@ -37,10 +38,24 @@ class CellBank:
         cell_ids: list[np.ndarray],
         n_classes: int,
         crop: int,
+        *,
+        rim: bool = False,
+        touching: bool = False,
+        boundary_width: int = 3,
+        colour_span: int = 0,
     ) -> None:
+        """``rim``: the boundary class runs around every cell (``boundary_mode`` "all"),
+        so a pasted cell keeps it; else it marks contacts, which stay behind.
+        ``touching``: cells may be pasted against others (the boundary class of
+        ``boundary_width`` is drawn where they meet, and with flows, ``colour_span`` the
+        factor of the cell colour in the encoded targets, the pasted cell takes a colour
+        its new neighbours do not have); else only onto background around them."""
         from cellseg_gui.core.lazy import ndimage as ndi
 
         self.k = int(n_classes)
+        self.touching = bool(touching) and not rim
+        self.bw = int(boundary_width)
+        self.colour_span = int(colour_span)
         # (image, target, halo, cell, footprint) per cell
         self.patches: list[tuple[torch.Tensor, ...]] = []
         limit = max(8, int(crop) // 2)
@@ -62,7 +77,8 @@ class CellBank:
                 footprint = ndi.binary_dilation(halo, grow, iterations=MARGIN)
                 halo &= cell | (local == 0)  # the rim, not a neighbour's pixels
                 t = tgt[y0:y1, x0:x1].clone()
-                t = torch.where(t % self.k != 0, t - t % self.k + 1, t)  # class: cell
+                if not rim:  # class: cell, its old contacts' boundary left behind
+                    t = torch.where(t % self.k != 0, t - t % self.k + 1, t)
                 dev = tgt.device
                 masks = (halo, np.ascontiguousarray(cell), footprint)
                 self.patches.append(
@@ -94,14 +110,46 @@ class CellBank:
                     y0 = int(torch.randint(0, h - ph + 1, (1,), generator=gen))
                     x0 = int(torch.randint(0, w - pw + 1, (1,), generator=gen))
                     region = y[i, y0 : y0 + ph, x0 : x0 + pw]
-                    if bool(((region % self.k != 0) & foot).any()):
+                    taken = region % self.k != 0
+                    if bool((taken & (cell if self.touching else foot)).any()):
                         continue
                     xr = x[i, :, y0 : y0 + ph, x0 : x0 + pw]
-                    xr[:, halo] = img[:, halo]
-                    region[cell] = tgt[cell]
+                    xr[:, halo & ~taken] = img[:, halo & ~taken]
+                    if self.touching and bool(taken.any()):
+                        self._against(region, tgt, cell, taken)
+                    else:
+                        region[cell] = tgt[cell]
                     pasted += 1
                     break
         return x, y, pasted
+
+    def _against(
+        self, region: torch.Tensor, tgt: torch.Tensor, cell: torch.Tensor, taken: torch.Tensor
+    ) -> None:
+        """Paste ``cell`` into ``region`` beside the cells already there (``taken``): a
+        colour none of them has within reach, and the boundary class where they meet."""
+        from cellseg_gui.core.model.flow import CELL_COLOURS, COLOUR_REACH
+
+        values = tgt[cell]
+        if self.colour_span:
+            span = self.colour_span
+            near = _grow(cell, COLOUR_REACH) & taken
+            used = set(torch.div(region[near], span, rounding_mode="floor").tolist())
+            own = int(values[0]) // span
+            if own in used:
+                free = [c for c in range(1, CELL_COLOURS) if c not in used]
+                if not free:
+                    return
+                values = values + (free[0] - own) * span
+        region[cell] = values
+        meet = (cell & _grow(taken, self.bw)) | (taken & _grow(cell, self.bw))
+        region[meet] = region[meet] - region[meet] % self.k + 2
+
+
+def _grow(m: torch.Tensor, r: int) -> torch.Tensor:
+    """``m`` grown by ``r`` pixels (a square), as bool."""
+    f = m[None, None].float()
+    return F.max_pool2d(f, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
 
 
 def _turn(a: torch.Tensor, k: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ class CropSampler:
         distances: list[np.ndarray] | None = None,
         cell_ids: list[np.ndarray] | None = None,
         paste_from: list[np.ndarray] | None = None,
+        paste: dict | None = None,
     ) -> None:
         """``distances``: the distance output's target per image; with ``cell_ids`` they
         are instead the flow field's potential (``core.model.flow``), carried finely
@@ -99,7 +100,11 @@ class CropSampler:
         if paste_from is not None:
             from cellseg_gui.core.training.copy_paste import CellBank
 
-            self.bank = CellBank(self.images, self.targets, paste_from, self.n_classes, crop)
+            span = self.n_classes * self.w_span * self.d_span if self.flow else 0
+            self.bank = CellBank(
+                self.images, self.targets, paste_from, self.n_classes, crop,
+                colour_span=span, **(paste or {}),
+            )  # fmt: skip
 
     def decode(
         self, y: torch.Tensor, w0: float
@@ -259,13 +264,18 @@ def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> Cr
         weight = FLOW_EDGE_WEIGHT if flow else 0.0
         distances = [distance_target(s.instances, weight) for s in samples]
         cell_ids = [s.instances for s in samples] if flow else None
-    paste_from = None
+    paste_from = paste = None
     if cfg is not None and cfg.augment.copy_paste and distance_possible(samples):
         paste_from = [s.instances for s in samples]
+        paste = {
+            "rim": cfg.boundary_mode == "all",
+            "touching": cfg.augment.paste_touching,
+            "boundary_width": cfg.boundary_width,
+        }
     return CropSampler(
         [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
         levels=levels, n_classes=n_classes, distances=distances, cell_ids=cell_ids,
-        paste_from=paste_from,
+        paste_from=paste_from, paste=paste,
     )  # fmt: skip
 
 
