@@ -111,10 +111,6 @@ class AugmentConfig:
     intensity: bool = True  # brightness / contrast / gamma
     noise: bool = True
     blur: bool = True
-    # cells of the training images pasted onto other crops' background (instance masks;
-    # core.training.copy_paste)
-    copy_paste: bool = False
-    paste_touching: bool = False  # ... also against other cells (a trial)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,8 +52,6 @@ _AUG = {
     "intensity": "Random brightness, contrast and gamma, for images whose exposure varies.",
     "noise": "Adds Gaussian noise, so the model copes with noisier images.",
     "blur": "Random slight blur, for images whose focus varies.",
-    "copy_paste": "Pastes cells cut from the training images onto other crops' background "
-    "(instance masks only): new surroundings for each cell, for sets of few images.",
 }
 
 # fmt: off

@@ -37,14 +37,10 @@ class CropSampler:
         n_classes: int = 0,
         distances: list[np.ndarray] | None = None,
         cell_ids: list[np.ndarray] | None = None,
-        paste_from: list[np.ndarray] | None = None,
-        paste: dict | None = None,
     ) -> None:
         """``distances``: the distance output's target per image; with ``cell_ids`` they
         are instead the flow field's potential (``core.model.flow``), carried finely
-        enough to take its gradient after augmentation, between pixels of one cell.
-        ``paste_from``: the images' cell ids, to paste their cells onto other crops
-        (``copy_paste``)."""
+        enough to take its gradient after augmentation, between pixels of one cell."""
         self.crop = int(crop)
         self.bias = float(foreground_bias)
         self.gen = gen
@@ -96,15 +92,6 @@ class CropSampler:
         self.flow = cell_ids is not None
         self.distance = distances is not None and not self.flow
         self.n_classes = int(n_classes)
-        self.bank = None
-        if paste_from is not None:
-            from cellseg_gui.core.training.copy_paste import CellBank
-
-            span = self.n_classes * self.w_span * self.d_span if self.flow else 0
-            self.bank = CellBank(
-                self.images, self.targets, paste_from, self.n_classes, crop,
-                colour_span=span, **(paste or {}),
-            )  # fmt: skip
 
     def decode(
         self, y: torch.Tensor, w0: float
@@ -151,10 +138,7 @@ class CropSampler:
             xs.append(self.images[i][:, y0 : y0 + c, x0 : x0 + c])
             ys.append(self.targets[i][y0 : y0 + c, x0 : x0 + c])
             boxes.append((i, y0, x0))
-        x, y = torch.stack(xs), torch.stack(ys)  # copies: pasting leaves the images be
-        if self.bank is not None:
-            x, y, _ = self.bank.paste(x, y, self.gen)
-        return x, y, boxes
+        return torch.stack(xs), torch.stack(ys), boxes
 
 
 # An automatic epoch trains on at least this many times the pixels it then validates, so
@@ -264,18 +248,9 @@ def _make_sampler(samples, crop, device, bias, gen, cfg=None, n_classes=0) -> Cr
         weight = FLOW_EDGE_WEIGHT if flow else 0.0
         distances = [distance_target(s.instances, weight) for s in samples]
         cell_ids = [s.instances for s in samples] if flow else None
-    paste_from = paste = None
-    if cfg is not None and cfg.augment.copy_paste and distance_possible(samples):
-        paste_from = [s.instances for s in samples]
-        paste = {
-            "rim": cfg.boundary_mode == "all",
-            "touching": cfg.augment.paste_touching,
-            "boundary_width": cfg.boundary_width,
-        }
     return CropSampler(
         [x.image for x in samples], [x.target for x in samples], crop, device, bias, gen,
         levels=levels, n_classes=n_classes, distances=distances, cell_ids=cell_ids,
-        paste_from=paste_from, paste=paste,
     )  # fmt: skip
 
 
