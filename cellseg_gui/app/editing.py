@@ -134,6 +134,7 @@ class Editor(EditTools, MaskSaving, QObject):
         if change.kind == "closing":
             self._finish_stroke()
             self.shutdown_docs()
+            self.rescorer.reset()
         elif change.kind == "project":
             self._on_project_opened()
         elif change.kind == "current" and change.name is not None:

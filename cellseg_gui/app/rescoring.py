@@ -11,6 +11,7 @@ prediction changed meanwhile; a newer change has already scheduled its own figur
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,45 +19,21 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer
 
 from cellseg_gui.core.editing.maskdoc import MaskDocument
+from cellseg_gui.core.model.scoring import edited_mask_scores
 from cellseg_gui.core.workspace import ShownPrediction, Workspace
 from cellseg_gui.workers.gui_gc import collect_on_gui_thread
+
+log = logging.getLogger(__name__)
 
 RESCORE_MS = 300  # after the last change
 POLL_MS = 30
 
 
-def stored_scores(
-    stored: np.ndarray,
-    mode: str,
-    labels: np.ndarray,
-    cells: np.ndarray | None,
-    meta: dict | None = None,
-) -> tuple[float, float | None]:
-    """Foreground Jaccard and cell AP@0.5 of a prediction against a mask as it would be
-    stored (``MaskDocument.stored``): the figures prediction gives against the file
-    (``core.model.batch``), the mask read as the model ``meta`` reads it
-    (``truth_for_model``), or by the document's ``mode`` when no model is known."""
-    from cellseg_gui.core.data.masks import truth_cells
-    from cellseg_gui.core.model.scoring import truth_for_model
-    from cellseg_gui.core.scores.instances import score_instances
-
-    p, t = np.asarray(labels) != 0, stored != 0
-    union = int(np.count_nonzero(p | t))
-    jaccard = 1.0 if union == 0 else int(np.count_nonzero(p & t)) / union
-    if cells is None:
-        return jaccard, None
-    if meta is not None:
-        truth = truth_for_model(stored, meta)[1]
-    else:
-        truth = stored if mode == "instances" else truth_cells(stored, mode)[0]
-    return jaccard, float(score_instances(truth, cells).ap(0.5))
-
-
 def mask_scores(
     doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None, meta: dict | None = None
 ) -> tuple[float, float | None]:
-    """``stored_scores`` of an open document, as it stands now."""
-    return stored_scores(doc.stored(), doc.mode, labels, cells, meta)
+    """``edited_mask_scores`` of an open document, as it stands now."""
+    return edited_mask_scores(doc.stored(), doc.mode, labels, cells, meta)
 
 
 class Rescorer(QObject):
@@ -72,6 +49,7 @@ class Rescorer(QObject):
         # name -> (future, edits when snapped, the prediction scored)
         self._running: dict[str, tuple[Future, int, ShownPrediction]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(RESCORE_MS)
@@ -83,7 +61,7 @@ class Rescorer(QObject):
     def changed(self, name: str) -> None:
         """``name``'s mask changed: figure its scores again, if it shows any."""
         self._edits[name] = self._edits.get(name, 0) + 1
-        if self.workspace.prediction(name) is None:
+        if self._closed or self.workspace.prediction(name) is None:
             return
         s = self.workspace.scores(name)
         if s.jaccard is None and s.ap50 is None:
@@ -106,8 +84,11 @@ class Rescorer(QObject):
             if self._executor is None:
                 collect_on_gui_thread()  # no Qt object may be collected on that thread
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rescore")
+            old = self._running.get(name)
+            if old is not None:
+                old[0].cancel()  # not started yet: its mask is gone; started: ignored
             fut = self._executor.submit(
-                stored_scores, doc.stored(), doc.mode, pred.labels, pred.cells, meta
+                edited_mask_scores, doc.stored(), doc.mode, pred.labels, pred.cells, meta
             )
             self._running[name] = (fut, self._edits.get(name, 0), pred)
         if self._running:
@@ -118,8 +99,15 @@ class Rescorer(QObject):
             if not fut.done():
                 continue
             del self._running[name]
+            if fut.cancelled():
+                continue
+            error = fut.exception()
+            if error is not None:  # the list keeps the figures it had; say why
+                log.warning("figuring %s's scores after an edit failed: %s", name, error,
+                            exc_info=error)  # fmt: skip
+                continue
             fresh = edits == self._edits.get(name, 0) and self.workspace.prediction(name) is pred
-            if fresh and fut.exception() is None:
+            if fresh:
                 jaccard, ap50 = fut.result()
                 self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
         if not self._running:
@@ -141,12 +129,20 @@ class Rescorer(QObject):
             return None
         return self._meta
 
-    def shutdown(self) -> None:
-        """Stop: nothing more is figured, and the thread is gone."""
+    def reset(self) -> None:
+        """The project closes: forget what was scheduled or running for its images."""
         self._timer.stop()
         self._poll.stop()
         self._waiting.clear()
+        for fut, _edits, _pred in self._running.values():
+            fut.cancel()
         self._running.clear()
+        self._edits.clear()
+
+    def shutdown(self) -> None:
+        """The window closes: nothing more is figured, and the thread is gone."""
+        self._closed = True
+        self.reset()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

@@ -151,9 +151,9 @@ class Workspace:
             self._predictions.pop(name, None)
         else:
             self._predictions[name] = ShownPrediction(
-                np.asarray(labels, np.uint8),
+                _frozen(labels, np.uint8),
                 probability,
-                None if cells is None else np.asarray(cells, np.int32),
+                None if cells is None else _frozen(cells, np.int32),
             )
         self._announce(Change("prediction", name))
 
@@ -342,3 +342,11 @@ class Workspace:
         if self.mask_mode == "instances":
             return [("background", DEFAULT_PALETTE[0]), ("cell", DEFAULT_PALETTE[1])]
         return [(("background" if i == 0 else f"class {i}"), DEFAULT_PALETTE[i]) for i in range(3)]
+
+
+def _frozen(values: np.ndarray, dtype: type) -> np.ndarray:
+    """A read-only copy: the list's figures are worked out from a prediction on another
+    thread (``app.rescoring``), so an in-place write must fail loudly, not race."""
+    out = np.array(values, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out

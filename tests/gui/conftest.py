@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -28,4 +29,7 @@ def _no_job_thread_left(qtbot):
     while undelivered() and time.monotonic() < deadline:
         qtbot.wait(20)
     assert not left, f"job threads left running: {[w.name for w in left]}"
+    # the list's figures after an edit are worked out on a thread of the window's own
+    scoring = [t.name for t in threading.enumerate() if t.name.startswith("rescore")]
+    assert not scoring, f"scoring threads left running (editor.shutdown not called): {scoring}"
     assert not undelivered(), f"jobs whose signals never arrived: {[w.name for w in undelivered()]}"

@@ -25,7 +25,7 @@ from cellseg_gui.core.scores.instances import (
     summarize,
 )
 
-__all__ = ["DatasetScore", "ImageScore", "score_image", "score_dataset"]
+__all__ = ["DatasetScore", "ImageScore", "edited_mask_scores", "score_image", "score_dataset"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,29 @@ def shown_metrics(meta: dict) -> dict[str, object]:
         if key not in ("val_fg_jaccard", "best_val_fg_jaccard", "val_ap50", "best_epoch"):
             out[key] = value
     return out
+
+
+def edited_mask_scores(
+    stored: np.ndarray,
+    mode: str,
+    labels: np.ndarray,
+    cells: np.ndarray | None,
+    meta: dict | None = None,
+) -> tuple[float, float | None]:
+    """Foreground Jaccard and cell AP@0.5 of a prediction against a mask being edited,
+    in its file's values (``MaskDocument.stored``): the figures prediction gives against
+    the file (``core.model.batch``), the mask read as the model ``meta`` reads it
+    (``truth_for_model``), or by the document's ``mode`` when no model is known. The
+    image list shows them again after each edit (``app.rescoring``)."""
+    from cellseg_gui.core.data.masks import truth_cells
+
+    p, t = np.asarray(labels) != 0, stored != 0
+    union = int(np.count_nonzero(p | t))
+    jaccard = 1.0 if union == 0 else int(np.count_nonzero(p & t)) / union
+    if cells is None:
+        return jaccard, None
+    if meta is not None:
+        truth = truth_for_model(stored, meta)[1]
+    else:
+        truth = stored if mode == "instances" else truth_cells(stored, mode)[0]
+    return jaccard, float(score_instances(truth, cells).ap(0.5))
