@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from cellseg_gui.app.editing import Editor
     from cellseg_gui.app.training import TrainingController
 from cellseg_gui.app.project_notices import ProjectLock, locked_notice, problems_notice
+from cellseg_gui.app.role_check import RoleCheck
 from cellseg_gui.app.window_actions import WindowActions
 from cellseg_gui.app.workspace_view import WorkspaceView
 from cellseg_gui.core.data.imageio import ImageReadError
@@ -76,6 +77,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         self.read_only_label.hide()
         self.lock_notice: QMessageBox | None = None
         self._gt: dict[str, np.ndarray] = {}
+        self.role_check = RoleCheck(self)  # each image's role for the active model
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
 
@@ -365,6 +367,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
             self.training.shutdown()
         if self.editor is not None:
             self.editor.closed()
+        self.role_check.shutdown()
         self.save_layout()
         self.project_lock.release()
         super().closeEvent(ev)

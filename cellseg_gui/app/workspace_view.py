@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import shiboken6
+from PySide6.QtCore import QTimer
 
 from cellseg_gui.core.data.imageio import ImageReadError, read_image, read_mask
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
@@ -19,6 +20,7 @@ from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
 
 if TYPE_CHECKING:
+    from cellseg_gui.app.role_check import RoleCheck
     from cellseg_gui.core.data.project import Project
     from cellseg_gui.widgets.canvas import ImageCanvas
 
@@ -31,6 +33,7 @@ class WorkspaceView:
     canvas: ImageCanvas | None
     legend: Legend
     overlays: OverlayControls
+    role_check: RoleCheck
     _gt: dict[str, np.ndarray]
 
     # ------------------------------------------------------------------ the workspace
@@ -97,20 +100,46 @@ class WorkspaceView:
 
     def _show_model_roles(self) -> None:
         """Each image's role for the active model ("train", "val", "unseen"), from what
-        its bundle records; the project's split where no model says (see model_roles)."""
+        its bundle records; the project's split where no model says (see model_roles).
+        Many large images not yet hashed are checked on a thread (``RoleCheck``)."""
         from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
-        from cellseg_gui.core.model.image_roles import model_roles
 
         if self.project is None:
             return
-        roles = None
+        self.role_check.cancel()
+        meta = None
         path = self.workspace.active_model
         if path:
             try:
-                roles = model_roles(read_bundle_meta(path), self.project.names,
-                                    self.project.image_path)  # fmt: skip
+                meta = read_bundle_meta(path)
             except (BundleError, OSError):
-                roles = None
+                meta = None
+        if meta is None:
+            self._set_model_roles(None)
+            return
+        project = self.project
+        paths = {n: project.image_path(n) for n in project.names}
+
+        def done(roles: dict | None) -> None:
+            if self.project is project and self.workspace.active_model == path:
+                self._set_model_roles(roles)
+
+        def waiting(size: int) -> None:
+            self._set_model_roles(None)  # the project's split until the hashes are in
+            note = (f"checking which of the {len(paths)} images the model was trained on "
+                    f"({size / 1e6:.0f} MB to read)…")  # fmt: skip
+
+            def say() -> None:  # after the line that names the loaded model, not over it
+                if shiboken6.isValid(self) and self.role_check.busy:
+                    now = self.statusBar().currentMessage()
+                    text = f"{now}; {note}" if now else note[0].upper() + note[1:]
+                    self.statusBar().showMessage(text, 15000)
+
+            QTimer.singleShot(0, say)
+
+        self.role_check.check(meta, paths, done, waiting=waiting)
+
+    def _set_model_roles(self, roles: dict | None) -> None:
         model = self.image_list.model_
         for e in model.entries:
             role = None if roles is None else roles.get(e.name)

@@ -97,6 +97,52 @@ def test_the_list_says_what_each_image_was_to_the_loaded_model(win, tmp_path: Pa
     assert _roles(win)["a"] == "GT · train · next run: val"
 
 
+def test_many_images_to_hash_are_checked_while_the_window_goes_on(
+    qtbot, win, tmp_path: Path, monkeypatch
+) -> None:
+    """Hashing a thousand large images would freeze the window for seconds when a model
+    is chosen: past ``AT_ONCE_BYTES`` (set to nothing here) the hashes are taken on a
+    thread, the list keeps the project's split and the status bar says why, and the
+    model's roles arrive when they are ready. A check overtaken by another model's is
+    dropped."""
+    import threading
+
+    from cellseg_gui.app import role_check
+    from cellseg_gui.core.model import image_roles
+
+    monkeypatch.setattr(role_check, "AT_ONCE_BYTES", 0)
+    monkeypatch.setattr(image_roles, "_SHA_CACHE", {})
+    gate, real = threading.Event(), image_roles.file_sha256
+    monkeypatch.setattr(image_roles, "file_sha256", lambda p: gate.wait(5) and real(p))
+    folder = win.project.folder
+    win.workspace.set_split(["a", "b", "c", "d"], "train")
+    sha = {n: file_sha256(folder / "images" / f"{n}.tif") for n in "ab"}
+    images = [{"name": "a", "sha256": sha["a"], "split": "train"},
+              {"name": "b", "sha256": sha["b"], "split": "val"}]  # fmt: skip
+    win.training.load_model(str(_bundle(tmp_path / "m.cellseg", images, jaccard=0.6, ap50=0.5)))
+    assert win.role_check.busy
+    assert _roles(win) == dict.fromkeys("abcd", "GT · train")  # the project's, meanwhile
+    said = "Loaded model m: validation foreground Jaccard 0.600 (pooled over pixels)"
+    qtbot.waitUntil(lambda: "; checking which of the 4 images the model was trained on" in (
+        win.statusBar().currentMessage()), timeout=2000)  # fmt: skip
+    assert win.statusBar().currentMessage().startswith(said)  # both lines are read
+    gate.set()
+    qtbot.waitUntil(lambda: _roles(win)["b"] == "GT · val", timeout=5000)
+    assert _roles(win) == {"a": "GT · train", "b": "GT · val", "c": "GT · unseen",
+                           "d": "GT · unseen"}  # fmt: skip
+    # a second model whose check is overtaken by a third: only the third's roles show
+    gate.clear()
+    monkeypatch.setattr(image_roles, "_SHA_CACHE", {})
+    swapped = [{"name": "a", "sha256": sha["a"], "split": "val"},
+               {"name": "b", "sha256": sha["b"], "split": "train"}]  # fmt: skip
+    win.training.load_model(str(_bundle(tmp_path / "m2.cellseg", swapped, jaccard=0.6, ap50=0.5)))
+    win.training.load_model(str(_bundle(tmp_path / "m3.cellseg", [], jaccard=0.6, ap50=0.5)))
+    gate.set()
+    qtbot.wait(300)
+    assert not win.role_check.busy
+    assert _roles(win) == dict.fromkeys("abcd", "GT · train")  # m3 records no images
+
+
 def test_a_model_that_records_no_images_leaves_the_projects_split(win, tmp_path: Path) -> None:
     win.workspace.set_split(["b"], "val")
     model = _bundle(tmp_path / "old.cellseg", [], jaccard=0.5, ap50=0.4)

@@ -18,7 +18,7 @@ from typing import Any
 
 from cellseg_gui.core.data.fileio import file_sha256
 
-__all__ = ["model_roles"]
+__all__ = ["model_roles", "unhashed_bytes"]
 
 # (path, size, mtime_ns) -> sha256: hashing the images again on every model switch is wasted
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -71,3 +71,24 @@ def model_roles(meta: dict[str, Any], names: list[str], image_path: Any) -> dict
                 role = "unseen"  # another file under the same name
         roles[name] = role
     return roles
+
+
+def unhashed_bytes(meta: dict[str, Any], names: list[str], image_path: Any) -> int:
+    """Bytes ``model_roles`` would read for ``names`` that no earlier call has hashed (the
+    files the bundle records by name and hash, whose size or time changed or that were
+    never read): what decides whether the answer can come at once."""
+    training = meta.get("training")
+    recorded = _recorded(training) if isinstance(training, dict) else {}
+    total = 0
+    for name in names:
+        role, sha = recorded.get(name, ("unseen", ""))
+        path = image_path(name) if role != "unseen" and sha else None
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (str(Path(path)), st.st_size, st.st_mtime_ns) not in _SHA_CACHE:
+            total += int(st.st_size)
+    return total
