@@ -433,9 +433,7 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
     )
     norm = meta.get("normalization") or {}
     if norm:
-        lines.append(
-            f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')} percentiles"
-        )
+        lines.append(f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')}")
     from cellseg_gui.core.model.scoring import shown_metrics
 
     metrics = shown_metrics(meta)

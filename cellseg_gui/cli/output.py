@@ -59,7 +59,8 @@ class Output:
 
     def bar(self, fraction: float | None, text: str) -> None:
         """A progress bar on stderr: redrawn in place on a terminal, else a plain line
-        at most every 30 s (logs of batch jobs stay readable)."""
+        at most every 30 s (logs of batch jobs stay readable), and always at 100%, so a
+        log does not end on '20% evaluated 1 of 5 image(s)' as if cut short."""
         if self.quiet:
             return
         if fraction is not None:
@@ -75,7 +76,7 @@ class Output:
             self._bar_shown = True
         else:
             now = time.monotonic()
-            if now - self._last_plain >= 30.0:
+            if now - self._last_plain >= 30.0 or (fraction is not None and fraction >= 1.0):
                 self._last_plain = now
                 print(line, file=sys.stderr, flush=True)
 

@@ -360,6 +360,10 @@ def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
     lines = out.strip().splitlines()
     assert lines[-2].startswith("foreground jaccard (mean over images): ")
     assert lines[-1].startswith("AP@0.5 (mean over images): ")
+    # a log (not a terminal) ends its progress at 100%, not on the first image's line
+    assert [ln for ln in err.splitlines() if "%" in ln][-1].endswith(
+        "100% evaluated 3 of 3 image(s)"
+    )
     rows = [ln.split() for ln in lines if ln.split()[0] in ("im0", "im1", "im2")]
     assert len(rows) == 3
     fg = float(lines[-2].rsplit(": ", 1)[1])
@@ -924,7 +928,7 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     code, info, err = _run(capsys, "info", target)
     assert code == 0, err
     assert f"validation foreground Jaccard (pooled over pixels) {fg:.4g}" in info
-    assert f"validation AP@0.5 (mean over images) {ap:.4g}" in info
+    assert f"validation AP@0.5 (mean over images, with its post-processing) {ap:.4g}" in info
     val = tmp_path / "val"
     for sub in ("images", "masks"):
         (val / sub).mkdir(parents=True)

@@ -154,3 +154,17 @@ def test_a_large_image_is_inspected_on_a_subsample(tmp_path, monkeypatch):
     assert abs(stats.percentiles["p50"] - float(np.median(big))) < 0.05 * float(np.ptp(big))
     assert "inspected on a regular subsample: slide (every 6th pixel)" in rep.to_text()
     assert not rep.of_kind("size_mismatch")
+
+
+def test_16_bit_values_read_whole_and_an_instance_masks_background_is_named(tmp_path):
+    """'6.554e+04' read as more than a 16-bit image holds; and an instance mask's
+    fractions said '0:75.0%, cells:25.0%', leaving a new user to guess what 0 is."""
+    img = np.linspace(4000, 65535, 32 * 40).reshape(32, 40).astype(np.uint16)
+    ids = np.zeros((32, 40), np.uint8)
+    for k in range(20):  # twenty cells, as an instance mask numbers them
+        r, c = divmod(k, 5)
+        ids[1 + 8 * r : 6 + 8 * r, 1 + 8 * c : 6 + 8 * c] = k + 1
+    rep = inspect_dataset([_write(tmp_path, "cells", img, ids)])
+    row = next(line for line in rep.to_text().splitlines() if line.startswith("cells "))
+    assert " 65535 " in row and " 4000 " in row and "e+04" not in row
+    assert "background:" in row and "cells:" in row and " 0:" not in row

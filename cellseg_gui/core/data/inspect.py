@@ -147,7 +147,11 @@ class InspectReport:
                 continue
             size = size_text(s.shape) if s.shape else ""
             pc = s.percentiles
-            classes = ", ".join(f"{k}:{100 * v:.1f}%" for k, v in s.class_fractions.items())
+            cells = "cells" in s.class_fractions  # an instance mask: say what 0 is
+            classes = ", ".join(
+                f"{'background' if cells and k == '0' else k}:{100 * v:.1f}%"
+                for k, v in s.class_fractions.items()
+            )
             if s.n_instances is not None:
                 classes += f" ({s.n_instances} cells)"
             if not s.mask_path:
@@ -175,6 +179,8 @@ class InspectReport:
 def _g(x: float | None) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
+    if 1000 <= abs(x) < 1e9:  # 16-bit values whole: 6.554e+04 read as above 65535
+        return f"{x:.0f}"
     return f"{x:.4g}"
 
 

@@ -155,7 +155,9 @@ def shown_metrics(meta: dict) -> dict[str, object]:
     if fg is not None:  # the names say which definition, as `cellseg evaluate` does
         out["validation foreground Jaccard (pooled over pixels)"] = fg
     if ap is not None:
-        out["validation AP@0.5 (mean over images)"] = ap
+        # the cells the model's own (tuned) post-processing draws, which the per-epoch AP
+        # of the epoch lines (untuned class seeds, a trend) is not
+        out["validation AP@0.5 (mean over images, with its post-processing)"] = ap
     epoch = metrics.get("best_epoch")
     if isinstance(epoch, int) and not isinstance(epoch, bool):
         out["best epoch"] = epoch + 1
