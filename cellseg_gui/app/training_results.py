@@ -29,7 +29,7 @@ def model_summary(meta: dict) -> str:
     if jaccard is not None:
         figures.append(f"validation foreground Jaccard {jaccard:.3f} (pooled over pixels)")
     if ap50 is not None:  # the definitions `cellseg info` and `evaluate` name
-        figures.append(f"cell AP@0.5 {ap50:.3f} (mean over images)")
+        figures.append(f"cell AP@0.5 {ap50:.3f} (mean over images, with its post-processing)")
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     split = training.get("split") if isinstance(training.get("split"), dict) else {}
     n_val = len(split.get("val") or ())

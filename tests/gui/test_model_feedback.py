@@ -183,7 +183,7 @@ def test_loading_a_model_names_it_and_its_validation_figures(win, tmp_path: Path
     msg = win.statusBar().currentMessage()
     assert msg == (
         "Loaded model m2: validation foreground Jaccard 0.637 (pooled over pixels), "
-        "cell AP@0.5 0.559 (mean over images) on 2 validation image(s)"
+        "cell AP@0.5 0.559 (mean over images, with its post-processing) on 2 validation image(s)"
     )
     other = _bundle(tmp_path / "m3.cellseg", images, jaccard=0.7, ap50=0.6)
     win.training.load_model(str(other))
