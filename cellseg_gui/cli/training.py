@@ -366,11 +366,15 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
             if precision != "fp32"
             else ""
         )
+        from cellseg_gui.core.model.scoring import mean_over_images
+
+        mean = mean_over_images(res.get("per_image_val_jaccard"))
+        mean_text = f"; {_fmt(mean)} mean over images" if mean is not None else ""
         out.out(
             f"model: {fin.bundle_path} (best at epoch "
             f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1}: "
             f"validation foreground Jaccard {_fmt(res.get('best_val_fg_jaccard'))}, "
-            f"pooled over pixels{rescored})"
+            f"pooled over pixels{rescored}{mean_text})"
         )
         val_names = list((res.get("split") or {}).get("val") or [])
         if val_names:  # a drawn split is named only here; evaluate them, not the others

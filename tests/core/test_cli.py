@@ -928,6 +928,10 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     code, info, err = _run(capsys, "info", target)
     assert code == 0, err
     assert f"validation foreground Jaccard (pooled over pixels) {fg:.4g}" in info
+    per_image = read_bundle_meta(target)["training"]["per_image_val_jaccard"]
+    mean = sum(per_image.values()) / len(per_image)
+    assert f"validation foreground Jaccard (mean over images) {mean:.4g}" in info
+    assert f"; {mean:.4f} mean over images)" in out  # the end of train says both
     assert f"validation AP@0.5 (mean over images, with its post-processing) {ap:.4g}" in info
     val = tmp_path / "val"
     for sub in ("images", "masks"):
@@ -938,6 +942,7 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     assert code == 0, err
     d = json.loads(js)
     assert d["fg_jaccard_pooled_over_pixels"] == pytest.approx(fg, abs=1e-9)
+    assert d["fg_jaccard_mean_over_images"] == pytest.approx(mean, abs=1e-9)  # its headline
     assert d["ap_mean_over_images"]["0.5"] == pytest.approx(ap, abs=1e-9)
     assert d["trained_on"] == [] and "training split" not in err
     # the whole folder: the images the model trained on are named (by their bytes)

@@ -28,7 +28,9 @@ def _project(folder: Path, names: list[str]) -> Path:
     return folder
 
 
-def _bundle(path: Path, images: list[dict], *, jaccard: float, ap50: float) -> Path:
+def _bundle(
+    path: Path, images: list[dict], *, jaccard: float, ap50: float, per_image: dict | None = None
+) -> Path:
     """A bundle's record as training writes it (nothing here reads its weights)."""
     from cellseg_gui.core.config import ModelConfig, NormConfig
     from cellseg_gui.core.model.bundle_meta import make_meta
@@ -37,7 +39,8 @@ def _bundle(path: Path, images: list[dict], *, jaccard: float, ap50: float) -> P
     meta = make_meta(
         ModelConfig(hidden=4, depth=2, downsample=1), mask_mode="instances", boundary_width=2,
         channels="grey", norm=NormConfig(), name=path.stem,
-        training={"images": images, "split": split},
+        training={"images": images, "split": split,
+                  **({"per_image_val_jaccard": per_image} if per_image else {})},
         metrics={"val_fg_jaccard": jaccard, "val_ap50": ap50},
     )  # fmt: skip
     with zipfile.ZipFile(path, "w") as z:
@@ -178,11 +181,13 @@ def test_loading_a_model_names_it_and_its_validation_figures(win, tmp_path: Path
         {"name": n, "sha256": "", "split": r}
         for n, r in zip("abcd", ["train", "train", "val", "val"], strict=True)
     ]
-    model = _bundle(tmp_path / "m2.cellseg", images, jaccard=0.637, ap50=0.559)
+    model = _bundle(tmp_path / "m2.cellseg", images, jaccard=0.637, ap50=0.559,
+                    per_image={"c": 0.7, "d": 0.56})  # fmt: skip
     win.training.load_model(str(model))
     msg = win.statusBar().currentMessage()
-    assert msg == (
-        "Loaded model m2: validation foreground Jaccard 0.637 (pooled over pixels), "
+    assert msg == (  # the mean is the figure `cellseg evaluate` ends on
+        "Loaded model m2: validation foreground Jaccard 0.637 (pooled over pixels; 0.630 "
+        "mean over images), "
         "cell AP@0.5 0.559 (mean over images, with its post-processing) on 2 validation image(s)"
     )
     other = _bundle(tmp_path / "m3.cellseg", images, jaccard=0.7, ap50=0.6)

@@ -145,6 +145,15 @@ def model_scores(meta: dict) -> tuple[float | None, float | None]:
     return (fg if fg is not None else num("best_val_fg_jaccard")), num("val_ap50")
 
 
+def mean_over_images(per_image: object) -> float | None:
+    """The mean of a run's per-image figures (``training.per_image_val_jaccard``): the
+    definition ``cellseg evaluate``'s headline uses, beside the pooled one a run keeps."""
+    if not isinstance(per_image, dict) or not per_image:
+        return None
+    values = [v for v in per_image.values() if isinstance(v, (int, float))]
+    return float(np.mean(values)) if len(values) == len(per_image) else None
+
+
 def shown_metrics(meta: dict) -> dict[str, object]:
     """A bundle's metrics as every place shows them (``cellseg info``, the model card,
     the end of ``cellseg train``): readable names, epochs counted from 1 as the plots
@@ -154,6 +163,10 @@ def shown_metrics(meta: dict) -> dict[str, object]:
     out: dict[str, object] = {}
     if fg is not None:  # the names say which definition, as `cellseg evaluate` does
         out["validation foreground Jaccard (pooled over pixels)"] = fg
+        training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+        mean = mean_over_images(training.get("per_image_val_jaccard"))
+        if mean is not None:  # what evaluate's last-but-one line gives on those images
+            out["validation foreground Jaccard (mean over images)"] = mean
     if ap is not None:
         # the cells the model's own (tuned) post-processing draws, which the per-epoch AP
         # of the epoch lines (untuned class seeds, a trend) is not
