@@ -261,21 +261,8 @@ def test_figures_of_a_mask_changed_meanwhile_are_not_shown(qtbot, monkeypatch, t
     """A stroke made while the figures of the one before are worked out: those figures
     describe a mask that no longer exists and are dropped; the list ends on the figures
     of the mask as it stands (two new cells the prediction misses: AP 2/4)."""
-    import threading
-
-    from cellseg_gui.app import rescoring
-
     win, stroke = _scored_project(qtbot, monkeypatch, tmp_path)
-    gate, calls = threading.Event(), []
-    real = rescoring.edited_mask_scores
-
-    def held(*args, **kw):
-        calls.append(1)
-        if len(calls) == 1:
-            gate.wait(5)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(rescoring, "edited_mask_scores", held)
+    gate, calls = _held_scoring(monkeypatch)
     shown: list[float | None] = []
     real_set = win.workspace.set_scores
 
