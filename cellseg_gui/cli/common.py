@@ -68,8 +68,10 @@ def _collect_images(inputs: Iterable[str]) -> tuple[list[Path], list[CLIError]]:
                 and not f.stem.lower().endswith(("_mask", "_masks"))
                 and not f.name.startswith(".")
             )
-            if not found:
-                errors.append(CLIError(p, "no images found in this folder"))
+            if not found:  # say where and what was looked for, as evaluate does
+                where = "its images/ folder" if folder != p else "this folder"
+                kinds = ", ".join(IMAGE_EXTS)
+                errors.append(CLIError(p, f"no images found in {where} (looked for {kinds})"))
             files.extend(found)
         else:
             files.append(p)

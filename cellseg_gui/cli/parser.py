@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--measure",
         action="store_true",
         help="with --instances: NAME_cells.csv per image (area_px, centroid, bounding box, "
-        "perimeter_px, eccentricity, solidity, mean/min/max intensity; sizes in pixels) and "
-        "cells_summary.csv",
+        "perimeter_px, eccentricity, solidity, mean/min/max intensity; sizes in pixels, "
+        "positions as 0-based row/column with bbox_max exclusive, intensities in the file's "
+        "units) and cells_summary.csv",
     )
     p.add_argument(
         "--rois",

@@ -342,7 +342,14 @@ def test_predict_empty_folder(model_path, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, "predict", model_path, tmp_path / "empty", "--out", tmp_path / "o")
     assert code == 2
-    assert err.strip() == f"error: {tmp_path / 'empty'}: no images found in this folder"
+    assert err.strip() == (  # what was looked for, not only that nothing was found
+        f"error: {tmp_path / 'empty'}: no images found in this folder "
+        "(looked for .tif, .tiff, .png, .jpg, .jpeg, .bmp)"
+    )
+    (tmp_path / "empty" / "images").mkdir()  # a data set: its images/ folder is read
+    (tmp_path / "empty" / "images" / "notes.txt").write_text("not an image")
+    code, _, err = _run(capsys, "predict", model_path, tmp_path / "empty", "--out", tmp_path / "o")
+    assert code == 2 and "no images found in its images/ folder (looked for .tif" in err
 
 
 def test_predict_missing_model(tmp_path, capsys):
