@@ -104,6 +104,8 @@ def test_every_problem_kind_is_found(tmp_path):
     text = rep.to_text()
     # sizes as every other message gives them: height x width, said once
     assert "mask is 30 x 40 but its image is 32 x 40 (height x width)" in text
+    row = next(line for line in text.splitlines() if line.startswith("wrongsize "))
+    assert "(mask of another size: see below)" in row  # its row does not read as fine
     assert "size (h x w)" in text and "   32 x 40 " in text
     assert "values 5 outside the model's 3 classes" in text
     assert "same file content as" in text

@@ -52,6 +52,7 @@ class ImageStats:
     mask_max: int | None = None
     class_fractions: dict[str, float] = field(default_factory=dict)
     n_instances: int | None = None
+    mask_size_differs: bool = False  # its figures describe a mask that does not fit
     sampled: int = 1  # statistics from every n-th pixel (large images)
     sha256: str | None = None
     error: str | None = None
@@ -75,6 +76,7 @@ class ImageStats:
             "mask_max": self.mask_max,
             "class_fractions": dict(self.class_fractions),
             "n_instances": self.n_instances,
+            "mask_size_differs": self.mask_size_differs,
             "sha256": self.sha256,
             "sampled_every": self.sampled,
             "error": self.error,
@@ -156,6 +158,8 @@ class InspectReport:
                 classes += f" ({s.n_instances} cells)"
             if not s.mask_path:
                 classes = "(no mask)"
+            elif s.mask_size_differs:  # the row must not read as a mask that is fine
+                classes = f"(mask of another size: see below) {classes}"
             sat = f"{100 * s.saturated:.2f}" if s.saturated is not None else "-"
             lines.append(
                 f"{name:<24} {size:>12} {s.dtype or '-':>8} {_g(s.min):>9} "
@@ -330,6 +334,7 @@ def inspect_dataset(
             continue
         _mask_stats(stats, mask, n_classes)
         if stats.shape is not None and tuple(stats.shape[:2]) != tuple(mask.shape[:2]):
+            stats.mask_size_differs = True
             problems.append(
                 Problem(
                     "size_mismatch",
