@@ -70,14 +70,17 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         self.workspace.subscribe(self._on_workspace_change)
         self.project_notice: QMessageBox | None = None  # what was wrong with the project file
         self.project_lock = ProjectLock()
+        self.role_check = RoleCheck(self)  # each image's role for the active model
+        self.role_note = QLabel()  # says so while that takes a while
+        self.role_note.hide()
         # shown for as long as the project is read-only here (hover text replaces messages)
         self.read_only_label = QLabel("Read-only: open in another window")
         self.read_only_label.setStyleSheet("color: #c0392b; font-weight: bold; padding: 0 6px;")
         self.statusBar().addPermanentWidget(self.read_only_label)
+        self.statusBar().addPermanentWidget(self.role_note)
         self.read_only_label.hide()
         self.lock_notice: QMessageBox | None = None
         self._gt: dict[str, np.ndarray] = {}
-        self.role_check = RoleCheck(self)  # each image's role for the active model
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
 

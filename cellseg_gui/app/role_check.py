@@ -12,6 +12,7 @@ the hashes do, unless the model or the project changed meanwhile.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -31,7 +32,8 @@ class RoleCheck(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._executor: ThreadPoolExecutor | None = None
-        self._running: tuple[Future, Callable[[dict | None], None]] | None = None
+        # the check under way: its future, what to call with the roles, its stop flag
+        self._running: tuple[Future, Callable[[dict | None], None], threading.Event] | None = None
         self._poll = QTimer(self)
         self._poll.setInterval(POLL_MS)
         self._poll.timeout.connect(self._collect)
@@ -59,7 +61,9 @@ class RoleCheck(QObject):
         if self._executor is None:
             collect_on_gui_thread()  # no Qt object may be collected on that thread
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles")
-        self._running = (self._executor.submit(model_roles, meta, names, paths.get), done)
+        stop = threading.Event()  # checked between files: closing waits one file at most
+        fut = self._executor.submit(model_roles, meta, names, paths.get, stop.is_set)
+        self._running = (fut, done, stop)
         self._poll.start()
 
     @property
@@ -69,6 +73,7 @@ class RoleCheck(QObject):
     def cancel(self) -> None:
         """Forget the check under way (another model, another project)."""
         if self._running is not None:
+            self._running[2].set()
             self._running[0].cancel()
         self._running = None
         self._poll.stop()
@@ -76,13 +81,15 @@ class RoleCheck(QObject):
     def _collect(self) -> None:
         if self._running is None or not self._running[0].done():
             return
-        fut, done = self._running
-        self.cancel()
+        fut, done, _stop = self._running
+        self._running = None
+        self._poll.stop()
         if fut.cancelled():
             return
         error = fut.exception()
-        if error is not None:
+        if error is not None:  # the project's split stays, as for a model that says none
             log.warning("working out the images' roles failed: %s", error, exc_info=error)
+            done(None)
             return
         done(fut.result())
 

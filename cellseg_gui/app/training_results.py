@@ -22,17 +22,17 @@ log = logging.getLogger(__name__)
 
 def model_summary(meta: dict) -> str:
     """A bundle's validation figures in words (those the Models list shows)."""
-    from cellseg_gui.core.model.scoring import mean_over_images, model_scores
+    from cellseg_gui.core.model.scoring import figure, mean_over_images, model_scores
 
     jaccard, ap50 = model_scores(meta)
     figures = []
     if jaccard is not None:
-        figures.append(f"validation foreground Jaccard {jaccard:.3f} (pooled over pixels")
+        figures.append(f"validation foreground Jaccard {figure(jaccard)} (pooled over pixels")
         training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
         mean = mean_over_images(training.get("per_image_val_jaccard"))
-        figures[-1] += f"; {mean:.3f} mean over images)" if mean is not None else ")"
+        figures[-1] += f"; {figure(mean)} mean over images)" if mean is not None else ")"
     if ap50 is not None:  # the definitions `cellseg info` and `evaluate` name
-        figures.append(f"cell AP@0.5 {ap50:.3f} (mean over images, with its post-processing)")
+        figures.append(f"cell AP@0.5 {figure(ap50)} (mean over images, with its post-processing)")
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     split = training.get("split") if isinstance(training.get("split"), dict) else {}
     n_val = len(split.get("val") or ())

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import shiboken6
-from PySide6.QtCore import QTimer
 
 from cellseg_gui.core.data.imageio import ImageReadError, read_image, read_mask
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
@@ -20,6 +19,8 @@ from cellseg_gui.widgets.legend import Legend
 from cellseg_gui.widgets.overlay_controls import OverlayControls
 
 if TYPE_CHECKING:
+    from PySide6.QtWidgets import QLabel
+
     from cellseg_gui.app.role_check import RoleCheck
     from cellseg_gui.core.data.project import Project
     from cellseg_gui.widgets.canvas import ImageCanvas
@@ -34,6 +35,7 @@ class WorkspaceView:
     legend: Legend
     overlays: OverlayControls
     role_check: RoleCheck
+    role_note: QLabel  # in the status bar while ``role_check`` works on a thread
     _gt: dict[str, np.ndarray]
 
     # ------------------------------------------------------------------ the workspace
@@ -104,9 +106,10 @@ class WorkspaceView:
         Many large images not yet hashed are checked on a thread (``RoleCheck``)."""
         from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
 
+        self.role_check.cancel()
+        self.role_note.hide()
         if self.project is None:
             return
-        self.role_check.cancel()
         meta = None
         path = self.workspace.active_model
         if path:
@@ -121,21 +124,17 @@ class WorkspaceView:
         paths = {n: project.image_path(n) for n in project.names}
 
         def done(roles: dict | None) -> None:
+            self.role_note.hide()
             if self.project is project and self.workspace.active_model == path:
                 self._set_model_roles(roles)
 
         def waiting(size: int) -> None:
             self._set_model_roles(None)  # the project's split until the hashes are in
-            note = (f"checking which of the {len(paths)} images the model was trained on "
-                    f"({size / 1e6:.0f} MB to read)…")  # fmt: skip
-
-            def say() -> None:  # after the line that names the loaded model, not over it
-                if shiboken6.isValid(self) and self.role_check.busy:
-                    now = self.statusBar().currentMessage()
-                    text = f"{now}; {note}" if now else note[0].upper() + note[1:]
-                    self.statusBar().showMessage(text, 15000)
-
-            QTimer.singleShot(0, say)
+            self.role_note.setText(
+                f"Checking which of the {len(paths)} images the model was trained on "
+                f"({size / 1e6:.0f} MB to read)…"
+            )
+            self.role_note.show()
 
         self.role_check.check(meta, paths, done, waiting=waiting)
 

@@ -361,19 +361,22 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         out.out(f"history: {csv_path}")
     if fin.bundle_path:
         precision = str(res.get("precision") or "fp32")
+        from cellseg_gui.core.events import CANCELLED, DIVERGED
+
+        # a stopped run ends at once, unscored again (core.training.train)
         rescored = (
             f"; scored again in fp32, as predictions run (the epoch lines' figures are under {precision})"
-            if precision != "fp32"
+            if precision != "fp32" and fin.reason not in (CANCELLED, DIVERGED)
             else ""
         )
-        from cellseg_gui.core.model.scoring import mean_over_images
+        from cellseg_gui.core.model.scoring import figure, mean_over_images
 
         mean = mean_over_images(res.get("per_image_val_jaccard"))
-        mean_text = f"; {_fmt(mean)} mean over images" if mean is not None else ""
+        mean_text = f"; {figure(mean)} mean over images" if mean is not None else ""
         out.out(
             f"model: {fin.bundle_path} (best at epoch "
             f"{(res.get('best_epoch') if res.get('best_epoch') is not None else -1) + 1}: "
-            f"validation foreground Jaccard {_fmt(res.get('best_val_fg_jaccard'))}, "
+            f"validation foreground Jaccard {figure(res.get('best_val_fg_jaccard'))}, "
             f"pooled over pixels{rescored}{mean_text})"
         )
         val_names = list((res.get("split") or {}).get("val") or [])

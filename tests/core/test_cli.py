@@ -934,12 +934,12 @@ def test_train_info_and_evaluate_name_each_figure_by_one_definition(tmp_path, ca
     assert "validation images (2): im2, im3" in out
     code, info, err = _run(capsys, "info", target)
     assert code == 0, err
-    assert f"validation foreground Jaccard (pooled over pixels) {fg:.4g}" in info
+    assert f"validation foreground Jaccard (pooled over pixels) {fg:.4f}" in info
     per_image = read_bundle_meta(target)["training"]["per_image_val_jaccard"]
     mean = sum(per_image.values()) / len(per_image)
-    assert f"validation foreground Jaccard (mean over images) {mean:.4g}" in info
+    assert f"validation foreground Jaccard (mean over images) {mean:.4f}" in info
     assert f"; {mean:.4f} mean over images)" in out  # the end of train says both
-    assert f"validation AP@0.5 (mean over images, with its post-processing) {ap:.4g}" in info
+    assert f"validation AP@0.5 (mean over images, with its post-processing) {ap:.4f}" in info
     val = tmp_path / "val"
     for sub in ("images", "masks"):
         (val / sub).mkdir(parents=True)

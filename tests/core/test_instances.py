@@ -191,3 +191,16 @@ def test_huge_and_sparse_ids_and_binary_truth() -> None:
     cells, source = truth_cells(binary, "instances")
     assert cells.max() == 2 and source == "connected components"
     assert truth_cells(gt.astype(np.int64), "instances")[1] == "instances"
+
+
+def test_a_bundles_mean_figure_is_given_only_when_every_image_has_one() -> None:
+    """The Jaccard's mean over images that info, train and the window give beside the
+    pooled one: from the per-image figures a bundle records; a missing, boolean or NaN
+    value (a hand-edited or damaged file) gives no mean rather than a wrong one."""
+    from cellseg_gui.core.model.scoring import figure, mean_over_images
+
+    assert mean_over_images({"a": 0.5, "b": 0.75}) == 0.625
+    assert figure(mean_over_images({"a": 0.5, "b": 0.75})) == "0.6250"
+    for bad in ({}, None, {"a": 0.5, "b": None}, {"a": True}, {"a": float("nan")}):
+        assert mean_over_images(bad) is None
+    assert figure(None) == "-" and figure(float("nan")) == "-"

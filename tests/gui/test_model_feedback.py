@@ -100,14 +100,9 @@ def test_the_list_says_what_each_image_was_to_the_loaded_model(win, tmp_path: Pa
     assert _roles(win)["a"] == "GT · train · next run: val"
 
 
-def test_many_images_to_hash_are_checked_while_the_window_goes_on(
-    qtbot, win, tmp_path: Path, monkeypatch
-) -> None:
-    """Hashing a thousand large images would freeze the window for seconds when a model
-    is chosen: past ``AT_ONCE_BYTES`` (set to nothing here) the hashes are taken on a
-    thread, the list keeps the project's split and the status bar says why, and the
-    model's roles arrive when they are ready. A check overtaken by another model's is
-    dropped."""
+def _gated_hashing(monkeypatch):
+    """Past ``AT_ONCE_BYTES`` (set to nothing) every check runs on the thread; each file's
+    hash waits for ``gate``; ``hashed`` lists the files hashed."""
     import threading
 
     from cellseg_gui.app import role_check
@@ -115,35 +110,82 @@ def test_many_images_to_hash_are_checked_while_the_window_goes_on(
 
     monkeypatch.setattr(role_check, "AT_ONCE_BYTES", 0)
     monkeypatch.setattr(image_roles, "_SHA_CACHE", {})
-    gate, real = threading.Event(), image_roles.file_sha256
-    monkeypatch.setattr(image_roles, "file_sha256", lambda p: gate.wait(5) and real(p))
+    gate, hashed, real = threading.Event(), [], image_roles.file_sha256
+
+    def slow(path):
+        gate.wait(5)
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(image_roles, "file_sha256", slow)
+    return gate, hashed
+
+
+def _recording(win, sha: dict, roles: dict[str, str], tmp_path: Path, name: str) -> str:
+    images = [{"name": n, "sha256": sha[n], "split": r} for n, r in roles.items()]
+    return str(_bundle(tmp_path / f"{name}.cellseg", images, jaccard=0.6, ap50=0.5))
+
+
+def test_many_images_to_hash_are_checked_while_the_window_goes_on(
+    qtbot, win, tmp_path: Path, monkeypatch
+) -> None:
+    """Hashing a thousand large images would freeze the window for seconds when a model
+    is chosen: past ``AT_ONCE_BYTES`` the hashes are taken on a thread, the list shows
+    the project's split meanwhile (not the previous model's roles), a note in the status
+    bar says why, and the model's roles arrive when they are ready. A check overtaken by
+    another model's is dropped; the last model's roles show."""
     folder = win.project.folder
     win.workspace.set_split(["a", "b", "c", "d"], "train")
-    sha = {n: file_sha256(folder / "images" / f"{n}.tif") for n in "ab"}
-    images = [{"name": "a", "sha256": sha["a"], "split": "train"},
-              {"name": "b", "sha256": sha["b"], "split": "val"}]  # fmt: skip
-    win.training.load_model(str(_bundle(tmp_path / "m.cellseg", images, jaccard=0.6, ap50=0.5)))
+    sha = {n: file_sha256(folder / "images" / f"{n}.tif") for n in "abcd"}
+    first = _recording(win, sha, {"a": "train", "b": "val"}, tmp_path, "first")
+    win.training.load_model(first)  # at once: nothing to wait for yet
+    assert _roles(win)["b"] == "GT · val" and not win.role_check.busy
+    gate, hashed = _gated_hashing(monkeypatch)
+    win.training.load_model(_recording(win, sha, {"a": "val", "b": "train"}, tmp_path, "m2"))
     assert win.role_check.busy
     assert _roles(win) == dict.fromkeys("abcd", "GT · train")  # the project's, meanwhile
-    said = "Loaded model m: validation foreground Jaccard 0.600 (pooled over pixels)"
-    qtbot.waitUntil(lambda: "; checking which of the 4 images the model was trained on" in (
-        win.statusBar().currentMessage()), timeout=2000)  # fmt: skip
-    assert win.statusBar().currentMessage().startswith(said)  # both lines are read
+    assert win.role_note.isVisible()
+    assert "Checking which of the 4 images the model was trained on" in win.role_note.text()
+    assert win.statusBar().currentMessage().startswith("Loaded model m2: validation")
+    win.training.load_model(_recording(win, sha, {"c": "val", "d": "train"}, tmp_path, "m3"))
     gate.set()
-    qtbot.waitUntil(lambda: _roles(win)["b"] == "GT · val", timeout=5000)
-    assert _roles(win) == {"a": "GT · train", "b": "GT · val", "c": "GT · unseen",
-                           "d": "GT · unseen"}  # fmt: skip
-    # a second model whose check is overtaken by a third: only the third's roles show
+    qtbot.waitUntil(lambda: _roles(win)["c"] == "GT · val", timeout=5000)
+    assert _roles(win) == {"a": "GT · unseen", "b": "GT · unseen", "c": "GT · val",
+                           "d": "GT · train"}  # fmt: skip
+    assert not win.role_check.busy and not win.role_note.isVisible()
+
+
+def test_closing_or_switching_project_stops_the_hashing_after_one_file(
+    qtbot, win, tmp_path: Path, monkeypatch
+) -> None:
+    """Future.cancel() cannot stop a started check, and closing the window waited for
+    every file left to hash: the check stops between two files, so opening another
+    project or closing waits for one file at most, and no role reaches the new list."""
+    import threading
+    import time
+
+    folder = win.project.folder
+    sha = {n: file_sha256(folder / "images" / f"{n}.tif") for n in "abcd"}
+    gate, hashed = _gated_hashing(monkeypatch)
+    every = {"a": "val", "b": "val", "c": "val", "d": "val"}
+    win.training.load_model(_recording(win, sha, every, tmp_path, "m"))
+    assert win.role_check.busy
+    threading.Timer(0.3, gate.set).start()  # the first file's hash is under way
+    other = _project(tmp_path / "q", ["a", "b"])
+    assert win.open_project(other)
+    assert not win.role_check.busy and not win.role_note.isVisible()
+    qtbot.wait(500)
+    assert len(hashed) <= 1  # stopped after the file under way, of four
+    assert _roles(win)["a"] == "GT · train"  # the new project's split, no stale role
+    # closing while a check waits on a file returns once that file is done
     gate.clear()
-    monkeypatch.setattr(image_roles, "_SHA_CACHE", {})
-    swapped = [{"name": "a", "sha256": sha["a"], "split": "val"},
-               {"name": "b", "sha256": sha["b"], "split": "train"}]  # fmt: skip
-    win.training.load_model(str(_bundle(tmp_path / "m2.cellseg", swapped, jaccard=0.6, ap50=0.5)))
-    win.training.load_model(str(_bundle(tmp_path / "m3.cellseg", [], jaccard=0.6, ap50=0.5)))
-    gate.set()
-    qtbot.wait(300)
-    assert not win.role_check.busy
-    assert _roles(win) == dict.fromkeys("abcd", "GT · train")  # m3 records no images
+    win.training.load_model(_recording(win, sha, every, tmp_path, "m4"))
+    if win.role_check.busy:
+        threading.Timer(0.3, gate.set).start()
+        t0 = time.perf_counter()
+        win.close()
+        assert time.perf_counter() - t0 < 3.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("roles")]
 
 
 def test_a_model_that_records_no_images_leaves_the_projects_split(win, tmp_path: Path) -> None:
@@ -186,9 +228,9 @@ def test_loading_a_model_names_it_and_its_validation_figures(win, tmp_path: Path
     win.training.load_model(str(model))
     msg = win.statusBar().currentMessage()
     assert msg == (  # the mean is the figure `cellseg evaluate` ends on
-        "Loaded model m2: validation foreground Jaccard 0.637 (pooled over pixels; 0.630 "
+        "Loaded model m2: validation foreground Jaccard 0.6370 (pooled over pixels; 0.6300 "
         "mean over images), "
-        "cell AP@0.5 0.559 (mean over images, with its post-processing) on 2 validation image(s)"
+        "cell AP@0.5 0.5590 (mean over images, with its post-processing) on 2 validation image(s)"
     )
     other = _bundle(tmp_path / "m3.cellseg", images, jaccard=0.7, ap50=0.6)
     win.training.load_model(str(other))

@@ -183,7 +183,8 @@ class InspectReport:
 def _g(x: float | None) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    if 1000 <= abs(x) < 1e9:  # 16-bit values whole: 6.554e+04 read as above 65535
+    # 6.554e+04 read as above 65535; whole numbers lose nothing .4g kept (1234.56: 1235)
+    if 1000 <= abs(x) < 1e9:
         return f"{x:.0f}"
     return f"{x:.4g}"
 

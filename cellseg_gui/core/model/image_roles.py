@@ -13,6 +13,7 @@ window's list and ``cellseg evaluate``'s warning about training images both ask 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,13 @@ def _sha(path: Path) -> str | None:
     except OSError:
         return None
     key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
+    sha = _SHA_CACHE.get(key)  # one lookup: a checking thread may fill it meanwhile
+    if sha is None:
         try:
-            _SHA_CACHE[key] = file_sha256(path)
+            sha = _SHA_CACHE[key] = file_sha256(path)
         except OSError:
             return None
-    return _SHA_CACHE[key]
+    return sha
 
 
 def _recorded(training: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -55,9 +57,15 @@ def _recorded(training: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def model_roles(meta: dict[str, Any], names: list[str], image_path: Any) -> dict[str, str] | None:
+def model_roles(
+    meta: dict[str, Any],
+    names: list[str],
+    image_path: Any,
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, str] | None:
     """``"train"``, ``"val"`` or ``"unseen"`` for each of ``names`` (``image_path(name)``
-    gives its file), or None when the bundle records no images (nothing to say)."""
+    gives its file), or None when the bundle records no images (nothing to say) or
+    ``stop()`` turned true between two files (the window closed, another model chosen)."""
     training = meta.get("training")
     recorded = _recorded(training) if isinstance(training, dict) else {}
     if not recorded:
@@ -66,6 +74,8 @@ def model_roles(meta: dict[str, Any], names: list[str], image_path: Any) -> dict
     for name in names:
         role, sha = recorded.get(name, ("unseen", ""))
         if role != "unseen" and sha:
+            if stop is not None and stop():
+                return None
             path = image_path(name)
             if path is None or _sha(Path(path)) != sha:
                 role = "unseen"  # another file under the same name

@@ -9,6 +9,7 @@ or cells summed over the images first). Numpy and scipy only; no torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,8 +151,20 @@ def mean_over_images(per_image: object) -> float | None:
     definition ``cellseg evaluate``'s headline uses, beside the pooled one a run keeps."""
     if not isinstance(per_image, dict) or not per_image:
         return None
-    values = [v for v in per_image.values() if isinstance(v, (int, float))]
+    values = [
+        float(v)
+        for v in per_image.values()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     return float(np.mean(values)) if len(values) == len(per_image) else None
+
+
+def figure(value: object) -> str:
+    """A score (Jaccard, AP) as every message shows it: 4 decimals, so the end of train,
+    ``info``, the window and ``evaluate`` print the same digits for the same figure."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{float(value):.4f}"
+    return "-"
 
 
 def shown_metrics(meta: dict) -> dict[str, object]:
