@@ -349,8 +349,12 @@ def evaluation_lines(result: Any, pp: Any, *, mask_mode: str = "auto") -> list[s
         f"matched at IoU 0.5 (total): {summ.matched}",
         f"merged, one prediction over several true cells (total): {summ.merged}",
         f"split, one true cell in several predictions (total): {summ.split}",
+        # pooled figures first, then the means, the headline two last (as the issue of
+        # record asks); every figure --json gives is here too
         f"foreground jaccard (pooled over pixels): {result.fg_jaccard_pooled:.4f}",
         f"AP@0.5 (pooled over cells): {summ.ap(0.5, pooled=True):.4f}",
+        f"AP@0.75 (pooled over cells): {summ.ap(0.75, pooled=True):.4f}",
+        f"AP@0.9 (pooled over cells): {summ.ap(0.9, pooled=True):.4f}",
         f"AP@0.75 (mean over images): {summ.ap(0.75):.4f}",
         f"AP@0.9 (mean over images): {summ.ap(0.9):.4f}",
         f"foreground jaccard (mean over images): {result.fg_jaccard_mean:.4f}",

@@ -384,6 +384,13 @@ def test_evaluate_table_headline_and_json_agree(model_path, tmp_path, capsys):
     assert d["fg_jaccard_mean_over_images"] == pytest.approx(fg, abs=1e-4)
     assert d["ap_mean_over_images"]["0.5"] == pytest.approx(ap, abs=1e-4)
     assert d["true_cells"] == 12 and len(d["images"]) == 3
+    # every summary figure of --json is in the text too (the pooled AP@0.75 and AP@0.9
+    # were JSON-only), under the same definition
+    text = dict(ln.rsplit(": ", 1) for ln in lines if " over " in ln)
+    for t, v in d["ap_pooled_over_cells"].items():
+        assert float(text[f"AP@{t} (pooled over cells)"]) == pytest.approx(v, abs=1e-4)
+    for t, v in d["ap_mean_over_images"].items():
+        assert float(text[f"AP@{t} (mean over images)"]) == pytest.approx(v, abs=1e-4)
 
 
 def test_evaluate_scores_cells_of_a_perfect_prediction(tmp_path, capsys, monkeypatch):
