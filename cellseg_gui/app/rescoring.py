@@ -15,10 +15,8 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QObject, QTimer
 
-from cellseg_gui.core.editing.maskdoc import MaskDocument
 from cellseg_gui.core.model.scoring import edited_mask_scores
 from cellseg_gui.core.workspace import ShownPrediction, Workspace
 from cellseg_gui.workers.gui_gc import collect_on_gui_thread
@@ -27,13 +25,6 @@ log = logging.getLogger(__name__)
 
 RESCORE_MS = 300  # after the last change
 POLL_MS = 30
-
-
-def mask_scores(
-    doc: MaskDocument, labels: np.ndarray, cells: np.ndarray | None, meta: dict | None = None
-) -> tuple[float, float | None]:
-    """``edited_mask_scores`` of an open document, as it stands now."""
-    return edited_mask_scores(doc.stored(), doc.mode, labels, cells, meta)
 
 
 class Rescorer(QObject):

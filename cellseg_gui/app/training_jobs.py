@@ -203,7 +203,7 @@ def model_card(meta: dict[str, Any], files: dict[str, Path] | None = None) -> st
     lines.append(f"- augmentation: {', '.join(aug) or 'none'}")
     lines += ["", "## Metrics"]
     for key, value in metrics.items():
-        lines.append(f"- {key}: {value:.4f}" if isinstance(value, float) else f"- {key}: {value}")
+        lines.append(f"- {key}: {value}")
     if files:
         lines += ["", "## Files", *[f"- {k}: `{Path(p).name}`" for k, p in files.items()]]
         lines += ["", "Use: `cellseg predict MODEL IMAGES... --out FOLDER`"]

@@ -22,14 +22,13 @@ log = logging.getLogger(__name__)
 
 def model_summary(meta: dict) -> str:
     """A bundle's validation figures in words (those the Models list shows)."""
-    from cellseg_gui.core.model.scoring import figure, mean_over_images, model_scores
+    from cellseg_gui.core.model.scoring import figure, model_scores, recorded_mean_jaccard
 
     jaccard, ap50 = model_scores(meta)
     figures = []
     if jaccard is not None:
         figures.append(f"validation foreground Jaccard {figure(jaccard)} (pooled over pixels")
-        training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-        mean = mean_over_images(training.get("per_image_val_jaccard"))
+        mean = recorded_mean_jaccard(meta)
         figures[-1] += f"; {figure(mean)} mean over images)" if mean is not None else ")"
     if ap50 is not None:  # the definitions `cellseg info` and `evaluate` name
         figures.append(f"cell AP@0.5 {figure(ap50)} (mean over images, with its post-processing)")

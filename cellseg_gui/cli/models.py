@@ -442,15 +442,7 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
 
     metrics = shown_metrics(meta)
     if metrics:
-        from cellseg_gui.core.model.scoring import figure
-
-        lines.append(
-            "metrics: "
-            + ", ".join(
-                f"{k} {figure(v) if k.startswith('validation') else _fmt(v, '.4g')}"
-                for k, v in metrics.items()
-            )
-        )
+        lines.append("metrics: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     if meta.get("mask_mode") == "instances" or "postprocess" in meta:
         from cellseg_gui.core.model.postprocess import postprocess_from_meta
 

@@ -24,7 +24,6 @@ from cellseg_gui.cli.output import (
     EXIT_OK,
     CLIError,
     Output,
-    _fmt,
 )
 
 
@@ -389,7 +388,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
 
             chosen = PostProcess.from_dict(pp)
             out.out(
-                f"cells: {chosen.describe()}, validation AP@0.5 {_fmt(chosen.val_ap50)} "
+                f"cells: {chosen.describe()}, validation AP@0.5 {figure(chosen.val_ap50)} "
                 "(mean over images; the epoch lines' AP uses the default post-processing)"
             )
     elif code == EXIT_INTERRUPTED:

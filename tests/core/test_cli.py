@@ -1128,3 +1128,40 @@ def test_evaluate_says_when_a_model_records_no_training_images(model_path, tmp_p
     assert code == 0, err
     assert json.loads(js)["trained_on"] is None
     assert "note: the model records no training images" in err
+
+
+def test_a_stopped_mixed_precision_run_does_not_claim_an_fp32_rescore(
+    tmp_path, capsys, monkeypatch
+):
+    """A stopped run ends at once, its figures left as the epoch lines had them (under
+    bf16 here): the end of train said 'scored again in fp32' all the same."""
+    import cellseg_gui.core.training.train as train_mod
+    from cellseg_gui.core.events import EpochEnded
+
+    real = train_mod.fit
+
+    def stopped_after_two_epochs(*args, **kw):
+        seen = 0
+        for ev in real(*args, **kw):
+            yield ev
+            if isinstance(ev, EpochEnded):
+                seen += 1
+                if seen == 2:
+                    kw["cancel"].cancel()
+
+    monkeypatch.setattr(train_mod, "fit", stopped_after_two_epochs)
+    data = _dataset(tmp_path / "d", n=4)
+    code, out, err = _run(
+        capsys, "train", data, "--out", tmp_path / "m.cellseg", "--epochs", "5",
+        "--steps-per-epoch", "2", "--val", "im2,im3", "--amp", "bf16", *TINY,
+    )  # fmt: skip
+    model_line = next(ln for ln in out.splitlines() if ln.startswith("model: "))
+    assert "validation foreground Jaccard" in model_line
+    assert "scored again in fp32" not in model_line, (code, model_line)
+    # a run to its end under bf16 does say it (the figures are fp32 ones then)
+    code, out, err = _run(
+        capsys, "train", data, "--out", tmp_path / "n.cellseg", "--epochs", "1",
+        "--steps-per-epoch", "2", "--val", "im2,im3", "--amp", "bf16", *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "scored again in fp32" in next(ln for ln in out.splitlines() if ln.startswith("model: "))

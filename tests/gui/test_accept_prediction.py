@@ -170,11 +170,10 @@ def test_the_lists_figures_after_an_edit_read_the_mask_as_prediction_did(tmp_pat
     so the AP jumped from 0.33 to 1.0 with nothing changed: a reviewer's find)."""
     import tifffile
 
-    from cellseg_gui.app.rescoring import mask_scores
     from cellseg_gui.core.config import ModelConfig, NormConfig
     from cellseg_gui.core.editing.maskdoc import MaskDocument
     from cellseg_gui.core.model.bundle import make_meta
-    from cellseg_gui.core.model.scoring import score_image, truth_for_model
+    from cellseg_gui.core.model.scoring import edited_mask_scores, score_image, truth_for_model
 
     meta = make_meta(ModelConfig(hidden=4, depth=2, n_classes=3), mask_mode="instances",
                      boundary_width=2, channels="grey", norm=NormConfig())  # fmt: skip
@@ -190,10 +189,10 @@ def test_the_lists_figures_after_an_edit_read_the_mask_as_prediction_did(tmp_pat
     target, truth, source, used = truth_for_model(stored, meta)
     predicted = score_image("m", labels, None, target, truth, "instances", source=source,
                             cells=cells)  # fmt: skip  # as core.model.batch scores it
-    jaccard, ap = mask_scores(doc, labels, cells, meta)
+    jaccard, ap = edited_mask_scores(doc.stored(), doc.mode, labels, cells, meta)
     assert ap == pytest.approx(predicted.ap50) == pytest.approx(1 / 3)
     assert jaccard == pytest.approx(predicted.fg_jaccard)
-    assert mask_scores(doc, labels, cells)[1] == 1.0 != ap  # the document's own reading
+    assert edited_mask_scores(doc.stored(), doc.mode, labels, cells)[1] == 1.0 != ap  # own reading
 
 
 def _scored_project(qtbot, monkeypatch, tmp_path: Path):

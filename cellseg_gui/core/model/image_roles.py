@@ -57,6 +57,16 @@ def _recorded(training: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _to_check(meta: dict[str, Any], names: list[str]) -> list[tuple[str, str, str]] | None:
+    """Per name its recorded role and the hash its file must have ("" when there is
+    nothing to check), or None when the bundle records no images."""
+    training = meta.get("training")
+    recorded = _recorded(training) if isinstance(training, dict) else {}
+    if not recorded:
+        return None
+    return [(name, *recorded.get(name, ("unseen", ""))) for name in names]
+
+
 def model_roles(
     meta: dict[str, Any],
     names: list[str],
@@ -66,13 +76,11 @@ def model_roles(
     """``"train"``, ``"val"`` or ``"unseen"`` for each of ``names`` (``image_path(name)``
     gives its file), or None when the bundle records no images (nothing to say) or
     ``stop()`` turned true between two files (the window closed, another model chosen)."""
-    training = meta.get("training")
-    recorded = _recorded(training) if isinstance(training, dict) else {}
-    if not recorded:
+    items = _to_check(meta, names)
+    if items is None:
         return None
     roles: dict[str, str] = {}
-    for name in names:
-        role, sha = recorded.get(name, ("unseen", ""))
+    for name, role, sha in items:
         if role != "unseen" and sha:
             if stop is not None and stop():
                 return None
@@ -87,11 +95,8 @@ def unhashed_bytes(meta: dict[str, Any], names: list[str], image_path: Any) -> i
     """Bytes ``model_roles`` would read for ``names`` that no earlier call has hashed (the
     files the bundle records by name and hash, whose size or time changed or that were
     never read): what decides whether the answer can come at once."""
-    training = meta.get("training")
-    recorded = _recorded(training) if isinstance(training, dict) else {}
     total = 0
-    for name in names:
-        role, sha = recorded.get(name, ("unseen", ""))
+    for name, role, sha in _to_check(meta, names) or ():
         path = image_path(name) if role != "unseen" and sha else None
         if path is None:
             continue

@@ -146,6 +146,14 @@ def model_scores(meta: dict) -> tuple[float | None, float | None]:
     return (fg if fg is not None else num("best_val_fg_jaccard")), num("val_ap50")
 
 
+def recorded_mean_jaccard(meta: dict) -> float | None:
+    """A bundle's validation foreground Jaccard as the mean over its validation images
+    (from ``training.per_image_val_jaccard``), beside the pooled one ``model_scores``
+    gives: the figure ``cellseg evaluate`` ends on for those images."""
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    return mean_over_images(training.get("per_image_val_jaccard"))
+
+
 def mean_over_images(per_image: object) -> float | None:
     """The mean of a run's per-image figures (``training.per_image_val_jaccard``): the
     definition ``cellseg evaluate``'s headline uses, beside the pooled one a run keeps."""
@@ -167,29 +175,28 @@ def figure(value: object) -> str:
     return "-"
 
 
-def shown_metrics(meta: dict) -> dict[str, object]:
-    """A bundle's metrics as every place shows them (``cellseg info``, the model card,
-    the end of ``cellseg train``): readable names, epochs counted from 1 as the plots
-    count them (the bundle stores the 0-based index)."""
+def shown_metrics(meta: dict) -> dict[str, str]:
+    """A bundle's metrics as every place shows them (``cellseg info``, the model card):
+    readable names, scores through ``figure``, epochs counted from 1 as the plots count
+    them (the bundle stores the 0-based index)."""
     metrics = dict(meta.get("metrics") or {})
     fg, ap = model_scores(meta)
-    out: dict[str, object] = {}
+    out: dict[str, str] = {}
     if fg is not None:  # the names say which definition, as `cellseg evaluate` does
-        out["validation foreground Jaccard (pooled over pixels)"] = fg
-        training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-        mean = mean_over_images(training.get("per_image_val_jaccard"))
+        out["validation foreground Jaccard (pooled over pixels)"] = figure(fg)
+        mean = recorded_mean_jaccard(meta)
         if mean is not None:  # what evaluate's last-but-one line gives on those images
-            out["validation foreground Jaccard (mean over images)"] = mean
+            out["validation foreground Jaccard (mean over images)"] = figure(mean)
     if ap is not None:
         # the cells the model's own (tuned) post-processing draws, which the per-epoch AP
         # of the epoch lines (untuned class seeds, a trend) is not
-        out["validation AP@0.5 (mean over images, with its post-processing)"] = ap
+        out["validation AP@0.5 (mean over images, with its post-processing)"] = figure(ap)
     epoch = metrics.get("best_epoch")
     if isinstance(epoch, int) and not isinstance(epoch, bool):
-        out["best epoch"] = epoch + 1
+        out["best epoch"] = str(epoch + 1)
     for key, value in metrics.items():
         if key not in ("val_fg_jaccard", "best_val_fg_jaccard", "val_ap50", "best_epoch"):
-            out[key] = value
+            out[key] = figure(value) if isinstance(value, float) else str(value)
     return out
 
 
