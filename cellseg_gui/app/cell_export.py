@@ -11,13 +11,17 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 from cellseg_gui.core.data.imageio import ImageReadError
 
 
-def export_cells_to(window, folder: Path, names: list[str]) -> tuple[list[Path], list[str]]:
+def export_cells_to(
+    window, folder: Path, names: list[str]
+) -> tuple[list[Path], list[str], list[str]]:
     """Write the exports of ``names`` (those with predicted cells) into ``folder``.
-    Returns the files written and one problem line per image that could not be."""
+    Returns the files written, one problem line per image that could not be, and notes
+    (an image without cells, which gets no ROI set)."""
     from cellseg_gui.core.scores.measure import export_cells, write_csv
 
     written: list[Path] = []
     problems: list[str] = []
+    notes: list[str] = []
     summary = []
     for name in names:
         pred = window.prediction(name)
@@ -33,10 +37,12 @@ def export_cells_to(window, folder: Path, names: list[str]) -> tuple[list[Path],
             continue
         summary.append(row)
         written += files
+        if not row["cells"]:
+            notes.append(f"{name}: no cells, so no ROI set")
     if summary:
         write_csv(folder / "cells_summary.csv", summary)
         written.append(folder / "cells_summary.csv")
-    return written, problems
+    return written, problems, notes
 
 
 def export_cells_dialog(window: QMainWindow, all_images: bool) -> None:
@@ -49,8 +55,10 @@ def export_cells_dialog(window: QMainWindow, all_images: bool) -> None:
     folder = QFileDialog.getExistingDirectory(window, "Export cells to folder", start)
     if not folder:
         return
-    written, problems = export_cells_to(window, Path(folder), names)
-    text = f"Wrote {len(written)} file(s) to {folder}."
+    written, problems, notes = export_cells_to(window, Path(folder), names)
+    text = f"Wrote {len(written)} file(s) to {folder}" + (
+        f" ({'; '.join(notes)})." if notes else "."
+    )
     if problems:
         text += "\n" + "\n".join(problems[:10])
     window.statusBar().showMessage(text.splitlines()[0], 8000)

@@ -27,9 +27,6 @@ from cellseg_gui.cli.output import (
 
 
 def cmd_predict(args: argparse.Namespace, out: Output) -> int:
-    import numpy as np
-
-    from cellseg_gui.core.data.imageio import write_mask
 
     if (args.measure or args.rois) and not args.instances:
         raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
@@ -75,26 +72,13 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
             n_bad += 1
             continue
         target = target_for(path, args.ext)
-        if args.instances:
-            labels = ev.cells
-            n = int(labels.max()) if labels.size else 0  # ids are 1..N
-            write_mask(target, labels.astype(np.int32 if args.ext != "png" else np.uint16))
-            extra = ""
-            if args.measure or args.rois:
-                from cellseg_gui.core.scores.measure import export_cells
-
-                row, written = export_cells(
-                    out_dir, target.stem, labels, ev.image, measure=args.measure,
-                    rois=args.rois, image_name=path.name,
-                )  # fmt: skip
-                if args.measure:
-                    summary.append(row)
-                extra = "".join(f", {p.name}" for p in written)
-            out.out(f"{path.name} -> {target}  ({n} cells{extra})")
-        else:
-            write_mask(target, ev.labels.astype(np.uint8))
-            fg = float((ev.labels > 0).mean())
-            out.out(f"{path.name} -> {target}  (foreground {100 * fg:.1f}%)")
+        try:
+            line = _write_prediction(ev, path, target, args, summary)
+        except (OSError, ValueError) as exc:  # a full disk, a PNG too small for the ids
+            out.error(CLIError(target, _one_line(exc)))
+            n_bad += 1
+            continue
+        out.out(line)
         out.bar((ev.index + 1) / len(files), f"{ev.index + 1}/{len(files)} images")
     out.clear_bar()
     if summary:
@@ -106,6 +90,36 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         out.err(f"{n_bad} of {len(files) + len(large) + len(errors)} input(s) failed")
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _write_prediction(ev: Any, path: Path, target: Path, args: Any, summary: list) -> str:
+    """Write one image's prediction (and its measurements and ROIs); the line to print."""
+    import numpy as np
+
+    from cellseg_gui.core.data.imageio import write_mask
+
+    if not args.instances:
+        write_mask(target, ev.labels.astype(np.uint8))
+        return f"{path.name} -> {target}  (foreground {100 * float((ev.labels > 0).mean()):.1f}%)"
+    labels = ev.cells
+    n = int(labels.max()) if labels.size else 0  # ids are 1..N
+    # 16-bit as Cellpose writes them and Fiji opens them (it reads 32-bit integers as
+    # floats); wider only past 65535 cells, which a PNG cannot hold (write_mask says so)
+    write_mask(target, labels.astype(np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32))
+    extra = ""
+    if args.measure or args.rois:
+        from cellseg_gui.core.scores.measure import export_cells
+
+        row, written = export_cells(
+            target.parent, target.stem, labels, ev.image, measure=args.measure,
+            rois=args.rois, image_name=path.name,
+        )  # fmt: skip
+        if args.measure:
+            summary.append(row)
+        extra = "".join(f", {p.name}" for p in written)
+        if args.rois and not n:
+            extra += ", no ROI set (no cells to outline)"
+    return f"{path.name} -> {target}  ({n} cells{extra})"
 
 
 def _split_large(files: list[Path]) -> tuple[list[Path], list[Path]]:

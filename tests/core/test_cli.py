@@ -201,7 +201,61 @@ def test_predict_instances_writes_int_labels(model_path, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     assert "cells" in out
-    assert tifffile.imread(tmp_path / "o" / "a.tif").dtype == np.int32
+    # 16-bit, as Cellpose writes instance masks: Fiji opens 32-bit integers as floats
+    assert tifffile.imread(tmp_path / "o" / "a.tif").dtype == np.uint16
+
+
+def _fixed_cells(monkeypatch, cells: np.ndarray) -> None:
+    from cellseg_gui.core.model import bundle as bundle_mod
+    from cellseg_gui.core.model.predict import Prediction
+
+    def fixed(self, raw, **kw):
+        return cells.copy(), Prediction((cells > 0).astype(np.uint8), None)
+
+    monkeypatch.setattr(bundle_mod._Predictor, "predict_cells", fixed)
+
+
+def test_ids_past_65535_widen_a_tiff_and_a_png_says_it_cannot_hold_them(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    """Ids are never wrapped: a TIFF widens to 32 bits; a PNG (16 bits at most) gets a
+    line naming the file and the problem, and the other images are still written."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((300, 300), np.uint16))
+    cells = np.arange(1, 300 * 300 + 1, dtype=np.int32).reshape(300, 300)
+    _fixed_cells(monkeypatch, cells)
+    code, out, err = _run(capsys, "predict", model_path, tmp_path / "a.tif",
+                          "--out", tmp_path / "t", "--instances")  # fmt: skip
+    assert code == 0, err
+    got = tifffile.imread(tmp_path / "t" / "a.tif")
+    assert got.dtype == np.uint32 and np.array_equal(got, cells)
+    code, out, err = _run(capsys, "predict", model_path, tmp_path / "a.tif",
+                          "--out", tmp_path / "p", "--instances", "--ext", "png")  # fmt: skip
+    assert code == 2
+    assert f"{tmp_path / 'p' / 'a.png'}: " in err and "16-bit PNG" in err
+    assert "Traceback" not in err and not (tmp_path / "p" / "a.png").exists()
+
+
+def test_an_image_without_cells_gets_no_roi_set_and_loses_an_old_one(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    """Fiji's ROI Manager refuses a ROI set without ROIs, and a set left from an earlier
+    run would show cells the new mask does not have: none is written, the old one goes,
+    and the line says why. The measurements still say 0 cells."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((40, 40), np.uint16))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "a_rois.zip").write_bytes(b"an older run's ROIs")
+    _fixed_cells(monkeypatch, np.zeros((40, 40), np.int32))
+    code, out, err = _run(capsys, "predict", model_path, tmp_path / "a.tif", "--out",
+                          tmp_path / "o", "--instances", "--measure", "--rois")  # fmt: skip
+    assert code == 0, err
+    assert "(0 cells, a_cells.csv, no ROI set (no cells to outline))" in out
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "a.tif",
+        "a_cells.csv",
+        "cells_summary.csv",
+    ]
+    summary = list(csv.DictReader(open(tmp_path / "o" / "cells_summary.csv")))
+    assert summary[0]["cells"] == "0"
 
 
 def test_a_very_large_image_is_predicted_band_by_band_into_a_tiff(

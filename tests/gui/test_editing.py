@@ -708,14 +708,21 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     assert data[35, 35] == 50
     # ...and the accepted cells get new ids that collide with none already there
     assert {int(data[85, 105]), int(data[85, 135])} == {51, 52}
-    written, problems = export_cells_to(win, tmp_path / "out", ["c"])
-    assert problems == []
+    written, problems, notes = export_cells_to(win, tmp_path / "out", ["c"])
+    assert problems == [] and notes == []
     rows = list(csv.DictReader(open(tmp_path / "out" / "c_cells.csv")))
     assert [r["area_px"] for r in rows] == ["900", "900"]
     assert len(roifile.roiread(tmp_path / "out" / "c_rois.zip")) == 2
     summary = list(csv.DictReader(open(tmp_path / "out" / "cells_summary.csv")))
     assert summary[0]["cells"] == "2"
     assert summary[0]["image"] == win.project.image_path("c").name  # the CLI's naming
+    # a prediction without cells: no ROI set (Fiji refuses an empty one), and the old goes
+    none = np.zeros((H, W), np.int32)
+    win.set_prediction("c", none.astype(np.uint8), None, none)
+    written, problems, notes = export_cells_to(win, tmp_path / "out", ["c"])
+    assert problems == [] and notes == ["c: no cells, so no ROI set"]
+    assert not (tmp_path / "out" / "c_rois.zip").exists()
+    assert list(csv.DictReader(open(tmp_path / "out" / "c_cells.csv"))) == []
     _close(win)
 
 

@@ -160,7 +160,9 @@ def export_cells(
     image_name: str | None = None,
 ) -> tuple[dict[str, object], list[Path]]:
     """``STEM_cells.csv`` and ``STEM_rois.zip`` in ``folder``: what ``cellseg predict
-    --measure --rois`` and the window's export both write. Returns the image's summary row
+    --measure --rois`` and the window's export both write. An image without cells gets no
+    ROI set (Fiji's ROI Manager refuses an empty one); one left from an earlier export of
+    the same image is removed. Returns the image's summary row
     (for ``cells_summary.csv``, the image named by ``image_name``, its file name, or by
     ``stem`` when not given) and the files written."""
     folder = Path(folder)
@@ -171,6 +173,10 @@ def export_cells(
         write_csv(folder / f"{stem}_cells.csv", table)
         written.append(folder / f"{stem}_cells.csv")
     if rois:
-        write_rois(folder / f"{stem}_rois.zip", cells)
-        written.append(folder / f"{stem}_rois.zip")
+        zpath = folder / f"{stem}_rois.zip"
+        if len(table["label"]):
+            write_rois(zpath, cells)
+            written.append(zpath)
+        else:  # Fiji refuses a ROI set without ROIs, and an older one would show other cells
+            zpath.unlink(missing_ok=True)
     return summary_row(image_name or stem, table), written
