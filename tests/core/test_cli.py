@@ -1219,3 +1219,18 @@ def test_a_stopped_mixed_precision_run_does_not_claim_an_fp32_rescore(
     )  # fmt: skip
     assert code == 0, err
     assert "scored again in fp32" in next(ln for ln in out.splitlines() if ln.startswith("model: "))
+
+
+def test_a_prediction_that_cannot_be_written_is_a_line_and_the_rest_go_on(
+    model_path, tmp_path, capsys
+):
+    """A write that fails (here a folder stands where the mask goes; a full disk fails
+    the same way) names the file; the next image is still written."""
+    for name in ("a", "b"):
+        tifffile.imwrite(tmp_path / f"{name}.tif", _blobs(0)[0])
+    (tmp_path / "o" / "a.tif").mkdir(parents=True)
+    code, out, err = _run(capsys, "predict", model_path, tmp_path / "a.tif", tmp_path / "b.tif",
+                          "--out", tmp_path / "o", "--instances")  # fmt: skip
+    assert code == 2
+    assert f"{tmp_path / 'o' / 'a.tif'}: " in err and "Traceback" not in err
+    assert tifffile.imread(tmp_path / "o" / "b.tif").dtype == np.uint16
