@@ -24,7 +24,7 @@ are ``app/editing_tools.py``'s, saving ``app/mask_saving.py``'s):
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 import shiboken6
@@ -43,6 +43,7 @@ from cellseg_gui.core.editing.maskdoc import (
 )
 from cellseg_gui.core.workspace import Change, ShownPrediction, Workspace
 from cellseg_gui.widgets.edit_toolbar import EditToolbar
+from cellseg_gui.workers.background import BackgroundCalls
 
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QWidget
@@ -103,15 +104,12 @@ class Editor(EditTools, MaskSaving, QObject):
         self._stroke_name: str | None = None
         self._points: list[tuple[float, float]] = []
         self._pressed = False
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[str, tuple[Future, int]] = {}
+        self._saves = BackgroundCalls("mask-save", parent=self)
+        self._pending: dict[str, Future] = {}  # the write of each mask under way
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_MS)
         self._timer.timeout.connect(self.autosave)
-        self._poll = QTimer(self)
-        self._poll.setInterval(50)
-        self._poll.timeout.connect(self._collect_saves)
         self.rescorer = Rescorer(workspace, self)  # the list's J/AP after an edit
         self._build_ui()
         self._connect_canvas()
@@ -256,9 +254,7 @@ class Editor(EditTools, MaskSaving, QObject):
         self.flush()
         self._close_journals()
         self.rescorer.shutdown()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._saves.shutdown()
 
     # ------------------------------------------------------------------ window state
     def _on_project_opened(self) -> None:

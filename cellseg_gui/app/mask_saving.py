@@ -7,7 +7,7 @@ the documents, undo stacks and journals these methods work on.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +24,12 @@ from cellseg_gui.core.editing.maskdoc import (
     save_mask,
     save_mask_checked,
 )
-from cellseg_gui.workers.gui_gc import collect_on_gui_thread
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QUndoStack
 
     from cellseg_gui.core.workspace import Workspace
+    from cellseg_gui.workers.background import BackgroundCalls
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class MaskSaving:
     """Saving, journalling and conflict handling for the Editor (see the module)."""
 
     docs: dict[str, MaskDocument]  # the Workspace's open documents (a read-only view)
+    _saves: BackgroundCalls  # the saving thread
+    _pending: dict[str, Future]  # the write of each mask under way
     stacks: dict[str, QUndoStack]
     journals: dict[str, MaskJournal]
     workspace: Workspace
@@ -227,33 +229,22 @@ class MaskSaving:
         if doc is None or self.read_only:
             return
         index = self.stack(name).index()
-        if self._executor is None:
-            collect_on_gui_thread()  # no Qt object may be collected on the save thread
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-save")
         if name in self._pending:  # one write of a mask at a time: a second one would
             # check the file against a hash that the first is about to change
-            fut0, index0, upto0, snap0 = self._pending.pop(name)
-            self._on_save_done(name, index0, fut0, upto0, snap0)
+            self._saves.finish(self._pending[name])
         journal = self.journals.get(name)
         upto = len(journal.records) if journal is not None else 0
         snapshot = doc.data.copy()
-        fut = self._executor.submit(_save_and_hash, doc.path, doc.stored(), doc.disk_sha)
-        self._pending[name] = (fut, index, upto, snapshot)
-        if wait:
-            self._pending.pop(name, None)
-            self._on_save_done(name, index, fut, upto, snapshot)
-        else:
-            self._poll.start()
 
-    def _collect_saves(self) -> None:
-        """Report finished background saves (polled on the GUI thread: no cross-thread
-        signal can reach an editor that is already gone)."""
-        for name, (fut, index, upto, snapshot) in list(self._pending.items()):
-            if fut.done():
+        def done(fut: Future) -> None:  # on the GUI thread (``BackgroundCalls``)
+            if self._pending.get(name) is fut:
                 del self._pending[name]
-                self._on_save_done(name, index, fut, upto, snapshot)
-        if not self._pending:
-            self._poll.stop()
+            self._on_save_done(name, index, fut, upto, snapshot)
+
+        fut = self._saves.submit(_save_and_hash, doc.path, doc.stored(), doc.disk_sha, done=done)
+        self._pending[name] = fut
+        if wait:
+            self._saves.finish(fut)
 
     def save_current(self) -> None:
         if self.current:
@@ -295,6 +286,4 @@ class MaskSaving:
         """Save everything unsaved and wait for the writes (closing, tests)."""
         self._timer.stop()
         self.autosave()
-        pending, self._pending = self._pending, {}
-        for name, (fut, index, upto, snapshot) in pending.items():
-            self._on_save_done(name, index, fut, upto, snapshot)
+        self._saves.finish_all()

@@ -12,14 +12,14 @@ prediction changed meanwhile; a newer change has already scheduled its own figur
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer
 
 from cellseg_gui.core.model.scoring import edited_mask_scores
 from cellseg_gui.core.workspace import ShownPrediction, Workspace
-from cellseg_gui.workers.gui_gc import collect_on_gui_thread
+from cellseg_gui.workers.background import BackgroundCalls
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,13 @@ class Rescorer(QObject):
         self._meta_key: tuple[str, int] | None = None
         self._edits: dict[str, int] = {}  # changes seen per image: a result's freshness
         self._waiting: set[str] = set()
-        # name -> (future, edits when snapped, the prediction scored)
-        self._running: dict[str, tuple[Future, int, ShownPrediction]] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._running: dict[str, Future] = {}  # the figures under way per image
+        self._calls = BackgroundCalls("rescore", POLL_MS, self)
         self._closed = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(RESCORE_MS)
         self._timer.timeout.connect(self._start)
-        self._poll = QTimer(self)
-        self._poll.setInterval(POLL_MS)
-        self._poll.timeout.connect(self._collect)
 
     def changed(self, name: str) -> None:
         """``name``'s mask changed: figure its scores again, if it shows any."""
@@ -72,37 +68,30 @@ class Rescorer(QObject):
             doc, pred = self.workspace.document(name), self.workspace.prediction(name)
             if doc is None or pred is None or pred.labels.shape != doc.shape:
                 continue
-            if self._executor is None:
-                collect_on_gui_thread()  # no Qt object may be collected on that thread
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rescore")
-            old = self._running.get(name)
+            old = self._running.pop(name, None)
             if old is not None:
-                old[0].cancel()  # not started yet: its mask is gone; started: ignored
-            fut = self._executor.submit(
-                edited_mask_scores, doc.stored(), doc.mode, pred.labels, pred.cells, meta
-            )
-            self._running[name] = (fut, self._edits.get(name, 0), pred)
-        if self._running:
-            self._poll.start()
+                self._calls.forget(old)  # not started yet: its mask is gone; started: ignored
+            edits = self._edits.get(name, 0)
+            self._running[name] = self._calls.submit(
+                edited_mask_scores, doc.stored(), doc.mode, pred.labels, pred.cells, meta,
+                done=lambda fut, name=name, edits=edits, pred=pred: self._finished(
+                    name, fut, edits, pred
+                ),
+            )  # fmt: skip
 
-    def _collect(self) -> None:
-        for name, (fut, edits, pred) in list(self._running.items()):
-            if not fut.done():
-                continue
+    def _finished(self, name: str, fut: Future, edits: int, pred: ShownPrediction) -> None:
+        if self._running.get(name) is fut:
             del self._running[name]
-            if fut.cancelled():
-                continue
-            error = fut.exception()
-            if error is not None:  # the list keeps the figures it had; say why
-                log.warning("figuring %s's scores after an edit failed: %s", name, error,
-                            exc_info=error)  # fmt: skip
-                continue
-            fresh = edits == self._edits.get(name, 0) and self.workspace.prediction(name) is pred
-            if fresh:
-                jaccard, ap50 = fut.result()
-                self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
-        if not self._running:
-            self._poll.stop()
+        if fut.cancelled():
+            return
+        error = fut.exception()
+        if error is not None:  # the list keeps the figures it had; say why
+            log.warning("figuring %s's scores after an edit failed: %s", name, error,
+                        exc_info=error)  # fmt: skip
+            return
+        if edits == self._edits.get(name, 0) and self.workspace.prediction(name) is pred:
+            jaccard, ap50 = fut.result()
+            self.workspace.set_scores(name, jaccard=jaccard, ap50=ap50)
 
     def model_meta(self) -> dict | None:
         """The active model's record (how it reads masks), or None without one; read from
@@ -123,10 +112,8 @@ class Rescorer(QObject):
     def reset(self) -> None:
         """The project closes: forget what was scheduled or running for its images."""
         self._timer.stop()
-        self._poll.stop()
         self._waiting.clear()
-        for fut, _edits, _pred in self._running.values():
-            fut.cancel()
+        self._calls.forget_all()
         self._running.clear()
         self._edits.clear()
 
@@ -134,6 +121,4 @@ class Rescorer(QObject):
         """The window closes: nothing more is figured, and the thread is gone."""
         self._closed = True
         self.reset()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._calls.shutdown()

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject
 
-from cellseg_gui.workers.gui_gc import collect_on_gui_thread
+from cellseg_gui.workers.background import BackgroundCalls
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,9 @@ class RoleCheck(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._executor: ThreadPoolExecutor | None = None
-        # the check under way: its future, what to call with the roles, its stop flag
-        self._running: tuple[Future, Callable[[dict | None], None], threading.Event] | None = None
-        self._poll = QTimer(self)
-        self._poll.setInterval(POLL_MS)
-        self._poll.timeout.connect(self._collect)
+        self._calls = BackgroundCalls("roles", POLL_MS, self)
+        # the check under way: its future and its stop flag
+        self._running: tuple[Future, threading.Event] | None = None
 
     def check(
         self,
@@ -58,13 +55,12 @@ class RoleCheck(QObject):
             return
         if waiting is not None:
             waiting(size)
-        if self._executor is None:
-            collect_on_gui_thread()  # no Qt object may be collected on that thread
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roles")
         stop = threading.Event()  # checked between files: closing waits one file at most
-        fut = self._executor.submit(model_roles, meta, names, paths.get, stop.is_set)
-        self._running = (fut, done, stop)
-        self._poll.start()
+        fut = self._calls.submit(
+            model_roles, meta, names, paths.get, stop.is_set,
+            done=lambda fut: self._finished(fut, done),
+        )  # fmt: skip
+        self._running = (fut, stop)
 
     @property
     def busy(self) -> bool:
@@ -73,17 +69,14 @@ class RoleCheck(QObject):
     def cancel(self) -> None:
         """Forget the check under way (another model, another project)."""
         if self._running is not None:
-            self._running[2].set()
-            self._running[0].cancel()
+            fut, stop = self._running
+            stop.set()
+            self._calls.forget(fut)
         self._running = None
-        self._poll.stop()
 
-    def _collect(self) -> None:
-        if self._running is None or not self._running[0].done():
-            return
-        fut, done, _stop = self._running
-        self._running = None
-        self._poll.stop()
+    def _finished(self, fut: Future, done: Callable[[dict | None], None]) -> None:
+        if self._running is not None and self._running[0] is fut:
+            self._running = None
         if fut.cancelled():
             return
         error = fut.exception()
@@ -95,6 +88,4 @@ class RoleCheck(QObject):
 
     def shutdown(self) -> None:
         self.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._calls.shutdown()
