@@ -111,8 +111,22 @@ class TrainingResults:
             return
         self.gallery.update_item(
             GalleryItem(ev.name, ev.jaccard, None, None, ev.labels, ap50=ev.ap50,
-                        thumbnail=ev.thumbnail)
+                        thumbnail=ev.thumbnail, grey=ev.thumbnail_grey)
         )  # fmt: skip
+
+    def _gallery_rescore(self, name: str) -> None:
+        """The list's figures of ``name`` changed (an edit scored again, an accepted
+        prediction): the gallery shows the same figures and difference, in order."""
+        item = self.gallery.items.get(name)
+        s = self.workspace.scores(name)
+        if item is None or (item.jaccard, item.ap50) == (s.jaccard, s.ap50):
+            return
+        doc, pred = self.workspace.document(name), self.workspace.prediction(name)
+        gt = doc.stored() if doc is not None else None
+        labels = pred.labels if pred is not None else None
+        if gt is not None and labels is not None and gt.shape != labels.shape:
+            gt = labels = None
+        self.gallery.rescore(name, s.jaccard, s.ap50, gt, labels)
 
     def _use_lr(self, lr: float) -> None:
         self.panel.form.set_field("lr", float(f"{lr:.2g}"))

@@ -83,6 +83,8 @@ class TrainingSettings:
             self._on_project_opened(self.workspace.project)
         elif change.kind == "models":
             self.refresh_models()
+        elif change.kind == "scores" and change.name:
+            self._gallery_rescore(change.name)
 
     def _leave_project(self) -> None:
         """Another project is opening: store a form change not saved yet, and end every job

@@ -112,6 +112,8 @@ class Predicted:
     # uint8 (h, w, 3) difference thumbnail for the gallery (core.scores.thumbnails), made where
     # the image and mask were already in memory; None without ground truth
     thumbnail: Any | None = None
+    # uint8 (h, w): the image in grey at that size, for colouring again after an edit
+    thumbnail_grey: Any | None = None
     image: Any | None = None  # the raw image, when the job was asked to keep it (CLI)
 
 

@@ -5,7 +5,7 @@ so one glance says how each image fails. A click opens the image on the canvas."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
-from cellseg_gui.core.scores.thumbnails import difference_rgb
+from cellseg_gui.core.scores.thumbnails import difference_rgb, overlay_difference
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -42,6 +42,7 @@ class GalleryItem:
     # the difference thumbnail made where the image was predicted (core.scores.thumbnails), so
     # the GUI thread need not read the image and mask from disk again
     thumbnail: Any | None = None
+    grey: Any | None = None  # uint8 (h, w): the grey under ``thumbnail`` (``grey_thumbnail``)
 
 
 def to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -126,6 +127,20 @@ class Gallery(QWidget):
                 break
         self._add(item)
         self.empty.setVisible(False)
+
+    def rescore(
+        self, name: str, jaccard: float | None, ap50: float | None, gt: Any | None, pred: Any | None
+    ) -> None:
+        """``name``'s mask or prediction changed (an edit, an accepted prediction): its
+        figures, its place in the order and, where ``gt`` and ``pred`` are given and the
+        grey under the thumbnail is kept, its difference view follow."""
+        it = self.items.get(name)
+        if it is None:
+            return
+        thumbnail = it.thumbnail
+        if it.grey is not None and gt is not None and pred is not None:
+            thumbnail = overlay_difference(it.grey, gt, pred, self.thumb)
+        self.update_item(replace(it, jaccard=jaccard, ap50=ap50, thumbnail=thumbnail))
 
     def _rebuild(self) -> None:
         self.list.clear()

@@ -362,3 +362,37 @@ def test_figures_that_fail_leave_the_list_as_it_was_and_say_why(
     assert "figuring a's scores after an edit failed: no room" in caplog.text
     win.editor.flush()
     _close(win)
+
+
+def test_the_gallery_follows_the_lists_figures_and_difference_after_an_edit(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    """The gallery kept the figures and difference view of the prediction after the mask
+    changed, beside the list's new ones (a user trying the window found set48 at "J 0.62 ·
+    AP 0.55" in the gallery and "J 0.67 · AP 0.64" in the list after an accept). Now a
+    stroke that draws a cell the prediction misses shows the list's AP in the gallery and
+    the new cell as missed (cyan) in its thumbnail, and the order follows."""
+    from cellseg_gui.core.events import Predicted
+    from cellseg_gui.core.palette import FN_COLOR
+    from cellseg_gui.core.scores.thumbnails import grey_thumbnail, overlay_difference
+
+    win, stroke = _scored_project(qtbot, monkeypatch, tmp_path)
+    doc, pred = win.editor.document("a"), win.workspace.prediction("a")
+    grey = grey_thumbnail(win.read_raw("a"))
+    win.training._on_predicted(Predicted(
+        0, 1, "a", pred.labels, None, 0.5, cells=pred.cells, ap50=0.25,
+        thumbnail=overlay_difference(grey, doc.stored(), pred.labels), thumbnail_grey=grey,
+    ))  # fmt: skip
+    gallery = win.training.gallery
+    before = gallery.items["a"].thumbnail.copy()
+    stroke(110.5)
+    qtbot.waitUntil(lambda: "AP 0.67" in _row_text(win, "a"), timeout=5000)
+    item = gallery.items["a"]
+    assert (item.jaccard, item.ap50) == (win.workspace.scores("a").jaccard, pytest.approx(2 / 3))
+    assert "AP 0.67" in gallery.list.item(0).text()
+    missed = item.thumbnail[110, 130].astype(int)
+    assert not np.array_equal(missed, before[110, 130])
+    grey_px = int(grey[110, 130])
+    assert np.abs(missed - (0.45 * grey_px + 0.55 * np.array(FN_COLOR))).max() <= 1
+    win.editor.flush()
+    _close(win)

@@ -57,7 +57,7 @@ def predict_batch(
     from cellseg_gui.core.data.imageio import image_info, read_image, read_mask
     from cellseg_gui.core.model.bands import needs_bands
     from cellseg_gui.core.model.scoring import score_image, truth_for_model
-    from cellseg_gui.core.scores.thumbnails import THUMB_SIZE, difference_rgb
+    from cellseg_gui.core.scores.thumbnails import grey_thumbnail, overlay_difference
 
     meta = predictor.meta
     pp, note = predictor.postprocess
@@ -89,7 +89,7 @@ def predict_batch(
                 None if pred.probs is None
                 else pred.probs[: predictor.n_classes].max(axis=0).astype(np.float16)
             )  # fmt: skip
-            jac = ap = thumb = None
+            jac = ap = thumb = grey = None
             mask_path = getattr(item, "mask_path", None)
             if score and mask_path:
                 mask = read_mask(mask_path)
@@ -100,10 +100,11 @@ def predict_batch(
                         meta.get("mask_mode") or used, pp, source=source, cells=ids,
                     )  # fmt: skip
                     jac, ap = s.fg_jaccard, s.ap50
-                    thumb = difference_rgb(raw, target, pred.labels, THUMB_SIZE)
+                    grey = grey_thumbnail(raw)
+                    thumb = overlay_difference(grey, target, pred.labels)
             yield Predicted(
                 i, n, item.name, pred.labels, prob, jac, cells=ids, ap50=ap,
-                thumbnail=thumb, image=raw if keep_image else None,
+                thumbnail=thumb, thumbnail_grey=grey, image=raw if keep_image else None,
             )  # fmt: skip
         except (OSError, ValueError, RuntimeError, MemoryError) as exc:
             # one bad image must not stop the batch; the event names the file
