@@ -78,6 +78,29 @@ def _collect_images(inputs: Iterable[str]) -> tuple[list[Path], list[CLIError]]:
     return files, errors
 
 
+def _writable_folder(folder: Path, *, create: bool = False) -> Path:
+    """``folder``, checked before any work is done: a folder this user may write in (made
+    when ``create``), else a CLIError naming it and the problem (a run that wrote nothing
+    at its end because ``--out`` named a file lost all its minutes)."""
+    import os
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(folder, "is a file, not a folder")
+    if not folder.exists():
+        if not create:
+            raise CLIError(folder, "output folder does not exist")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CLIError(
+                folder, f"cannot create the output folder ({exc.strerror or exc})"
+            ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(folder, "output folder is not writable")
+    return folder
+
+
 def _load_model(path: str, device: str | None = None) -> Any:
     from cellseg_gui.core.model.bundle import load_predictor
 

@@ -6,12 +6,14 @@ import argparse
 import math
 from pathlib import Path
 
-from cellseg_gui.cli.common import _finished_code
-from cellseg_gui.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CLIError, Output
+from cellseg_gui.cli.common import _finished_code, _writable_folder
+from cellseg_gui.cli.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Output
 from cellseg_gui.cli.training import _load_training_samples, _run_lr_find, _train_config
 
 
 def cmd_lr_find(args: argparse.Namespace, out: Output) -> int:
+    base = Path(args.out)
+    _writable_folder(base.parent)  # before the search, not after it
     cfg = _train_config(args)
     samples, _mode, n_bad = _load_training_samples(args, cfg, out)
     fin = _run_lr_find(samples, cfg, out, args)
@@ -22,9 +24,6 @@ def cmd_lr_find(args: argparse.Namespace, out: Output) -> int:
     lrs = [float(v) for v in res.get("lrs", [])]
     losses = [float(v) for v in res.get("losses", [])]
     smoothed = [float(v) for v in res.get("smoothed", [])]
-    base = Path(args.out)
-    if not base.parent.exists():
-        raise CLIError(base.parent, "output folder does not exist")
     csv_path = base.with_suffix(".csv")
     png_path = base.with_suffix(".png")
     from cellseg_gui.core.data.imageio import atomic_write_text

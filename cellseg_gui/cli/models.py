@@ -13,6 +13,7 @@ from cellseg_gui.cli.common import (
     _existing,
     _find_pairs,
     _load_model,
+    _writable_folder,
 )
 from cellseg_gui.cli.output import (
     EXIT_BAD_INPUT,
@@ -30,33 +31,35 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
     if (args.measure or args.rois) and not args.instances:
         raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
+    out_dir = _writable_folder(Path(args.out), create=True)  # before the model loads
     predictor = _load_model(args.model, args.device)
     files, errors = _collect_images(args.inputs)
     for e in errors:
         out.error(e)
+    files, twice = _once_each(files)
+    for path in twice:
+        out.err(f"note: {path}: given more than once, predicted once")
     if not files:
         return EXIT_BAD_INPUT
     summary: list[dict[str, Any]] = []
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     n_bad = len(errors)
-    stems: set[str] = set()
     if args.instances:
         pp, note = predictor.postprocess
         out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
     from cellseg_gui.core.events import Predicted
     from cellseg_gui.core.model.batch import items_from_paths, predict_batch
 
-    def target_for(path: Path, ext: str) -> Path:
-        stem = path.stem
-        if stem in stems:  # same stem from two folders: do not overwrite
-            stem = f"{path.parent.name}_{stem}"
-        stems.add(stem)
-        return out_dir / f"{stem}.{ext}"
-
     large, files = _split_large(files)
+    targets = _targets(large, files, out_dir, args.ext)
+    for path, why in _refused(targets, large + files, overwrite=args.overwrite):
+        out.error(CLIError(targets[path], why))
+        n_bad += 1
+        del targets[path]
+    large = [p for p in large if p in targets]
+    files = [p for p in files if p in targets]
+    renamed = {p for p, t in targets.items() if t.stem != p.stem}
     for path in large:  # band by band, straight into their files (core.model.bands)
-        if not _predict_large(predictor, path, target_for(path, "tif"), args, out):
+        if not _predict_large(predictor, path, targets[path], args, out):
             n_bad += 1
     # the window's Predict all runs the same job (core.model.batch): the same cells and errors
     events = predict_batch(
@@ -71,9 +74,10 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
             out.error(ev.error)
             n_bad += 1
             continue
-        target = target_for(path, args.ext)
-        try:
-            line = _write_prediction(ev, path, target, args, summary)
+        target = targets[path]
+        try:  # an image whose mask was renamed (a stem met twice) is named by its path
+            name = str(path) if path in renamed else path.name
+            line = _write_prediction(ev, path, target, args, summary, name)
         except (OSError, ValueError) as exc:  # a full disk, a PNG too small for the ids
             out.error(CLIError(target, _one_line(exc)))
             n_bad += 1
@@ -92,27 +96,79 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _write_prediction(ev: Any, path: Path, target: Path, args: Any, summary: list) -> str:
+def _once_each(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """``files`` without a file met before (the same file given twice, or by two paths),
+    and those left out."""
+    seen: set[Path] = set()
+    once, twice = [], []
+    for p in files:
+        key = p.resolve()
+        (twice if key in seen else once).append(p)
+        seen.add(key)
+    return once, twice
+
+
+def _targets(large: list[Path], files: list[Path], out_dir: Path, ext: str) -> dict[Path, Path]:
+    """Each input's mask file in ``out_dir``: its stem, or, for a stem met before (two
+    folders), the folder's name before it; the very large ones as TIFF."""
+    stems: set[str] = set()
+    targets = {}
+    for path in large + files:
+        stem = path.stem
+        if stem in stems:  # same stem from two folders: do not overwrite
+            stem = f"{path.parent.name}_{stem}"
+        stems.add(stem)
+        targets[path] = out_dir / f"{stem}.{'tif' if path in large else ext}"
+    return targets
+
+
+def _refused(
+    targets: dict[Path, Path], inputs: list[Path], *, overwrite: bool
+) -> list[tuple[Path, str]]:
+    """The inputs whose mask would replace a file that is not a prediction: an input image
+    itself (``--out`` on the images' folder), or, unless ``overwrite``, a file that
+    ``cellseg predict`` did not write (a hand-drawn mask: ``--out`` on a masks folder)."""
+    from cellseg_gui.core.data.imageio import is_prediction_file
+
+    own = {p.resolve() for p in inputs}
+    refused = []
+    for path, target in targets.items():
+        if target.resolve() in own:
+            refused.append((path, "is an input image; its prediction would replace it "
+                                  "(choose another --out)"))  # fmt: skip
+        elif target.exists() and not overwrite and not is_prediction_file(target):
+            refused.append((path, "exists and is not a mask cellseg predicted (an image or a "
+                                  "hand-drawn mask?); left as it is: choose another --out, "
+                                  "or add --overwrite"))  # fmt: skip
+    return refused
+
+
+def _write_prediction(
+    ev: Any, path: Path, target: Path, args: Any, summary: list, name: str
+) -> str:
     """Write one image's prediction (and its measurements and ROIs); the line to print."""
     import numpy as np
 
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.imageio import PREDICTION_SOFTWARE, write_mask
 
     if not args.instances:
-        write_mask(target, ev.labels.astype(np.uint8))
+        write_mask(target, ev.labels.astype(np.uint8), software=PREDICTION_SOFTWARE)
         return f"{path.name} -> {target}  (foreground {100 * float((ev.labels > 0).mean()):.1f}%)"
     labels = ev.cells
     n = int(labels.max()) if labels.size else 0  # ids are 1..N
     # 16-bit as Cellpose writes them and Fiji opens them (it reads 32-bit integers as
     # floats); wider only past 65535 cells, which a PNG cannot hold (write_mask says so)
-    write_mask(target, labels.astype(np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32))
+    write_mask(
+        target, labels.astype(np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32),
+        software=PREDICTION_SOFTWARE,
+    )  # fmt: skip
     extra = ""
     if args.measure or args.rois:
         from cellseg_gui.core.scores.measure import export_cells
 
         row, written = export_cells(
             target.parent, target.stem, labels, ev.image, measure=args.measure,
-            rois=args.rois, image_name=path.name,
+            rois=args.rois, image_name=name,
         )  # fmt: skip
         if args.measure:
             summary.append(row)
@@ -383,8 +439,9 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
 
     bundle = load_bundle(_existing(args.model), device="cpu")
     target = Path(args.out)
-    if target.parent and not target.parent.exists():
-        raise CLIError(target.parent, "output folder does not exist")
+    _writable_folder(target.parent)
+    if target.is_dir():
+        raise CLIError(target, "is a folder; --out names the file to write")
     try:
         if args.format == "torchscript":
             export_torchscript(bundle, target)

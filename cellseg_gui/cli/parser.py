@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--ext", default="tif", choices=("tif", "png"), help="mask format (default tif)")
     p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace files in --out that cellseg did not predict (never the input images)",
+    )  # fmt: skip
+    p.add_argument(
         "--measure",
         action="store_true",
         help="with --instances: NAME_cells.csv per image (area_px, centroid, bounding box, "

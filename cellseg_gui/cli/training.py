@@ -16,6 +16,7 @@ from cellseg_gui.cli.common import (
     _existing,
     _find_pairs,
     _finished_code,
+    _writable_folder,
 )
 from cellseg_gui.cli.output import (
     EXIT_BAD_INPUT,
@@ -291,8 +292,9 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     target = Path(args.out)
     if target.suffix.lower() != ".cellseg":
         target = target.with_name(target.name + ".cellseg")
-    if not target.parent.exists():
-        raise CLIError(target.parent, "output folder does not exist")
+    _writable_folder(target.parent)  # before the run, not when its minutes are spent
+    if target.is_dir():
+        raise CLIError(target, "is a folder; --out names the model file to write")
     if args.resume:
         _existing(args.resume)
     if args.init:

@@ -1234,3 +1234,75 @@ def test_a_prediction_that_cannot_be_written_is_a_line_and_the_rest_go_on(
     assert code == 2
     assert f"{tmp_path / 'o' / 'a.tif'}: " in err and "Traceback" not in err
     assert tifffile.imread(tmp_path / "o" / "b.tif").dtype == np.uint16
+
+
+def test_predict_never_replaces_an_input_image_or_a_hand_drawn_mask(model_path, tmp_path, capsys):
+    """`--out` on the images' own folder replaced each raw image with its labels, and
+    `--out` on a data set's masks folder would have replaced the ground truth (found by a
+    helper trying the CLI). Now an input is never replaced, a file that predict did not
+    write only with --overwrite, and a mask predict wrote is replaced on a second run."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    img, inst = _blobs(0)
+    tifffile.imwrite(data / "images" / "a.tif", img)
+    tifffile.imwrite(data / "masks" / "a.tif", inst)
+    raw, truth = (data / "images" / "a.tif").read_bytes(), (data / "masks" / "a.tif").read_bytes()
+    code, out, err = _run(capsys, "predict", model_path, data / "images", "--out",
+                          data / "images", "--instances")  # fmt: skip
+    assert code == 2 and f"{data / 'images' / 'a.tif'}: is an input image" in err
+    code, out, err = _run(capsys, "predict", model_path, data, "--out", data / "masks")
+    assert code == 2 and f"{data / 'masks' / 'a.tif'}: exists and is not a mask cellseg" in err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert (data / "images" / "a.tif").read_bytes() == raw
+    assert (data / "masks" / "a.tif").read_bytes() == truth
+    # its own predictions are replaced on a second run, without asking
+    for _ in range(2):
+        code, out, err = _run(capsys, "predict", model_path, data, "--out", tmp_path / "o")
+        assert code == 0, err
+    # and --overwrite replaces a file predict did not write, never an input
+    code, out, err = _run(capsys, "predict", model_path, data, "--out", data / "masks",
+                          "--overwrite")  # fmt: skip
+    assert code == 0, err
+    assert (data / "masks" / "a.tif").read_bytes() != truth
+    code, out, err = _run(capsys, "predict", model_path, data / "images", "--out",
+                          data / "images", "--overwrite")  # fmt: skip
+    assert code == 2 and (data / "images" / "a.tif").read_bytes() == raw
+
+
+def test_an_output_that_cannot_be_a_folder_is_refused_before_any_work(model_path, tmp_path, capsys):
+    """`--out` naming a file, or a folder under one, was a traceback from predict, lr-find
+    and export, and train failed only after its whole run. Each now says which path and
+    why, exit 2, before any work."""
+    tifffile.imwrite(tmp_path / "a.tif", _blobs(0)[0])
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for target, why in ((afile, "is a file, not a folder"),
+                        (afile / "sub", "cannot create the output folder")):  # fmt: skip
+        code, out, err = _run(capsys, "predict", model_path, tmp_path / "a.tif", "--out", target)
+        assert code == 2 and f"{target}: {why}" in err and "Traceback" not in err
+    code, out, err = _run(capsys, "export", model_path, "--format", "onnx", "--out",
+                          afile / "x.onnx")  # fmt: skip
+    assert code == 2 and f"{afile}: is a file, not a folder" in err
+    code, out, err = _run(capsys, "train", tmp_path, "--out", afile / "m.cellseg",
+                          "--epochs", "1")  # fmt: skip
+    assert code == 2 and f"{afile}: is a file, not a folder" in err
+    assert "Traceback" not in err
+
+
+def test_a_file_given_twice_is_predicted_once_and_a_shared_name_keeps_its_path(
+    model_path, tmp_path, capsys
+):
+    """The same file given twice made two summary rows of the same cells; two files of one
+    name from two folders made two rows that could not be told apart."""
+    for folder, seed in (("A", 0), ("B", 1)):
+        (tmp_path / folder / "x").mkdir(parents=True)
+        tifffile.imwrite(tmp_path / folder / "x" / "s.tif", _blobs(seed)[0])
+    a, b = tmp_path / "A" / "x" / "s.tif", tmp_path / "B" / "x" / "s.tif"
+    code, out, err = _run(capsys, "predict", model_path, a, a, b, "--out", tmp_path / "o",
+                          "--instances", "--measure")  # fmt: skip
+    assert code == 0, err
+    assert f"note: {a}: given more than once, predicted once" in err
+    rows = list(csv.DictReader(open(tmp_path / "o" / "cells_summary.csv")))
+    assert [r["image"] for r in rows] == ["s.tif", str(b)]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.tif")) == ["s.tif", "x_s.tif"]

@@ -421,18 +421,50 @@ def _mask_dtype(mask: np.ndarray, wanted: np.dtype, *, png: bool) -> np.dtype:
     raise ValueError(f"labels up to {hi} do not fit a {'16-bit PNG' if png else 'TIFF'} mask")
 
 
+# What a mask file written by ``cellseg predict`` says it is (a TIFF's Software tag, a PNG's
+# "Software" text): predict replaces such files without asking, and no other
+PREDICTION_SOFTWARE = "cellseg_gui prediction"
+
+
+def is_prediction_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a mask that ``cellseg predict`` wrote (``PREDICTION_SOFTWARE``);
+    False for anything else, also a file that cannot be read."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(p) as im:
+                return im.info.get("Software") == PREDICTION_SOFTWARE
+        import tifffile
+
+        with tifffile.TiffFile(p) as tf:
+            return tf.pages[0].software == PREDICTION_SOFTWARE
+    except Exception:  # noqa: BLE001 - any unreadable file is not ours
+        return False
+
+
 def write_mask(
-    path: str | os.PathLike[str], mask: np.ndarray, *, like: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    mask: np.ndarray,
+    *,
+    like: str | os.PathLike[str] | None = None,
+    software: str | None = None,
 ) -> None:
     """Write a label mask atomically, as .tif or .png (from ``path``'s suffix); see
-    ``encode_mask`` for the dtype."""
-    data = encode_mask(path, mask, like=like)
+    ``encode_mask`` for the dtype. ``software`` is written into the file (TIFF tag, PNG
+    text): ``PREDICTION_SOFTWARE`` marks a prediction."""
+    data = encode_mask(path, mask, like=like, software=software)
     with _atomic_file(Path(path)) as fh:
         fh.write(data)
 
 
 def encode_mask(
-    path: str | os.PathLike[str], mask: np.ndarray, *, like: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    mask: np.ndarray,
+    *,
+    like: str | os.PathLike[str] | None = None,
+    software: str | None = None,
 ) -> bytes:
     """The bytes of a label mask file, .tif or .png (from ``path``'s suffix).
 
@@ -473,9 +505,18 @@ def encode_mask(
     if png:
         from PIL import Image
 
-        Image.fromarray(out).save(buf, format="PNG")  # uint8 -> "L", uint16 -> "I;16"
+        info = None
+        if software:
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            info.add_text("Software", software)
+        # uint8 -> "L", uint16 -> "I;16"
+        Image.fromarray(out).save(buf, format="PNG", pnginfo=info)
     else:
         import tifffile
 
-        tifffile.imwrite(buf, out, photometric="minisblack", compression="zlib")
+        tifffile.imwrite(
+            buf, out, photometric="minisblack", compression="zlib", software=software or None
+        )
     return buf.getvalue()

@@ -175,6 +175,7 @@ def write_bands(
     import tifffile
 
     from cellseg_gui.core.data.fileio import atomic_file
+    from cellseg_gui.core.data.imageio import PREDICTION_SOFTWARE
 
     height, width = shape
     stats = {"cells": 0.0, "foreground": 0.0, "rows": 0.0}
@@ -196,7 +197,7 @@ def write_bands(
     with atomic_file(target) as fh:
         tifffile.imwrite(
             fh, data=tiles(), shape=(height, width), dtype=np.uint32 if cells else np.uint8,
-            tile=(TILE, TILE), compression="zlib", bigtiff=True,
+            tile=(TILE, TILE), compression="zlib", bigtiff=True, software=PREDICTION_SOFTWARE,
         )  # fmt: skip
         if stats["rows"] < height:  # cancelled: the file must not look complete
             raise InterruptedError("prediction stopped")
