@@ -3,6 +3,7 @@ files, and TorchScript/ONNX exports that predict like the bundle (or raise)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def test_save_is_atomic_and_overwrites(saved, tmp_path) -> None:
         ("bad_json", "not valid JSON"),
         ("wrong_format", "not a cellseg model"),
         ("newer", "newer"),
-        ("bad_weights", "weights do not load"),
+        ("bad_weights", "weights.pt is damaged"),
     ],
 )
 def test_broken_bundles_raise_bundle_error(saved, tmp_path, kind, match) -> None:
@@ -230,6 +231,48 @@ def test_broken_bundles_raise_bundle_error(saved, tmp_path, kind, match) -> None
     assert isinstance(info.value, ValueError)
     with pytest.raises(B.BundleError):
         B.load_predictor(p, "cpu")
+
+
+class _Payload:  # a pickled object other than tensors: what a hostile weights.pt holds
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_weights_that_are_more_than_weights_are_refused_without_advice_to_run_them(
+    saved, tmp_path, capsys
+) -> None:
+    """torch's own message for such a file suggests loading it with weights_only=False,
+    which runs its code: the user is told only that it is damaged or more than weights."""
+    import pickle
+
+    good, _, meta = saved
+    p = tmp_path / "hostile.cellseg"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("cellseg.json", json.dumps(meta))
+        buf = io.BytesIO()
+        torch.save({"w": torch.zeros(1), "x": _Payload()}, buf, pickle_module=pickle)
+        zf.writestr("weights.pt", buf.getvalue())
+    with pytest.raises(B.BundleError) as info:
+        B.load_predictor(p, "cpu")
+    text = str(info.value)
+    assert text.startswith(f"{p}: weights.pt is damaged or holds more than plain weights")
+    assert "weights_only" not in text and "False" not in text
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_or_a_bioimageio_package_is_named_for_what_it_is(saved, tmp_path) -> None:
+    """Given to predict, a training checkpoint read "your checkpoint file is corrupted"
+    and a bioimage.io package "file in archive is not in a subdirectory: rdf.yaml"."""
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch": 3}, ckpt)
+    with pytest.raises(B.BundleError, match="a training checkpoint.*--resume"):
+        B.load_predictor(ckpt, "cpu")
+    pkg = tmp_path / "model.zip"
+    with zipfile.ZipFile(pkg, "w") as zf:
+        zf.writestr("rdf.yaml", "format_version: 0.5.3\n")
+        zf.writestr("weights_torchscript.pt", b"x")
+    with pytest.raises(B.BundleError, match="a bioimage.io package.*cellseg export"):
+        B.load_predictor(pkg, "cpu")
 
 
 def test_a_bundle_from_before_downsample_runs_at_full_resolution(tmp_path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,12 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None 
         state = torch.load(io.BytesIO(files[WEIGHTS_NAME]), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:  # torch raises many types for damaged pickles / shapes
+        if "weights only" in str(exc).lower() or isinstance(exc, pickle.UnpicklingError):
+            # torch's message goes on to suggest loading it as code: never for a model
+            # file from elsewhere, so only what is wrong is said
+            raise BundleError(path, f"{WEIGHTS_NAME} is damaged or holds more than plain "
+                              "weights, so it is not loaded (a model file is only ever "
+                              "read as data)") from None  # fmt: skip
         raise BundleError(path, f"weights do not load: {str(exc).splitlines()[0]}") from None
     dev = select_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
     model.to(dev).eval()
@@ -337,6 +344,16 @@ def load_predictor(path: str | os.PathLike[str], device: str | torch.device | No
             raise BundleError(path, f"damaged zip file ({exc})") from None
         if META_NAME in names:
             return load_bundle(path, device)
+        if "rdf.yaml" in names:
+            raise BundleError(path, "a bioimage.io package, which cellseg writes but does not "
+                              "predict from: use the .cellseg it was exported from, or its "
+                              "TorchScript / ONNX export (`cellseg export`)")  # fmt: skip
+        if not any(n.endswith("/constants.pkl") for n in names) and any(
+            n.endswith("/data.pkl") for n in names
+        ):  # torch.save's format, not TorchScript's: a checkpoint, or weights alone
+            raise BundleError(path, "a saved PyTorch object (a training checkpoint?), not a "
+                              "model: `cellseg train --resume` continues a run from its "
+                              "checkpoint; predict with the .cellseg the run wrote")  # fmt: skip
         return _load_torchscript(path, device)
     with open(path, "rb") as fh:
         head = fh.read(64)
