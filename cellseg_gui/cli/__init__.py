@@ -18,12 +18,19 @@ Under ``torchrun`` only rank 0 prints and writes files.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cellseg_gui.cli.common import _is_main_rank_env
 from cellseg_gui.cli.lr import draw_lr_curve
 from cellseg_gui.cli.models import describe_meta, evaluation_lines
-from cellseg_gui.cli.output import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Output, _expected_errors
+from cellseg_gui.cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Output,
+    _expected_errors,
+)
 from cellseg_gui.cli.parser import build_parser
 from cellseg_gui.cli.training import write_history_csv
 
@@ -35,6 +42,16 @@ __all__ = [
     "main",
     "write_history_csv",
 ]
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into a closed pipe
+    prints no "Exception ignored" traceback (the recipe of Python's signal docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture)
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         out.clear_bar()
         out.err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `cellseg info m.cellseg | head -3`: the reader has enough
+        _quiet_stdout()
+        return EXIT_OK
     except Exception as exc:
         if isinstance(exc, _expected_errors()):
             out.error(exc)

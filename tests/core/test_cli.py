@@ -1306,3 +1306,19 @@ def test_a_file_given_twice_is_predicted_once_and_a_shared_name_keeps_its_path(
     rows = list(csv.DictReader(open(tmp_path / "o" / "cells_summary.csv")))
     assert [r["image"] for r in rows] == ["s.tif", str(b)]
     assert sorted(p.name for p in (tmp_path / "o").glob("*.tif")) == ["s.tif", "x_s.tif"]
+
+
+def test_output_into_a_pipe_closed_early_is_no_traceback(model_path) -> None:
+    """`cellseg info MODEL | head -3` sometimes ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellseg_gui.cli", "info", str(model_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # the reader leaves before the first line is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "Exception ignored" not in err and "Broken pipe" not in err
+    assert proc.returncode == 0
