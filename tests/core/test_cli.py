@@ -1136,7 +1136,7 @@ def test_cell_csvs_write_pixel_counts_as_integers_name_the_unit_and_match_the_wi
     mean_area with 13 decimals and area as "150.0": one function (export_cells) writes
     both, integer counts as integers, the rest to 4 decimals, sizes in pixels (_px)."""
     from cellseg_gui.core.model import bundle as bundle_mod
-    from cellseg_gui.core.scores.measure import export_cells, write_csv
+    from cellseg_gui.core.scores.measure import export_cells, measure_cells, write_csv
 
     img, _ = _blobs(0)
     tifffile.imwrite(tmp_path / "a.tif", img)
@@ -1162,7 +1162,13 @@ def test_cell_csvs_write_pixel_counts_as_integers_name_the_unit_and_match_the_wi
     first = dict(zip(header, per_cell[1].split(","), strict=True))
     assert first["area_px"] == "150" and first["bbox_max_x"] == "20"
     assert first["min_intensity"] == str(int(img[5:15, 5:20].min()))
-    assert all(len(v.partition(".")[2]) <= 4 for v in first.values())
+    assert all(len(v.partition(".")[2]) <= 4 for k, v in first.items() if abs(float(v)) >= 1)
+    # below 1, significant digits: a float image in small units keeps its values
+    small = (img.astype(np.float32) * 1e-6)[5:15, 5:20]
+    row = measure_cells(cells[5:15, 5:20], small)
+    write_csv(tmp_path / "small.csv", row)
+    got = dict(csv.DictReader(open(tmp_path / "small.csv")).__next__())
+    assert float(got["mean_intensity"]) == pytest.approx(float(small.mean()), rel=1e-5)
     summary = (tmp_path / "o" / "cells_summary.csv").read_text()
     assert summary == (
         "image,cells,mean_area_px,median_area_px,total_area_px\na.tif,3,72.3333,60.0,217\n"

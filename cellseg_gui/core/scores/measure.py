@@ -29,7 +29,11 @@ COLUMNS = (
 )  # fmt: skip
 # counts of pixels and pixel indices: written as integers, not "667.0"
 _INTEGER = ("label", "area_px", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
-_DECIMALS = 4  # every other figure, in the per-cell and the summary files alike
+# every other figure, in the per-cell and the summary files alike: 4 decimals, or below 1
+# 6 significant digits (intensities of a float image in small units read 0.0005 for
+# 0.000512 with 4 decimals)
+_DECIMALS = 4
+_SIGNIFICANT = 6
 _RENAME = {
     "area": "area_px", "perimeter": "perimeter_px",
     "centroid-0": "centroid_y", "centroid-1": "centroid_x", "bbox-0": "bbox_min_y",
@@ -107,13 +111,17 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, object]] | dict
 
 
 def _plain(v: object) -> object:
-    """A CSV cell: integers as integers, other numbers rounded to ``_DECIMALS``."""
+    """A CSV cell: integers as integers, other numbers to ``_DECIMALS`` decimals, or below
+    1 to ``_SIGNIFICANT`` significant digits."""
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, (int, np.integer)):
         return int(v)
     if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else round(float(v), _DECIMALS)
+        if np.isnan(v):
+            return ""
+        f = float(v)
+        return round(f, _DECIMALS) if abs(f) >= 1 else float(f"{f:.{_SIGNIFICANT}g}")
     return v
 
 
