@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSizePolicy,
     QSplitter,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )  # fmt: skip
@@ -305,7 +306,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         from cellseg_gui.app.training_layout import arrange_training_docks
 
         editor = Editor(self.workspace, self.canvas, self)
-        place_edit_actions(self, self.menu("Edit"), editor)
+        place_edit_actions(self, self.menu("Edit"), editor, panels=self.docks_menu)
         editor.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.editor = editor
         training = TrainingController(self.workspace, self, save_edits=editor.flush)
@@ -338,6 +339,16 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
                 self.resizeDocks(docks[:1], [size], orient)
 
     def _restore_layout(self) -> None:
+        if self.isVisible():
+            # docks and toolbars added to a window already on screen (the shell shows
+            # before them) are shown by a queued call: show them now, or the default layout
+            # that View > Reset layout restores would record them all as hidden
+            for bar in self.findChildren(
+                QToolBar, options=Qt.FindChildOption.FindDirectChildrenOnly
+            ):
+                bar.show()
+            for dock in self.docks.values():
+                dock.show()
         self._default_sizes()
         self._default_state = self.saveState(LAYOUT_VERSION)
         state = S.settings().value("state")  # the geometry was restored with the shell

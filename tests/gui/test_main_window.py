@@ -440,3 +440,40 @@ def test_the_list_and_canvas_redraw_from_the_workspace(qtbot, window, sample):
     window.workspace.set_prediction(current, None)
     assert window.canvas.pred is None and not entry[current].has_pred
     assert window.open_project(sample) and window.predictions == {}
+
+
+def test_reset_layout_after_the_shell_showed_first_keeps_every_panel(
+    qtbot, monkeypatch, tmp_path
+) -> None:
+    """`cellseg-gui FOLDER` shows the window before its docks exist; the default layout
+    was recorded then, with every dock and toolbar not yet shown, so View > Reset layout
+    stripped the window to the Display panel, and the stripped layout came back on the
+    next start (a helper trying the window found it)."""
+    from PySide6.QtWidgets import QToolBar
+
+    from cellseg_gui.app.main_window import MainWindow
+
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(tmp_path / "settings"))
+    win = MainWindow(deferred=True)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.finish_setup()
+    qtbot.wait(20)
+    bars = win.findChildren(QToolBar)
+    assert bars and all(b.isVisible() for b in bars)
+    assert all(d.isVisible() for d in win.docks.values())
+    win._reset_layout()
+    qtbot.wait(20)
+    hidden = [t for t, d in win.docks.items() if not d.isVisible()]
+    hidden += [b.windowTitle() for b in bars if not b.isVisible()]
+    assert hidden == []
+    # a toolbar closed from its context menu comes back from View > Panels
+    switches = {a.text(): a for a in win.docks_menu.actions()}
+    for bar in bars:
+        bar.hide()
+        switches[bar.windowTitle()].trigger()
+        assert bar.isVisible()
+    win.editor.shutdown()
+    win.training.shutdown()
+    win.close()
