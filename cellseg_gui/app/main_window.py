@@ -82,6 +82,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         self.read_only_label.hide()
         self.lock_notice: QMessageBox | None = None
         self._gt: dict[str, np.ndarray] = {}
+        self._gt_cells: dict[str, int] = {}
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
 

@@ -37,6 +37,7 @@ class WorkspaceView:
     role_check: RoleCheck
     role_note: QLabel  # in the status bar while ``role_check`` works on a thread
     _gt: dict[str, np.ndarray]
+    _gt_cells: dict[str, int]  # cells in each instance mask read (``_read_gt``)
 
     # ------------------------------------------------------------------ the workspace
     @property
@@ -78,6 +79,7 @@ class WorkspaceView:
         elif change.kind == "mask" and name is not None:
             doc = self.workspace.document(name)
             self._gt.pop(name, None)
+            self._gt_cells.pop(name, None)
             model.update(name, has_gt=True)
             if name == self.current_name and doc is not None and doc.display is not self.canvas.gt:
                 self.canvas.set_gt(doc.display)
@@ -92,6 +94,7 @@ class WorkspaceView:
         hear of it, so what they restore or mark lands on the new list)."""
         project = self.project
         self._gt.clear()
+        self._gt_cells.clear()
         self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
         self._update_legend()
         self.image_list.model_.set_entries([
@@ -158,9 +161,20 @@ class WorkspaceView:
             self._say_cells(name)
 
     def _say_cells(self, name: str) -> None:
+        """The predicted count, and beside it the mask's own where the mask is open and
+        holds cells (instances): the two numbers a user compares."""
         pred = self.workspace.prediction(name)
-        if pred is not None and pred.cells is not None:
-            self.statusBar().showMessage(f"{name}: {pred.n_cells} cells predicted")
+        if pred is None or pred.cells is None:
+            return
+        text = f"{name}: {pred.n_cells} cells predicted"
+        doc = self.workspace.document(name)
+        if doc is not None:  # being edited: as it stands
+            n_true = int(np.count_nonzero(np.unique(doc.data))) if doc.is_instances else None
+        else:
+            n_true = self._gt_cells.get(name)
+        if n_true is not None:
+            text += f", {n_true} in the mask"
+        self.statusBar().showMessage(text)
 
     def _refresh_splits(self) -> None:
         """Show the project's train/val/excluded roles again (a first run writes its
@@ -191,13 +205,15 @@ class WorkspaceView:
             mask = read_mask(path)
             if mask.shape[:2] != shape:
                 raise ImageReadError(path, f"mask is {mask.shape} but the image is {shape}")
-            labels, _, _ = mask_to_classes(
+            labels, _, mode = mask_to_classes(
                 mask, self.project.mask_mode, self.project.boundary_width
             )
         except (ImageReadError, ValueError) as exc:
             self.image_list.model_.update(name, error=str(exc))
             return None
         self._gt[name] = labels
+        if mode == "instances":  # the count the status bar sets beside the predicted one
+            self._gt_cells[name] = int(np.count_nonzero(np.unique(mask)))
         return labels
 
     def _update_legend(self) -> None:

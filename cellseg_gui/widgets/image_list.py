@@ -117,7 +117,12 @@ class ImageListModel(QAbstractListModel):
                 self._timer.start()
             return e.thumb
         if role == Qt.ItemDataRole.ToolTipRole:
-            return e.error or f"{e.name}: {self.state_text(e)}\n{self.role_tip(e)}"
+            if e.error:
+                return e.error
+            tip = f"{e.name}: {self.state_text(e)}\n{self.role_tip(e)}"
+            if e.n_cells is not None:  # the list's line is short; say what the count is
+                tip += f"\n{e.n_cells} cells in the latest prediction"
+            return tip
         if role == Qt.ItemDataRole.ForegroundRole:
             if e.error:
                 return QColor(231, 76, 60)
@@ -141,7 +146,7 @@ class ImageListModel(QAbstractListModel):
         if e.val_ap50 is not None:
             scores.append(f"AP {e.val_ap50:.2f}")
         if e.n_cells is not None:
-            scores.append(f"{e.n_cells} cells")
+            scores.append(f"{e.n_cells} cells pred.")
         # scores on a line of their own: the list is narrow
         return " · ".join(parts) + ("\n" + " · ".join(scores) if scores else "")
 

@@ -687,7 +687,8 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     cells[70:100, 90:120], cells[70:100, 120:150] = 1, 2  # two touching predicted cells
     labels = (cells > 0).astype(np.uint8)
     win.set_prediction("c", labels, None, cells)
-    assert "c: 2 cells predicted" in win.statusBar().currentMessage()
+    # the predicted count beside the mask's own (one hand-drawn cell)
+    assert win.statusBar().currentMessage() == "c: 2 cells predicted, 1 in the mask"
     row = win.image_list.model_.row_of("c")
     assert "2 cells" in win.image_list.model_.entries[row].name + win.image_list.model_.state_text(
         win.image_list.model_.entries[row]
