@@ -40,6 +40,11 @@ class WindowActions:
         self._act(
             "File", "Export cells of all predicted images…", lambda: export_cells_dialog(self, True)
         )
+        # what a biologist measures once the masks are corrected
+        self._act("File", "Export cells of this image's mask…",
+                  lambda: export_cells_dialog(self, False, "mask"))  # fmt: skip
+        self._act("File", "Export cells of all masks…",
+                  lambda: export_cells_dialog(self, True, "mask"))  # fmt: skip
         self.menu("File").addSeparator()
         self._act("File", "&Quit", self.close, "Ctrl+Q")
         o = self.overlays

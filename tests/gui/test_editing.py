@@ -727,6 +727,59 @@ def test_predicted_cells_are_shown_counted_accepted_and_exported(
     _close(win)
 
 
+def test_export_cells_of_the_corrected_masks_on_a_thread_with_the_edits_as_they_stand(
+    qtbot, monkeypatch, tmp_path: Path
+) -> None:
+    """Export cells wrote the raw prediction only, so the corrected segmentation could
+    not be measured in the window, and exporting all images froze it (2 s for 15). The
+    masks' cells are exported too (an edited mask as it stands, saved or not; another
+    image's from its file), and more than one image is written on a thread of its own."""
+    import csv
+    import threading
+
+    from PySide6.QtWidgets import QFileDialog
+
+    from cellseg_gui.app import cell_export
+
+    first = np.zeros((H, W), np.int32)
+    first[20:50, 20:50], first[5:10, 100:110] = 17, 23  # ids, not class numbers
+    second = np.zeros((H, W), np.int32)
+    second[10:20, 10:20], second[60:80, 60:90] = 30, 40
+    folder = _project(tmp_path / "inst", {"c": first, "d": second})
+    win = _open(qtbot, monkeypatch, folder, "c")
+    cells = np.zeros((H, W), np.int32)
+    cells[70:100, 90:120] = 1
+    win.set_prediction("c", (cells > 0).astype(np.uint8), None, cells)
+    assert win.editor.accept_prediction()  # added on background; not saved yet
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    threads: list[str] = []
+    real = cell_export._write
+
+    def spy(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(cell_export, "_write", spy)
+    cell_export.export_cells_dialog(win, True, "mask")
+    qtbot.waitUntil(lambda: "Wrote" in win.statusBar().currentMessage(), timeout=10000)
+    assert threads and threads[0].startswith("cell-export")
+    rows = list(csv.DictReader(open(out / "c_cells.csv")))
+    assert [(r["label"], r["area_px"]) for r in rows] == [
+        ("17", "900"),
+        ("23", "50"),
+        ("24", "900"),
+    ]
+    rows = list(csv.DictReader(open(out / "d_cells.csv")))
+    assert [(r["label"], r["area_px"]) for r in rows] == [("30", "100"), ("40", "600")]
+    summary = list(csv.DictReader(open(out / "cells_summary.csv")))
+    assert [(r["image"], r["cells"]) for r in summary] == [("c.tif", "3"), ("d.tif", "2")]
+    assert win.statusBar().currentMessage() == f"Wrote 5 file(s) to {out}."
+    win.editor.flush()
+    _close(win)
+
+
 def test_clicking_a_noisy_label_opens_its_image_zoomed_to_its_worst_region(qtbot, window):
     """README step 6: the noisy-labels list opens each image at its worst region (this
     raised a TypeError from the canvas and left the old zoom)."""
