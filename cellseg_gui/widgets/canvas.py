@@ -35,19 +35,26 @@ def make_lut(colors: list[tuple[int, int, int]]) -> np.ndarray:
 
 
 HUE_MARGIN = 0.09  # a twelfth of the colour wheel either side of a ground-truth colour
+# ... and less beside the difference view's two colours (magenta extra, cyan missed), so
+# enough of the wheel is left: a magenta cell read as an extra pixel
+DIFF_HUE_MARGIN = 0.05
 _MIN_GAP = 0.1  # a sliver of hue between two avoided colours looks like both: left out
 
 
-def _free_hues(avoid: list[tuple[int, int, int]]) -> list[tuple[float, float]]:
+def _free_hues(
+    avoid: list[tuple[int, int, int]], margins: list[float] | None = None
+) -> list[tuple[float, float]]:
     """The hue intervals (0..1) left after taking out those near each saturated colour in
-    ``avoid`` (greys and black take no hue)."""
+    ``avoid`` (``margins`` either side of each, ``HUE_MARGIN`` by default; greys and black
+    take no hue)."""
     import colorsys
 
     cuts = []
-    for rgb in avoid:
+    for i, rgb in enumerate(avoid):
+        margin = HUE_MARGIN if margins is None else margins[i]
         h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb[:3]))
         if s > 0.3 and v > 0.2:
-            cuts.append(((h - HUE_MARGIN) % 1.0, 2 * HUE_MARGIN))
+            cuts.append(((h - margin) % 1.0, 2 * margin))
     if not cuts:
         return [(0.0, 1.0)]
     taken = np.zeros(3600, bool)  # tenths of a degree
@@ -70,14 +77,16 @@ def _free_hues(avoid: list[tuple[int, int, int]]) -> list[tuple[float, float]]:
 
 
 def make_cell_lut(avoid: list[tuple[int, int, int]] | None = None) -> np.ndarray:
-    """256x4 RGBA lookup for cell ids (id k drawn as index 1 + (k - 1) % 255): bright,
-    saturated hues spaced by the golden angle, so neighbouring cells differ, none near
-    a colour of the ground truth's overlay (``avoid``, default the default cell green and
-    boundary yellow): a yellow predicted outline read as the ground truth's boundary."""
+    """256x4 RGBA lookup for cell ids: bright, saturated hues spaced by the golden angle,
+    every other one a little darker, none near a colour of the ground truth's overlay
+    (``avoid``, default the default cell green and boundary yellow: a yellow predicted
+    outline read as the ground truth's boundary) or of the difference view (magenta,
+    cyan). Which entry a cell gets is ``cell_index``'s choice."""
     import colorsys
 
-    avoid = list(DEFAULT_PALETTE[1:3]) if avoid is None else avoid
-    free = _free_hues(avoid)
+    avoid = list(DEFAULT_PALETTE[1:3]) if avoid is None else list(avoid)
+    margins = [HUE_MARGIN] * len(avoid) + [DIFF_HUE_MARGIN] * 2
+    free = _free_hues(avoid + [FP_COLOR, FN_COLOR], margins)
     total = sum(w for _, w in free)
     lut = np.zeros((256, 4), np.uint8)
     for k in range(1, 256):
@@ -88,20 +97,73 @@ def make_cell_lut(avoid: list[tuple[int, int, int]] | None = None) -> np.ndarray
                 hue = (start + t) % 1.0
                 break
             t -= width
-        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0 if k % 2 else 0.72)
         lut[k] = (int(r * 255), int(g * 255), int(b * 255), 255)
     return lut
 
 
 CELL_LUT = make_cell_lut()
+# cells touching, or apart by up to this many pixels (a drawn boundary line), count as
+# neighbours that must differ in colour
+NEIGHBOUR_REACH = 2
+# beyond this many cells the colours follow the ids alone (a greedy pass per cell)
+COLOURED_CELLS_MAX = 5000
 
 
-def cell_index(cells: np.ndarray) -> np.ndarray:
-    """uint8 index image of int cell ids for CELL_LUT (0 stays background)."""
+def _neighbour_pairs(cells: np.ndarray) -> np.ndarray:
+    """(P, 2) int64: pairs of different cell ids within ``NEIGHBOUR_REACH`` pixels."""
     c = np.asarray(cells)
-    out = ((c.astype(np.int64) - 1) % 255 + 1).astype(np.uint8)
-    out[c == 0] = 0
-    return out
+    h, w = c.shape
+    found = []
+    shifts = [(0, d) for d in range(1, NEIGHBOUR_REACH + 1)]
+    shifts += [(d, 0) for d in range(1, NEIGHBOUR_REACH + 1)] + [(1, 1), (1, -1)]
+    for dy, dx in shifts:
+        a = c[0 : h - dy, max(0, -dx) : w - max(0, dx)]
+        b = c[dy:h, max(0, dx) : w + min(0, dx)]
+        m = (a != b) & (a > 0) & (b > 0)
+        if m.any():
+            found.append(np.stack([a[m], b[m]], 1).astype(np.int64))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.sort(np.concatenate(found), axis=1)
+    return np.unique(pairs, axis=0)
+
+
+def cell_index(cells: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+    """uint8 index image of int cell ids into a cell colour table (0 stays background).
+    Given the table, neighbouring cells get entries far apart in colour (a greedy pass:
+    each cell keeps the entry of its id unless a neighbour's is close, then takes the one
+    farthest from its neighbours'): by id alone, two touching cells were drawn in two
+    blues a user could not tell apart."""
+    c = np.asarray(cells)
+    by_id = ((c.astype(np.int64) - 1) % 255 + 1).astype(np.uint8)
+    by_id[c == 0] = 0
+    ids = np.unique(c)
+    ids = ids[ids > 0]
+    if lut is None or not len(ids) or len(ids) > COLOURED_CELLS_MAX:
+        return by_id
+    pairs = _neighbour_pairs(c)
+    if not len(pairs):
+        return by_id
+    rgb = lut[:, :3].astype(np.float32)
+    dist = np.sqrt(((rgb[:, None, :] - rgb[None, :, :]) ** 2).sum(-1))  # 256 x 256
+    enough = 0.9 * float(np.median(dist[1:, 1:]))
+    neighbours: dict[int, list[int]] = {}
+    for a, b in pairs.tolist():
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    chosen: dict[int, int] = {}
+    for cell in ids.tolist():
+        own = (cell - 1) % 255 + 1
+        taken = [chosen[n] for n in neighbours.get(cell, ()) if n in chosen]
+        if taken:
+            nearest = dist[1:, taken].min(axis=1)  # each entry's closest neighbour colour
+            if nearest[own - 1] < enough:
+                own = int(np.argmax(nearest)) + 1
+        chosen[cell] = own
+    table = np.zeros(int(ids.max()) + 1, np.uint8)
+    table[ids] = [chosen[i] for i in ids.tolist()]
+    return table[c]
 
 
 def _outline(labels: np.ndarray) -> np.ndarray:
@@ -201,7 +263,7 @@ class ImageCanvas(QWidget):
         self.pred = None if labels is None else np.asarray(labels, np.uint8)
         self.prob = prob
         self.cells = None if cells is None or labels is None else np.asarray(cells)
-        self._cells_index = None if self.cells is None else cell_index(self.cells)
+        self._cells_index = None if self.cells is None else cell_index(self.cells, self.cell_lut)
         self._recolor_all(("pred", "diff"))
 
     def set_palette(self, colors: list[tuple[int, int, int]], names: list[str] | None = None):
@@ -211,6 +273,8 @@ class ImageCanvas(QWidget):
         # the cells keep clear of every colour the ground truth is drawn in
         n = len(names) if names else 3
         self.cell_lut = make_cell_lut([tuple(c) for c in list(colors)[1:n]])
+        if self.cells is not None:  # neighbours kept apart in the new colours
+            self._cells_index = cell_index(self.cells, self.cell_lut)
         self._recolor_all()
 
     # ---------------------------------------------------------------- display options

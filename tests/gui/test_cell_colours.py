@@ -125,3 +125,42 @@ def test_cells_keep_clear_of_a_projects_own_class_colours(qtbot, monkeypatch, tm
     w.editor.shutdown()
     w.training.shutdown()
     w.close()
+
+
+def test_neighbouring_cells_differ_and_no_cell_looks_like_the_difference_view(
+    qtbot, monkeypatch, tmp_path
+) -> None:
+    """Colours followed the ids alone, so two touching cells could be two blues a user
+    could not tell apart (found on set46 of usiigaci-phc), and a magenta or cyan cell read
+    as an extra or missed pixel of the difference view shown over it."""
+    from cellseg_gui.core.palette import FN_COLOR, FP_COLOR
+
+    w = _window(qtbot, monkeypatch, _project(tmp_path / "p"))
+    _predict(w)  # twelve cells side by side, one pixel apart
+    shown, table = w.canvas._shown["pred"], w.canvas.cell_lut
+    drawn = [int(shown[40, 2 + 6 * i]) for i in range(12)]  # each outline's left edge
+    assert all(drawn)
+    rgb = table[drawn, :3].astype(float)
+    apart = np.sqrt(((rgb[1:] - rgb[:-1]) ** 2).sum(1))
+    assert apart.min() >= 100, apart  # RGB distance of side-by-side cells
+    for idx, colour in enumerate(_drawn_cell_colours(w), 1):
+        for c in (FP_COLOR, FN_COLOR):
+            assert _hue_distance(_hue(colour), _hue(c)) > 0.045, (idx, colour)
+    w.editor.shutdown()
+    w.training.shutdown()
+    w.close()
+
+
+def test_two_touching_cells_whose_ids_share_a_colour_are_drawn_apart() -> None:
+    """The two ids whose own colours are the closest, touching: drawn far apart."""
+    from cellseg_gui.widgets.canvas import CELL_LUT, cell_index
+
+    rgb = CELL_LUT[1:, :3].astype(float)
+    dist = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1)) + np.eye(255) * 1e9
+    a, b = (int(i) + 1 for i in np.unravel_index(np.argmin(dist), dist.shape))
+    assert dist[a - 1, b - 1] < 40  # by id alone they look alike
+    cells = np.zeros((20, 20), np.int32)
+    cells[:, :10], cells[:, 10:] = a, b
+    idx = cell_index(cells, CELL_LUT)
+    got = CELL_LUT[[idx[5, 5], idx[5, 15]], :3].astype(float)
+    assert np.sqrt(((got[0] - got[1]) ** 2).sum()) >= 100
