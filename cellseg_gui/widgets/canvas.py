@@ -340,6 +340,7 @@ class ImageCanvas(QWidget):
             item.clear()
             return
         self._shown[layer] = idx
+        item.thin = layer != "diff" and not self.filled[layer]  # outlines: kept when zoomed out
         lut = DIFF_LUT if layer == "diff" else self.lut
         if layer == "pred" and self._cells_index is not None:
             lut = self.cell_lut

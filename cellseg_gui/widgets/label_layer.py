@@ -28,6 +28,10 @@ class LabelLayer(pg.GraphicsObject):
         super().__init__()
         self.index: np.ndarray | None = None
         self._table: list[int] = [0] * 256
+        # outlines one pixel wide: zoomed out, each screen pixel shows the most of the block
+        # of image pixels under it, so a line is kept (sampled, at fit-to-window zoom most
+        # of an outline fell between the samples and the cells' outlines broke up)
+        self.thin = False
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
 
     # ------------------------------------------------------------------ data
@@ -72,6 +76,9 @@ class LabelLayer(pg.GraphicsObject):
             return
         t = painter.worldTransform()
         scale = math.hypot(t.m11(), t.m12()) or 1.0  # device pixels per image pixel
+        if self.thin and scale < 1.0:
+            self._paint_blocks(painter, idx, r, math.ceil(1.0 / scale))
+            return
         s = max(1, int(1.0 / scale))  # stride: about one sample per device pixel
         # snap to the stride's grid so partial redraws sample the same pixels as full ones
         x0 = max(0, int(math.floor(r.left())) // s * s)
@@ -88,3 +95,23 @@ class LabelLayer(pg.GraphicsObject):
         # the last sample's block may reach past the edge: draw only its part inside
         tw, th = min(sw * s, w - x0), min(sh * s, h - y0)
         painter.drawImage(QRectF(x0, y0, tw, th), img, QRectF(0, 0, tw / s, th / s))
+
+    def _paint_blocks(self, painter: QPainter, idx: np.ndarray, r: QRectF, k: int) -> None:
+        """Draw the rectangle ``r`` of ``idx`` reduced by the largest index in each k x k
+        block (``thin``): a one-pixel line anywhere in a block shows."""
+        h, w = idx.shape[:2]
+        x0 = max(0, int(math.floor(r.left())) // k * k)  # on the blocks' grid
+        y0 = max(0, int(math.floor(r.top())) // k * k)
+        x1 = min(w, -(-int(math.ceil(r.right())) // k) * k)
+        y1 = min(h, -(-int(math.ceil(r.bottom())) // k) * k)
+        if x1 <= x0 or y1 <= y0:
+            return
+        bh, bw = -(-(y1 - y0) // k), -(-(x1 - x0) // k)
+        block = np.zeros((bh * k, bw * k), np.uint8)
+        block[: y1 - y0, : x1 - x0] = idx[y0:y1, x0:x1]
+        sub = np.ascontiguousarray(block.reshape(bh, k, bw, k).max(axis=(1, 3)))
+        img = QImage(sub.data, bw, bh, sub.strides[0], QImage.Format.Format_Indexed8)
+        img.setColorTable(self._table)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        tw, th = min(bw * k, w - x0), min(bh * k, h - y0)
+        painter.drawImage(QRectF(x0, y0, tw, th), img, QRectF(0, 0, tw / k, th / k))

@@ -132,3 +132,26 @@ def test_the_brush_circle_goes_when_the_pointer_leaves(canvas, qtbot):
     assert not canvas._brush.isVisible()
     canvas._hover(12.0, 10.0)  # and comes back with it
     assert canvas._brush.isVisible()
+
+
+@pytest.mark.parametrize("side", [800, 3000])  # zoomed a little and far out
+def test_an_outline_one_pixel_wide_stays_whole_when_zoomed_out(canvas, qtbot, side):
+    """Zoomed out (fit to window), outlines were sampled every n-th pixel and broke up
+    under the samples: a user trying the window could not see the predicted outlines.
+    Along a one-pixel line the whole length is drawn."""
+    c = canvas
+    c.set_image(np.zeros((side, side), np.uint16))
+    c.set_layer_visible("pred", True)
+    c.set_opacity("pred", 1.0)
+    labels = np.zeros((side, side), np.uint8)
+    labels[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 1  # a square cell
+    c.set_prediction(labels, None)
+    assert not c.filled["pred"]  # outlines, the default
+    c.fit()
+    qtbot.wait(30)
+    img = _grab(c)
+    x = side // 4  # the square's left edge: one image pixel wide
+    rows = np.linspace(side // 4 + 5, 3 * side // 4 - 5, 60)
+    # the outline's screen pixel: a pixel either side of where the edge lands
+    hits = [any(sum(_colour(c, img, x + dx, y)) > 60 for dx in (0.0, 0.5, -0.5)) for y in rows]
+    assert np.mean(hits) == 1.0, np.mean(hits)
