@@ -198,7 +198,8 @@ class EditTools:
             note = widened_note(doc.path, acc.first_id + acc.added - 1)
         pushed = self.push(name, E.accept_prediction(doc.data, acc.values), "Accept prediction")
         if pushed or not self.read_only:
-            self._message(accept_message(name, acc) + note)
+            # the note first: a status bar cuts a long message at its end
+            self._message((note.strip() + " " if note else "") + accept_message(name, acc))
         return pushed
 
     def new_mask(self) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -95,10 +95,17 @@ class Gallery(QWidget):
         layout.addWidget(self.list, 1)
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        """Thumbnails fit the dock's height (the bottom dock is short), up to ``thumb``."""
         super().resizeEvent(event)
+        # the list gets its new height when the layout runs, after this event: measured
+        # here, the thumbnails followed the size before, and a dock squeezed and grown
+        # again kept them cut
+        QTimer.singleShot(0, self, self._fit_thumbnails)
+
+    def _fit_thumbnails(self) -> None:
+        """Thumbnails fit the list's height (the bottom dock is short), up to ``thumb``,
+        with room for the two lines of text under each."""
         text = 2 * self.fontMetrics().height() + 24
-        side = max(96, min(self.thumb, self.list.height() - text))
+        side = max(48, min(self.thumb, self.list.viewport().height() - text))
         if side != self.list.iconSize().width():
             self.list.setIconSize(QSize(side, side))
             self.list.setGridSize(QSize(max(side + 16, 124), side + text - 16))

@@ -415,3 +415,22 @@ def test_models_list_headers_say_which_definition_each_figure_is(qtbot):
     tips = [w.table.horizontalHeaderItem(c).toolTip() for c in range(w.table.columnCount())]
     assert "pooled over the validation pixels" in tips[2]
     assert "mean over the validation images" in tips[3]
+
+
+def test_gallery_thumbnails_follow_its_height_squeezed_and_grown_again(qtbot):
+    """Squeezed (the Display panel's legend grew) and grown again, the gallery kept the
+    thumbnails of the height before, and the score line under each stayed cut in half."""
+    g = Gallery()
+    qtbot.addWidget(g)
+    g.resize(600, 320)
+    g.show()
+    qtbot.waitExposed(g)
+    qtbot.waitUntil(lambda: g.list.iconSize().width() == g.thumb, timeout=2000)
+    g.resize(600, 170)
+    text = 2 * g.fontMetrics().height() + 24
+    qtbot.waitUntil(lambda: g.list.iconSize().width() < g.thumb, timeout=2000)
+    cell = g.list.gridSize().height()
+    assert cell <= g.list.viewport().height() + 16  # a thumbnail and its text fit the list
+    assert g.list.iconSize().width() + text - 16 == cell
+    g.resize(600, 320)
+    qtbot.waitUntil(lambda: g.list.iconSize().width() == g.thumb, timeout=2000)
