@@ -46,7 +46,7 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     if args.instances:
         pp, note = predictor.postprocess
         out.err(f"note: {note}" if note else f"cells: {pp.describe()}")
-    from cellseg_gui.core.events import Predicted
+    from cellseg_gui.core.events import Message, Predicted
     from cellseg_gui.core.model.batch import items_from_paths, predict_batch
 
     large, files = _split_large(files)
@@ -67,6 +67,9 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
         cells=bool(args.instances), keep_image=bool(args.measure or args.rois),
     )  # fmt: skip
     for ev in events:
+        if isinstance(ev, Message):  # a stack read as one plane, NaN pixels
+            out.err(f"note: {ev.text}")
+            continue
         if not isinstance(ev, Predicted):
             continue
         path = files[ev.index]
@@ -201,6 +204,10 @@ def _predict_large(predictor: Any, path: Path, target: Path, args: Any, out: Out
     try:
         raw = read_image(path, channels=predictor.meta.get("channels", "grey"))
         _check_finite(raw, path)
+        from cellseg_gui.core.model.batch import input_notes
+
+        for note in input_notes(path, raw):
+            out.err(f"note: {note}")
     except _expected_errors() as exc:
         out.error(exc)
         return False

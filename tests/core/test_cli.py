@@ -1328,3 +1328,23 @@ def test_output_into_a_pipe_closed_early_is_no_traceback(model_path) -> None:
     proc.wait(timeout=120)
     assert "Traceback" not in err and "Exception ignored" not in err and "Broken pipe" not in err
     assert proc.returncode == 0
+
+
+def test_predict_says_when_it_used_one_plane_of_a_stack_or_guessed_nan_pixels(
+    model_path, tmp_path, capsys
+):
+    """A two-channel stack whose first channel was empty gave 0 cells without a word
+    (inspect said it, predict did not), and NaN pixels gave cells without one either."""
+    img = _blobs(0)[0]
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([np.zeros_like(img), img]))
+    nan = img.astype(np.float32)
+    nan[::7, ::7] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    tifffile.imwrite(tmp_path / "plain.tif", img)
+    code, out, err = _run(capsys, "predict", model_path, tmp_path, "--out", tmp_path / "o",
+                          "--instances")  # fmt: skip
+    assert code == 0, err
+    assert f"note: {tmp_path / 'stack.tif'}: holds 2 planes" in err
+    assert "only plane 0 is predicted" in err
+    assert f"note: {tmp_path / 'nan.tif'}: 2.4% of its pixels are NaN or infinite" in err
+    assert "plain.tif: " not in err

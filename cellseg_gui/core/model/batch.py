@@ -81,6 +81,8 @@ def predict_batch(
             raw = read_image(path, channels=meta.get("channels", "grey"))
             if raw.dtype.kind == "f" and raw.size and not np.isfinite(raw).any():
                 raise ValueError("image is all NaN (no finite pixel)")
+            for note in input_notes(path, raw):
+                yield Message(note, level="warning")
             if cells or score:
                 ids, pred = predictor.predict_cells(raw, tile=tile, tta=tta)
             else:  # a class map is all that is asked for: no probabilities kept
@@ -110,6 +112,28 @@ def predict_batch(
             # one bad image must not stop the batch; the event names the file
             yield Predicted(i, n, item.name, None, None, None, error=_error(path, exc))
     yield Finished(DONE, f"predicted {n} image(s)")
+
+
+def input_notes(path: Path, raw: np.ndarray) -> list[str]:
+    """What a user must know about an image predicted as it is: a stack read as its first
+    plane (an ImageJ hyperstack's empty first channel gave 0 cells without a word), and
+    pixels that are not numbers (predicted from the image's other pixels)."""
+    from cellseg_gui.core.data.imageio import image_info
+
+    notes = []
+    try:
+        pages = int(image_info(path).get("pages", 1))
+    except (OSError, ValueError):
+        pages = 1
+    if pages > 1:
+        notes.append(f"{path}: holds {pages} planes (channels, a stack or a time series); "
+                     "only plane 0 is predicted: save the plane you mean as its own image")  # fmt: skip
+    if raw.dtype.kind == "f" and raw.size:
+        bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        if bad:
+            notes.append(f"{path}: {100 * bad / raw.size:.2g}% of its pixels are NaN or "
+                         "infinite; its cells there are guesses")  # fmt: skip
+    return notes
 
 
 def items_from_paths(paths: Sequence[str | os.PathLike[str]]) -> list[BatchItem]:
