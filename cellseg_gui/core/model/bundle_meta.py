@@ -166,7 +166,28 @@ def _check_meta(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
     if not isinstance(arch, dict):
         raise BundleError(path, f"{META_NAME} has no architecture")
     _check_architecture(path, arch)
+    _check_normalization(path, meta.get("normalization"))
     return meta
+
+
+NORMALIZATION_METHODS = ("percentile", "minmax", "none")
+
+
+def _check_normalization(path: str | os.PathLike[str], norm: Any) -> None:
+    """A bundle's normalisation, checked when it is read: an unknown method was reported
+    by predict against each image it was given, as if the images were at fault."""
+    if norm is None:
+        return
+    if not isinstance(norm, dict):
+        raise BundleError(path, "normalization is not a JSON object")
+    method = norm.get("method", "percentile")
+    if not isinstance(method, str) or method.lower() not in NORMALIZATION_METHODS:
+        raise BundleError(path, f"normalization.method is {method!r}; a cellseg model has "
+                          f"one of {', '.join(NORMALIZATION_METHODS)}")  # fmt: skip
+    for key in ("low", "high"):
+        v = norm.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
+            raise BundleError(path, f"normalization.{key} is {v!r}; a percentile 0-100")
 
 
 # What a model from this program can be. A bundle outside these ranges (a "hidden: 1e9"
