@@ -509,10 +509,11 @@ def describe_meta(meta: dict[str, Any], path: Path | None = None) -> list[str]:
     classes = meta.get("classes") or []
     if classes:
         lines.append("classes: " + ", ".join(str(c.get("name")) for c in classes))
-    lines.append(
-        f"masks: {meta.get('mask_mode')} (boundary width {meta.get('boundary_width')}), "
-        f"channels: {meta.get('channels')}"
-    )
+    mode, width = meta.get("mask_mode"), meta.get("boundary_width")
+    masks = f"masks: {mode or 'not recorded'}"
+    if mode == "instances" and width is not None:
+        masks += f" (boundary width {width})"
+    lines.append(f"{masks}, channels: {meta.get('channels') or 'grey (not recorded)'}")
     norm = meta.get("normalization") or {}
     if norm:
         lines.append(f"normalisation: {norm.get('method')} {norm.get('low')}..{norm.get('high')}")

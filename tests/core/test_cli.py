@@ -1348,3 +1348,25 @@ def test_predict_says_when_it_used_one_plane_of_a_stack_or_guessed_nan_pixels(
     assert "only plane 0 is predicted" in err
     assert f"note: {tmp_path / 'nan.tif'}: 2.4% of its pixels are NaN or infinite" in err
     assert "plain.tif: " not in err
+
+
+def test_info_on_a_bundle_that_records_little_prints_no_none(model_path, tmp_path, capsys):
+    """A bundle without mask mode, boundary width or channels printed
+    "masks: None (boundary width None), channels: None"."""
+    import json
+    import zipfile
+
+    small = tmp_path / "small.cellseg"
+    with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(small, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "cellseg.json":
+                meta = json.loads(data)
+                for key in ("mask_mode", "boundary_width", "channels"):
+                    meta.pop(key, None)
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    code, out, err = _run(capsys, "info", small)
+    assert code == 0, err
+    assert "None" not in out
+    assert "masks: not recorded, channels: grey (not recorded)" in out
