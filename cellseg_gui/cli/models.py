@@ -373,7 +373,13 @@ def _read_truth(mask: Any, model_mode: str, mask_mode: str, width: int) -> tuple
 
 def _doubt(name: str, mask: Any, model_mode: str, mask_mode: str) -> str | None:
     """Why an instance model's mask, read as it stands, may not give the cells: a mask
-    holding only 0..2 (or 0..1) is more likely a class or binary one."""
+    holding only 0..2 (or 0..1) is more likely a class or binary one; a mask read in the
+    mode the user chose that looks like another kind (``masks.mode_doubt``)."""
+    if mask_mode in ("instances", "classes"):
+        from cellseg_gui.core.data.masks import mode_doubt
+
+        why = mode_doubt(mask, mask_mode)
+        return f"{name}: {why}" if why else None
     if mask_mode != "auto" or model_mode != "instances":
         return None
     from cellseg_gui.core.data.masks import class_like_values

@@ -54,9 +54,28 @@ def _load_training_samples(
         out.error(e)
     if not samples:
         raise CLIError(args.data, "no usable image with a mask")
+    if cfg.mask_mode in ("instances", "classes"):  # the user's choice, checked against masks
+        _say_mode_doubts(samples, cfg.mask_mode, out)
     # load_samples decides one mode for the whole set ("auto"); the bundle records it
     mode = str(getattr(samples[0], "mask_mode", None) or cfg.mask_mode)
     return samples, mode, len(errors)
+
+
+def _say_mode_doubts(samples: list[Any], mode: str, out: Output) -> None:
+    """A warning for masks that look like another kind than the mode the user chose (the
+    first three named, then how many more)."""
+    from cellseg_gui.core.data.masks import mode_doubt
+
+    doubts = []
+    for s in samples:
+        mask = s.instances if mode == "instances" else s.target
+        why = mode_doubt(mask, mode) if mask is not None else None
+        if why:
+            doubts.append(f"{s.mask_path}: {why}")
+    for line in doubts[:3]:
+        out.err(f"warning: {line}")
+    if len(doubts) > 3:
+        out.err(f"warning: {len(doubts) - 3} more mask(s) like these")
 
 
 # the settings an advice may change, as `cellseg train` options (the window applies the

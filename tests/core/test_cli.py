@@ -1370,3 +1370,33 @@ def test_info_on_a_bundle_that_records_little_prints_no_none(model_path, tmp_pat
     assert code == 0, err
     assert "None" not in out
     assert "masks: not recorded, channels: grey (not recorded)" in out
+
+
+def test_a_mask_mode_that_does_not_fit_the_masks_is_warned_about(tmp_path, capsys):
+    """Binary 0/255 masks trained and scored as instances gave one "cell" over most of
+    each image and AP@0.5 1.0 without a word; instance masks read as classes made a class
+    per id. Both now get a warning naming the mask."""
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    img, inst = _blobs(0)
+    tifffile.imwrite(data / "images" / "a.tif", img)
+    binary = np.full(img.shape, 255, np.uint8)
+    binary[:10] = 0  # one object over 84% of the image
+    tifffile.imwrite(data / "masks" / "a.tif", binary)
+    code, out, err = _run(capsys, "train", data, "--out", tmp_path / "m.cellseg", "--epochs",
+                          "1", "--mask-mode", "instances")  # fmt: skip
+    assert code == 0, err
+    assert (
+        f"warning: {data / 'masks' / 'a.tif'}: read as instances, its one object covers 84%" in err
+    )
+    code, out, err = _run(capsys, "evaluate", tmp_path / "m.cellseg", data, "--mask-mode",
+                          "instances")  # fmt: skip
+    assert "warning: a: read as instances, its one object covers 84%" in err
+    many = np.zeros(img.shape, np.uint8)
+    for i in range(25):  # an instance mask: 25 cells, ids 1..25
+        many[2 * i : 2 * i + 1, :20] = i + 1
+    tifffile.imwrite(data / "masks" / "a.tif", many)
+    code, out, err = _run(capsys, "train", data, "--out", tmp_path / "c.cellseg", "--epochs",
+                          "1", "--mask-mode", "classes")  # fmt: skip
+    assert "read as classes, it holds class ids up to 25: is it an instance mask" in err

@@ -267,3 +267,29 @@ def class_like_values(mask: np.ndarray) -> tuple[int, ...]:
     values = _values(_check_integer(mask))
     nonzero = tuple(int(v) for v in values if v != 0)
     return nonzero if nonzero and set(nonzero) <= {1, 2} else ()
+
+
+# a mask read as instances whose single object covers more than this share of the image,
+# or read as classes with more than this many class ids, is likely read in the wrong mode
+ONE_OBJECT_SHARE = 0.5
+MANY_CLASSES = 20
+
+
+def mode_doubt(mask: np.ndarray, mode: str) -> str | None:
+    """Why a mask read in the ``mode`` the user chose is likely another kind: a binary
+    mask read as instances is one "cell" over most of the image (a perfect AP of 1.0,
+    without a word), an instance mask read as classes makes a class per cell id."""
+    arr = np.asarray(mask)
+    if not arr.size:
+        return None
+    values = _values(arr)
+    nonzero = values[values != 0]
+    if mode == "instances" and nonzero.size == 1:
+        share = float(np.count_nonzero(arr)) / arr.size
+        if share > ONE_OBJECT_SHARE:
+            return (f"read as instances, its one object covers {100 * share:.0f}% of the "
+                    "image: is it a binary mask? (--mask-mode binary, or auto)")  # fmt: skip
+    if mode == "classes" and nonzero.size and int(nonzero.max()) >= MANY_CLASSES:
+        return (f"read as classes, it holds class ids up to {int(nonzero.max())}: is it an "
+                "instance mask (one id per cell)? (--mask-mode instances, or auto)")  # fmt: skip
+    return None
