@@ -1405,3 +1405,23 @@ def test_a_mask_mode_that_does_not_fit_the_masks_is_warned_about(tmp_path, capsy
     code, out, err = _run(capsys, "train", data, "--out", tmp_path / "c.cellseg", "--epochs",
                           "1", "--mask-mode", "classes")  # fmt: skip
     assert "read as classes, it holds class ids up to 25: is it an instance mask" in err
+
+
+def test_a_model_is_listed_by_its_file_name_with_the_runs_own_beside_it(model_path, tmp_path):
+    """A colleague's run "run3" saved as seed0.cellseg was listed as "run3" only."""
+    import json
+    import zipfile
+
+    from cellseg_gui.core.model.bundle_meta import read_bundle_meta
+    from cellseg_gui.core.model.model_registry import model_record
+
+    assert read_bundle_meta(model_path)["name"] == "cellseg model"  # the default: no name
+    assert model_record(model_path).name == "tiny"
+    named = tmp_path / "seed0.cellseg"
+    with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(named, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "cellseg.json":
+                data = json.dumps({**json.loads(data), "name": "run3"}).encode()
+            dst.writestr(item, data)
+    assert model_record(named).name == "seed0 (run3)"

@@ -47,8 +47,13 @@ def model_record(path: str | Path) -> ModelRecord:
     meta = read_bundle_meta(path)
     best_val, best_ap50 = model_scores(meta)
     training = meta.get("training")
+    # the file's name, which the user gave or sees; the run's own beside it when they
+    # differ (a colleague's "run3" saved as seed0.cellseg listed as "run3" was not found)
+    stem, recorded = Path(path).stem, str(meta.get("name") or "")
+    plain = ("", stem, "cellseg model")  # no name of its own (bundle_meta's default)
+    name = stem if recorded in plain else f"{stem} ({recorded})"
     return ModelRecord(
-        name=str(meta.get("name") or Path(path).stem),
+        name=name,
         path=str(path),
         created=str(meta.get("created", "")),
         training=training if isinstance(training, dict) else {},
