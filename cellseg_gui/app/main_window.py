@@ -140,7 +140,8 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         self._wire()
         self.statusBar().showMessage("Open a folder of images (Ctrl+O) or the sample")
         # a message longer than the bar is cut at its end: the whole of it on hover
-        self.statusBar().messageChanged.connect(self.statusBar().setToolTip)
+        bar = self.statusBar()
+        bar.messageChanged.connect(lambda text: bar.setToolTip(text))
         self._install_hooks()
         self._restore_layout()
         self.ready = True

@@ -146,7 +146,7 @@ class ImageListModel(QAbstractListModel):
         if e.val_ap50 is not None:
             scores.append(f"AP {e.val_ap50:.2f}")
         if e.n_cells is not None:
-            scores.append(f"{e.n_cells} cells pred.")
+            scores.append(f"{e.n_cells} cells")  # the tooltip says whose: the width is short
         # scores on a line of their own: the list is narrow
         return " · ".join(parts) + ("\n" + " · ".join(scores) if scores else "")
 
