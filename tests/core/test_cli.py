@@ -1425,3 +1425,19 @@ def test_a_model_is_listed_by_its_file_name_with_the_runs_own_beside_it(model_pa
                 data = json.dumps({**json.loads(data), "name": "run3"}).encode()
             dst.writestr(item, data)
     assert model_record(named).name == "seed0 (run3)"
+
+
+def test_training_on_images_too_small_for_the_network_is_bad_input(tmp_path, capsys):
+    """Only 20x20 images: the message was clear but came from the failed run, exit 1;
+    it is bad input (exit 2), said before anything runs."""
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i in range(2):
+        img, inst = _blobs(i, size=20)
+        tifffile.imwrite(data / "images" / f"a{i}.tif", img)
+        tifffile.imwrite(data / "masks" / f"a{i}.tif", inst)
+    code, out, err = _run(capsys, "train", data, "--out", tmp_path / "m.cellseg", "--epochs", "1")
+    assert code == 2
+    assert f"error: {data}: every image is smaller than 32 pixels on a side" in err
+    assert "a0 (20x20), a1 (20x20)" in err and not (tmp_path / "m.cellseg").exists()
