@@ -31,8 +31,8 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
 
     if (args.measure or args.rois) and not args.instances:
         raise CLIError(None, "--measure and --rois need --instances (they describe cells)")
-    out_dir = _writable_folder(Path(args.out), create=True)  # before the model loads
     predictor = _load_model(args.model, args.device)
+    out_dir = _writable_folder(Path(args.out), create=True)  # before any prediction
     files, errors = _collect_images(args.inputs)
     for e in errors:
         out.error(e)
@@ -99,13 +99,23 @@ def cmd_predict(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is (device and inode): the same for two spellings of one name
+    on a case-insensitive disk, a link, or a path given two ways; None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _once_each(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """``files`` without a file met before (the same file given twice, or by two paths),
     and those left out."""
-    seen: set[Path] = set()
+    seen: set = set()
     once, twice = [], []
     for p in files:
-        key = p.resolve()
+        key = _file_id(p) or p.resolve()
         (twice if key in seen else once).append(p)
         seen.add(key)
     return once, twice
@@ -113,14 +123,19 @@ def _once_each(files: list[Path]) -> tuple[list[Path], list[Path]]:
 
 def _targets(large: list[Path], files: list[Path], out_dir: Path, ext: str) -> dict[Path, Path]:
     """Each input's mask file in ``out_dir``: its stem, or, for a stem met before (two
-    folders), the folder's name before it; the very large ones as TIFF."""
-    stems: set[str] = set()
+    folders), the folders' names before it, else a number after it; never one name for two
+    inputs, also where names differ only in case. The very large ones as TIFF."""
+    used: set[str] = set()
     targets = {}
     for path in large + files:
-        stem = path.stem
-        if stem in stems:  # same stem from two folders: do not overwrite
-            stem = f"{path.parent.name}_{stem}"
-        stems.add(stem)
+        stem, folder, n = path.stem, path.parent, 1
+        while stem.casefold() in used:  # met before: the folders' names, then a number
+            if folder.name:
+                stem, folder = f"{folder.name}_{stem}", folder.parent
+            else:
+                n += 1
+                stem = f"{path.stem}_{n}"
+        used.add(stem.casefold())
         targets[path] = out_dir / f"{stem}.{'tif' if path in large else ext}"
     return targets
 
@@ -128,21 +143,47 @@ def _targets(large: list[Path], files: list[Path], out_dir: Path, ext: str) -> d
 def _refused(
     targets: dict[Path, Path], inputs: list[Path], *, overwrite: bool
 ) -> list[tuple[Path, str]]:
-    """The inputs whose mask would replace a file that is not a prediction: an input image
-    itself (``--out`` on the images' folder), or, unless ``overwrite``, a file that
-    ``cellseg predict`` did not write (a hand-drawn mask: ``--out`` on a masks folder)."""
-    from cellseg_gui.core.data.imageio import is_prediction_file
+    """The inputs whose mask must not be written: into an input image's own folder (it
+    would replace the image, or be read as an image beside it); over or beside a file of
+    its name that ``cellseg predict`` did not write (a hand-drawn mask of another type
+    would be read in its place); over such a file of its very name only with
+    ``overwrite``. Files are compared as files (device and inode), not as names."""
+    from cellseg_gui.core.data.imageio import IMAGE_EXTS, MASK_WRITE_EXTS, is_prediction_file
 
-    own = {p.resolve() for p in inputs}
+    if not targets:
+        return []
+    out_dir = next(iter(targets.values())).parent
+    own_dirs = {_file_id(p.parent) for p in inputs} - {None}
+    if _file_id(out_dir) in own_dirs:
+        why = ("is in the folder of the input images: a mask written there would replace "
+               "an image or be read as one (choose another --out)")  # fmt: skip
+        return [(path, why) for path in targets]
+    own = {_file_id(p) for p in inputs} - {None}
+    kinds = {e.lower() for e in (*IMAGE_EXTS, *MASK_WRITE_EXTS)}
+    by_stem: dict[str, list[Path]] = {}
+    for f in out_dir.iterdir():
+        if f.suffix.lower() in kinds:
+            by_stem.setdefault(f.stem.casefold(), []).append(f)
     refused = []
     for path, target in targets.items():
-        if target.resolve() in own:
-            refused.append((path, "is an input image; its prediction would replace it "
-                                  "(choose another --out)"))  # fmt: skip
-        elif target.exists() and not overwrite and not is_prediction_file(target):
-            refused.append((path, "exists and is not a mask cellseg predicted (an image or a "
-                                  "hand-drawn mask?); left as it is: choose another --out, "
-                                  "or add --overwrite"))  # fmt: skip
+        for there in by_stem.get(target.stem.casefold(), []):
+            same = there.name.casefold() == target.name.casefold()
+            if _file_id(there) in own:
+                why = "is an input image; its prediction would replace it (choose another --out)"
+            elif is_prediction_file(there):
+                continue  # a prediction of an earlier run: replaced, or left beside
+            elif not same:
+                why = (f"{there.name} is there already (an image or a hand-drawn mask?): "
+                       "a prediction beside it would be read in its place (choose another "
+                       "--out)")  # fmt: skip
+            elif not overwrite:
+                why = ("exists and is not a mask cellseg predicted (an image or a "
+                       "hand-drawn mask?); left as it is: choose another --out, or add "
+                       "--overwrite")  # fmt: skip
+            else:
+                continue
+            refused.append((path, why))
+            break
     return refused
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -1261,7 +1262,7 @@ def test_predict_never_replaces_an_input_image_or_a_hand_drawn_mask(model_path, 
     raw, truth = (data / "images" / "a.tif").read_bytes(), (data / "masks" / "a.tif").read_bytes()
     code, out, err = _run(capsys, "predict", model_path, data / "images", "--out",
                           data / "images", "--instances")  # fmt: skip
-    assert code == 2 and f"{data / 'images' / 'a.tif'}: is an input image" in err
+    assert code == 2 and f"{data / 'images' / 'a.tif'}: is in the folder of the input" in err
     code, out, err = _run(capsys, "predict", model_path, data, "--out", data / "masks")
     assert code == 2 and f"{data / 'masks' / 'a.tif'}: exists and is not a mask cellseg" in err
     assert "--overwrite" in err and "Traceback" not in err
@@ -1279,6 +1280,22 @@ def test_predict_never_replaces_an_input_image_or_a_hand_drawn_mask(model_path, 
     code, out, err = _run(capsys, "predict", model_path, data / "images", "--out",
                           data / "images", "--overwrite")  # fmt: skip
     assert code == 2 and (data / "images" / "a.tif").read_bytes() == raw
+    # the same file under another name (a link; a case-insensitive disk is the same) is
+    # the input, whatever the name
+    (tmp_path / "linked").mkdir()
+    os.link(data / "images" / "a.tif", tmp_path / "linked" / "a.tif")
+    code, out, err = _run(capsys, "predict", model_path, data / "images" / "a.tif", "--out",
+                          tmp_path / "linked", "--overwrite")  # fmt: skip
+    assert code == 2 and "is an input image" in err
+    assert (data / "images" / "a.tif").read_bytes() == raw
+    # a hand-drawn mask of another type is not shadowed by a prediction beside it
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    tifffile.imwrite(hand / "a.tiff", inst)
+    code, out, err = _run(capsys, "predict", model_path, data / "images", "--out", hand,
+                          "--overwrite")  # fmt: skip
+    assert code == 2 and "a.tiff is there already" in err
+    assert sorted(p.name for p in hand.iterdir()) == ["a.tiff"]
 
 
 def test_an_output_that_cannot_be_a_folder_is_refused_before_any_work(model_path, tmp_path, capsys):
@@ -1441,3 +1458,14 @@ def test_training_on_images_too_small_for_the_network_is_bad_input(tmp_path, cap
     assert code == 2
     assert f"error: {data}: every image is smaller than 32 pixels on a side" in err
     assert "a0 (20x20), a1 (20x20)" in err and not (tmp_path / "m.cellseg").exists()
+
+
+def test_no_two_inputs_get_one_mask_file():
+    """A renamed stem could meet a stem of its own ("b/x" became "b_x", which "c/b_x"
+    already was), and three folders of one name gave two inputs one file."""
+    from cellseg_gui.cli.models import _targets
+
+    inputs = [Path("c/b_x.tif"), Path("a/x.tif"), Path("b/x.tif"), Path("A/x/s.tif"),
+              Path("B/x/s.tif"), Path("C/x/s.tif"), Path("d/Cell.tif"), Path("e/cell.tif")]  # fmt: skip
+    names = [t.name.casefold() for t in _targets([], inputs, Path("o"), "tif").values()]
+    assert len(set(names)) == len(inputs), names
