@@ -103,11 +103,13 @@ def make_cell_lut(avoid: list[tuple[int, int, int]] | None = None) -> np.ndarray
 
 
 CELL_LUT = make_cell_lut()
-# cells touching, or apart by up to this many pixels (a drawn boundary line), count as
-# neighbours that must differ in colour
+# cells whose pixels lie within this many pixels of each other (touching, or apart by a
+# one-pixel boundary line) are neighbours that must differ in colour
 NEIGHBOUR_REACH = 2
-# beyond this many cells the colours follow the ids alone (a greedy pass per cell)
+# beyond this many cells or pixels the colours follow the ids alone: the greedy pass is
+# per cell, and finding the neighbours of an 8192^2 image took seconds
 COLOURED_CELLS_MAX = 5000
+COLOURED_PIXELS_MAX = 4096 * 4096
 
 
 def _neighbour_pairs(cells: np.ndarray) -> np.ndarray:
@@ -126,7 +128,9 @@ def _neighbour_pairs(cells: np.ndarray) -> np.ndarray:
     if not found:
         return np.zeros((0, 2), np.int64)
     pairs = np.sort(np.concatenate(found), axis=1)
-    return np.unique(pairs, axis=0)
+    base = int(pairs.max()) + 1  # one integer a pair: a 1-D unique, not a row-wise one
+    keys = np.unique(pairs[:, 0] * base + pairs[:, 1])
+    return np.stack([keys // base, keys % base], 1)
 
 
 def cell_index(cells: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
@@ -138,9 +142,18 @@ def cell_index(cells: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
     c = np.asarray(cells)
     by_id = ((c.astype(np.int64) - 1) % 255 + 1).astype(np.uint8)
     by_id[c == 0] = 0
-    ids = np.unique(c)
-    ids = ids[ids > 0]
-    if lut is None or not len(ids) or len(ids) > COLOURED_CELLS_MAX:
+    if lut is None or not c.size or c.size > COLOURED_PIXELS_MAX:
+        return by_id
+    top = int(c.max())
+    if top < 1:
+        return by_id
+    if top <= 4 * COLOURED_CELLS_MAX:  # ids 1..N as prediction writes them: counted fast
+        ids = np.flatnonzero(np.bincount(c.ravel().astype(np.int64), minlength=top + 1))
+        ids = ids[ids > 0]
+    else:
+        ids = np.unique(c)
+        ids = ids[ids > 0]
+    if len(ids) > COLOURED_CELLS_MAX:
         return by_id
     pairs = _neighbour_pairs(c)
     if not len(pairs):
@@ -212,6 +225,8 @@ class ImageCanvas(QWidget):
         self.pred: np.ndarray | None = None
         self.prob: np.ndarray | None = None
         self.cells: np.ndarray | None = None  # predicted cell ids, int32
+        # (weak reference to the cells, colour table, index image) of the last shown
+        self._colour_cache: list[tuple] = []
         self._cells_index: np.ndarray | None = None
         self.lut = make_lut(DEFAULT_PALETTE)
         self.cell_lut = CELL_LUT  # the predicted cells' colours (see set_palette)
@@ -263,7 +278,7 @@ class ImageCanvas(QWidget):
         self.pred = None if labels is None else np.asarray(labels, np.uint8)
         self.prob = prob
         self.cells = None if cells is None or labels is None else np.asarray(cells)
-        self._cells_index = None if self.cells is None else cell_index(self.cells, self.cell_lut)
+        self._cells_index = None if self.cells is None else self._cell_colours(self.cells)
         self._recolor_all(("pred", "diff"))
 
     def set_palette(self, colors: list[tuple[int, int, int]], names: list[str] | None = None):
@@ -274,8 +289,24 @@ class ImageCanvas(QWidget):
         n = len(names) if names else 3
         self.cell_lut = make_cell_lut([tuple(c) for c in list(colors)[1:n]])
         if self.cells is not None:  # neighbours kept apart in the new colours
-            self._cells_index = cell_index(self.cells, self.cell_lut)
+            self._cells_index = self._cell_colours(self.cells)
         self._recolor_all()
+
+    def _cell_colours(self, cells: np.ndarray) -> np.ndarray:
+        """``cell_index`` of ``cells`` in the current colours, remembered for the last few
+        predictions shown (the same arrays come back on every image switch)."""
+        import weakref
+
+        # a weak reference: a prediction replaced or forgotten takes its entry with it
+        live = [e for e in self._colour_cache if e[0]() is not None]
+        for i, (seen, lut, index) in enumerate(live):
+            if seen() is cells and lut is self.cell_lut:
+                live.append(live.pop(i))  # the newest last
+                self._colour_cache = live
+                return index
+        index = cell_index(cells, self.cell_lut)
+        self._colour_cache = [*live[-7:], (weakref.ref(cells), self.cell_lut, index)]
+        return index
 
     # ---------------------------------------------------------------- display options
     def set_layer_visible(self, layer: str, on: bool) -> None:
