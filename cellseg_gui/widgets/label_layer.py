@@ -32,6 +32,9 @@ class LabelLayer(pg.GraphicsObject):
         # of image pixels under it, so a line is kept (sampled, at fit-to-window zoom most
         # of an outline fell between the samples and the cells' outlines broke up)
         self.thin = False
+        # (k, the reduced index image) for ``thin`` layers: reduced once per zoom level and
+        # kept up to date block by block, not per repaint (110-190 ms for an 8192^2 mask)
+        self._blocks: tuple[int, np.ndarray] | None = None
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
 
     # ------------------------------------------------------------------ data
@@ -43,6 +46,7 @@ class LabelLayer(pg.GraphicsObject):
             self._table = [int(v) for v in argb]
         old = None if self.index is None else self.index.shape
         self.index = None if index is None else np.asarray(index, np.uint8)
+        self._blocks = None
         if (None if self.index is None else self.index.shape) != old:
             self.prepareGeometryChange()
         self.update()
@@ -52,6 +56,15 @@ class LabelLayer(pg.GraphicsObject):
 
     def update_rect(self, y0: int, x0: int, y1: int, x1: int) -> None:
         """Redraw the rectangle [y0:y1, x0:x1] after its pixels changed in place."""
+        if self._blocks is not None and self.index is not None:
+            k, reduced = self._blocks
+            h, w = self.index.shape[:2]
+            by0, bx0 = max(0, y0) // k, max(0, x0) // k
+            by1, bx1 = min(-(-y1 // k), reduced.shape[0]), min(-(-x1 // k), reduced.shape[1])
+            if by1 > by0 and bx1 > bx0:
+                reduced[by0:by1, bx0:bx1] = _block_max(
+                    self.index[by0 * k : min(by1 * k, h), bx0 * k : min(bx1 * k, w)], k
+                )
         self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
 
     # ------------------------------------------------------------------ Qt
@@ -100,18 +113,33 @@ class LabelLayer(pg.GraphicsObject):
         """Draw the rectangle ``r`` of ``idx`` reduced by the largest index in each k x k
         block (``thin``): a one-pixel line anywhere in a block shows."""
         h, w = idx.shape[:2]
-        x0 = max(0, int(math.floor(r.left())) // k * k)  # on the blocks' grid
-        y0 = max(0, int(math.floor(r.top())) // k * k)
-        x1 = min(w, -(-int(math.ceil(r.right())) // k) * k)
-        y1 = min(h, -(-int(math.ceil(r.bottom())) // k) * k)
-        if x1 <= x0 or y1 <= y0:
+        if self._blocks is None or self._blocks[0] != k:
+            self._blocks = (k, _block_max(idx, k))
+        reduced = self._blocks[1]
+        bx0, by0 = max(0, int(math.floor(r.left())) // k), max(0, int(math.floor(r.top())) // k)
+        bx1 = min(reduced.shape[1], -(-int(math.ceil(r.right())) // k))
+        by1 = min(reduced.shape[0], -(-int(math.ceil(r.bottom())) // k))
+        if bx1 <= bx0 or by1 <= by0:
             return
-        bh, bw = -(-(y1 - y0) // k), -(-(x1 - x0) // k)
-        block = np.zeros((bh * k, bw * k), np.uint8)
-        block[: y1 - y0, : x1 - x0] = idx[y0:y1, x0:x1]
-        sub = np.ascontiguousarray(block.reshape(bh, k, bw, k).max(axis=(1, 3)))
+        sub = np.ascontiguousarray(reduced[by0:by1, bx0:bx1])
+        bh, bw = sub.shape
         img = QImage(sub.data, bw, bh, sub.strides[0], QImage.Format.Format_Indexed8)
         img.setColorTable(self._table)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        x0, y0 = bx0 * k, by0 * k
         tw, th = min(bw * k, w - x0), min(bh * k, h - y0)
         painter.drawImage(QRectF(x0, y0, tw, th), img, QRectF(0, 0, tw / k, th / k))
+
+
+def _block_max(a: np.ndarray, k: int) -> np.ndarray:
+    """The largest value of each k x k block of ``a`` (the last blocks may be smaller):
+    the maximum of the k * k strided views, 39 ms for an 8192^2 mask at k = 10 (a reshape
+    took 0.17 s, ``np.maximum.reduceat`` 0.6 s)."""
+    h, w = a.shape[:2]
+    out = np.zeros((-(-h // k), -(-w // k)), a.dtype)
+    for i in range(min(k, h)):
+        for j in range(min(k, w)):
+            v = a[i::k, j::k]
+            part = out[: v.shape[0], : v.shape[1]]
+            np.maximum(part, v, out=part)
+    return out
