@@ -494,8 +494,11 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     bundle = load_bundle(_existing(args.model), device="cpu")
     target = Path(args.out)
     _writable_folder(target.parent)
-    if target.is_dir():
-        raise CLIError(target, "is a folder; --out names the file to write")
+    written = target  # a bioimage.io package gets .zip added (export_bioimageio)
+    if args.format == "bioimageio" and target.suffix.lower() != ".zip":
+        written = target.with_name(target.name + ".zip")
+    if written.is_dir():
+        raise CLIError(written, "is a folder; --out names the file to write")
     try:
         if args.format == "torchscript":
             export_torchscript(bundle, target)

@@ -56,14 +56,11 @@ def _load_training_samples(
         raise CLIError(args.data, "no usable image with a mask")
     if cfg.mask_mode in ("instances", "classes"):  # the user's choice, checked against masks
         _say_mode_doubts(samples, cfg.mask_mode, out)
-    from cellseg_gui.core.training.sampling import min_image_side
+    from cellseg_gui.core.training.sampling import too_small
 
-    side = min_image_side(cfg)
-    if all(min(s.image.shape[-2:]) < side for s in samples):  # bad input: said before the run
-        shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})"
-                          for s in samples[:5])  # fmt: skip
-        raise CLIError(args.data, f"every image is smaller than {side} pixels on a side, the "
-                       f"least this network (depth {cfg.model.depth}) learns from: {shown}")  # fmt: skip
+    small, text = too_small(samples, cfg)
+    if len(small) == len(samples):  # bad input: said before the run, not by its failure
+        raise CLIError(args.data, text.replace("are left out", "and no other image remains"))
     # load_samples decides one mode for the whole set ("auto"); the bundle records it
     mode = str(getattr(samples[0], "mask_mode", None) or cfg.mask_mode)
     return samples, mode, len(errors)

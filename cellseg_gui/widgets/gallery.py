@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from cellseg_gui.core.palette import FN_COLOR, FN_WORDS, FP_COLOR, FP_WORDS
-from cellseg_gui.core.scores.thumbnails import difference_rgb, overlay_difference
+from cellseg_gui.core.scores.thumbnails import THUMB_SIZE, difference_rgb, overlay_difference
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -146,7 +146,7 @@ class Gallery(QWidget):
             return
         thumbnail = it.thumbnail
         if it.grey is not None and gt is not None and pred is not None:
-            thumbnail = overlay_difference(it.grey, gt, pred, self.thumb)
+            thumbnail = overlay_difference(it.grey, gt, pred, THUMB_SIZE)  # the grey's size
         self.update_item(replace(it, jaccard=jaccard, ap50=ap50, thumbnail=thumbnail))
 
     def _rebuild(self) -> None:

@@ -195,6 +195,7 @@ def test_save_is_atomic_and_overwrites(saved, tmp_path) -> None:
         ("wrong_format", "not a cellseg model"),
         ("newer", "newer"),
         ("bad_norm", "normalization.method is 'zscore'; a cellseg model has one of"),
+        ("bad_percentiles", r"normalization.low \(99\) is not below normalization.high \(1\)"),
         ("bad_weights", "weights.pt is damaged"),
     ],
 )
@@ -220,6 +221,9 @@ def test_broken_bundles_raise_bundle_error(saved, tmp_path, kind, match) -> None
             files["cellseg.json"] = json.dumps({**meta, "format_version": 99})
         elif kind == "bad_norm":  # named at once, not blamed on each image predicted
             norm = {**meta.get("normalization", {}), "method": "zscore"}
+            files["cellseg.json"] = json.dumps({**meta, "normalization": norm})
+        elif kind == "bad_percentiles":
+            norm = {**meta.get("normalization", {}), "low": 99, "high": 1}
             files["cellseg.json"] = json.dumps({**meta, "normalization": norm})
         if kind != "missing":
             with zipfile.ZipFile(p, "w") as zf:

@@ -1456,7 +1456,8 @@ def test_training_on_images_too_small_for_the_network_is_bad_input(tmp_path, cap
         tifffile.imwrite(data / "masks" / f"a{i}.tif", inst)
     code, out, err = _run(capsys, "train", data, "--out", tmp_path / "m.cellseg", "--epochs", "1")
     assert code == 2
-    assert f"error: {data}: every image is smaller than 32 pixels on a side" in err
+    assert f"error: {data}: 2 image(s) smaller than 32 pixels on a side" in err
+    assert "and no other image remains" in err
     assert "a0 (20x20), a1 (20x20)" in err and not (tmp_path / "m.cellseg").exists()
 
 

@@ -73,6 +73,11 @@ def percentile_normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8
     return out
 
 
+# the normalisation methods a model can record (``normalize``); a model file with another
+# is refused when it is read (``core.model.bundle_meta``)
+METHODS = ("percentile", "minmax", "none")
+
+
 def normalize(image: np.ndarray, norm: NormConfig | None = None) -> np.ndarray:
     """Normalise a raw image as ``norm`` says (method "percentile", "minmax" or "none").
 
@@ -105,7 +110,7 @@ def image_levels(
     method = (norm.method or "percentile").lower()
     if method == "none":
         return None
-    if method not in ("percentile", "minmax"):
+    if method not in METHODS[:2]:
         raise ValueError(f"unknown normalisation method {norm.method!r}")
     low, high = (norm.low, norm.high) if method == "percentile" else (0.0, 100.0)
     arr = np.asarray(image)

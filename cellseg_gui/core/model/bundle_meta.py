@@ -170,24 +170,27 @@ def _check_meta(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
     return meta
 
 
-NORMALIZATION_METHODS = ("percentile", "minmax", "none")
-
-
 def _check_normalization(path: str | os.PathLike[str], norm: Any) -> None:
-    """A bundle's normalisation, checked when it is read: an unknown method was reported
-    by predict against each image it was given, as if the images were at fault."""
+    """A bundle's normalisation, checked when it is read: an unknown method or
+    percentiles that cannot be used were reported by predict against each image it was
+    given, as if the images were at fault."""
+    from cellseg_gui.core.data.normalize import METHODS
+
     if norm is None:
         return
     if not isinstance(norm, dict):
         raise BundleError(path, "normalization is not a JSON object")
-    method = norm.get("method", "percentile")
-    if not isinstance(method, str) or method.lower() not in NORMALIZATION_METHODS:
+    method = norm.get("method") or "percentile"  # as ``normalize`` reads a missing one
+    if not isinstance(method, str) or method.lower() not in METHODS:
         raise BundleError(path, f"normalization.method is {method!r}; a cellseg model has "
-                          f"one of {', '.join(NORMALIZATION_METHODS)}")  # fmt: skip
+                          f"one of {', '.join(METHODS)}")  # fmt: skip
     for key in ("low", "high"):
         v = norm.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
             raise BundleError(path, f"normalization.{key} is {v!r}; a percentile 0-100")
+    if method.lower() == "percentile" and not norm.get("low", 1.0) < norm.get("high", 99.8):
+        raise BundleError(path, f"normalization.low ({norm.get('low')}) is not below "
+                          f"normalization.high ({norm.get('high')})")  # fmt: skip
 
 
 # What a model from this program can be. A bundle outside these ranges (a "hidden: 1e9"

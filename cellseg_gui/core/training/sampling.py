@@ -182,18 +182,26 @@ def _check_samples(samples: list, cfg: TrainConfig) -> tuple[list, str]:
     for s in samples:
         if s.target is None:
             raise ValueError(f"{s.name}: no mask (training needs a mask for every image)")
-    side = min_image_side(cfg)
-    small = [s for s in samples if min(s.image.shape[-2:]) < side]
+    small, text = too_small(samples, cfg)
     if small:
-        shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})" for s in small[:5])
-        text = (
-            f"{len(small)} image(s) smaller than {side} pixels on a side, the least this "
-            f"network (depth {cfg.model.depth}) learns from, are left out: {shown}"
-        )
         if len(small) == len(samples):
             raise ValueError(text.replace("are left out", "and no other image remains"))
         return [s for s in samples if s not in small], text
     return samples, ""
+
+
+def too_small(samples: list, cfg: TrainConfig) -> tuple[list, str]:
+    """The samples smaller than this network learns from (``min_image_side``), and the
+    line that names them (the first five, with their sizes); ("", []) when none is."""
+    side = min_image_side(cfg)
+    small = [s for s in samples if min(s.image.shape[-2:]) < side]
+    if not small:
+        return [], ""
+    shown = ", ".join(f"{s.name} ({s.image.shape[-1]}x{s.image.shape[-2]})" for s in small[:5])
+    return small, (
+        f"{len(small)} image(s) smaller than {side} pixels on a side, the least this "
+        f"network (depth {cfg.model.depth}) learns from, are left out: {shown}"
+    )
 
 
 def training_targets(samples: list, cfg: TrainConfig) -> list:
