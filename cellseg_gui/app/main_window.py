@@ -83,6 +83,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         self.lock_notice: QMessageBox | None = None
         self._gt: dict[str, np.ndarray] = {}
         self._gt_cells: dict[str, int] = {}
+        self._gt_ids: tuple[str, np.ndarray] | None = None  # the last instance mask read
         self._menus: dict[str, QMenu] = {}
         self.docks: dict[str, QDockWidget] = {}
 
@@ -245,7 +246,7 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         gt = doc.display if doc is not None else self._gt.get(name)
         if gt is None and self.project.mask_path(name) is not None:
             gt = self._read_gt(name, raw.shape[:2])
-        self.canvas.set_gt(gt)
+        self.canvas.set_gt(gt, self._gt_ids_of(name))
         pred = self.workspace.prediction(name)
         if pred is None:
             self.canvas.set_prediction(None, None)

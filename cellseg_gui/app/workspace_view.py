@@ -38,6 +38,7 @@ class WorkspaceView:
     role_note: QLabel  # in the status bar while ``role_check`` works on a thread
     _gt: dict[str, np.ndarray]
     _gt_cells: dict[str, int]  # cells in each instance mask read (``_read_gt``)
+    _gt_ids: tuple[str, np.ndarray] | None  # the last instance mask read, for its ids
 
     # ------------------------------------------------------------------ the workspace
     @property
@@ -80,9 +81,10 @@ class WorkspaceView:
             doc = self.workspace.document(name)
             self._gt.pop(name, None)
             self._gt_cells.pop(name, None)
+            self._gt_ids = None
             model.update(name, has_gt=True)
             if name == self.current_name and doc is not None and doc.display is not self.canvas.gt:
-                self.canvas.set_gt(doc.display)
+                self.canvas.set_gt(doc.display, doc.data if doc.is_instances else None)
         elif change.kind == "prediction" and name is not None:
             self._show_prediction(name)
         elif change.kind == "models":
@@ -95,6 +97,7 @@ class WorkspaceView:
         project = self.project
         self._gt.clear()
         self._gt_cells.clear()
+        self._gt_ids = None
         self.canvas.set_palette(project.colors(), [c.get("name", "") for c in project.classes])
         self._update_legend()
         self.image_list.model_.set_entries([
@@ -191,6 +194,21 @@ class WorkspaceView:
         """The image as stored (for measurements: intensities in the file's units)."""
         return read_image(self.project.image_path(name), channels="keep")
 
+    def _gt_ids_of(self, name: str) -> np.ndarray | None:
+        """``name``'s cell ids when its mask is an instance mask: the document being edited
+        as it stands, else the mask file (kept for the last image read)."""
+        doc = self.workspace.document(name)
+        if doc is not None:
+            return doc.data if doc.is_instances else None
+        if name not in self._gt_cells:  # not known as an instance mask
+            return None
+        if self._gt_ids is None or self._gt_ids[0] != name:
+            try:
+                self._gt_ids = (name, read_mask(self.project.mask_path(name)))
+            except (ImageReadError, OSError, ValueError):
+                return None
+        return self._gt_ids[1]
+
     def _read_raw(self, name: str) -> np.ndarray:
         raw = read_image(self.project.image_path(name), channels="keep")
         if raw.ndim == 3 and raw.shape[2] not in (3, 4):
@@ -214,6 +232,7 @@ class WorkspaceView:
         self._gt[name] = labels
         if mode == "instances":  # the count the status bar sets beside the predicted one
             self._gt_cells[name] = int(np.count_nonzero(np.unique(mask)))
+            self._gt_ids = (name, mask)
         return labels
 
     def _update_legend(self) -> None:

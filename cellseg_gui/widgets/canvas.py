@@ -225,6 +225,7 @@ class ImageCanvas(QWidget):
         self.pred: np.ndarray | None = None
         self.prob: np.ndarray | None = None
         self.cells: np.ndarray | None = None  # predicted cell ids, int32
+        self.gt_ids: np.ndarray | None = None  # the ground truth's cell ids (instance masks)
         # (weak reference to the cells, colour table, index image) of the last shown
         self._colour_cache: list[tuple] = []
         self._cells_index: np.ndarray | None = None
@@ -256,14 +257,18 @@ class ImageCanvas(QWidget):
         self.image_item.setImage(raw, autoLevels=False, levels=(lo, hi))
         self.hist.setLevels(lo, hi)
         self.gt = self.pred = self.prob = self.cells = self._cells_index = None
+        self.gt_ids = None
         self._shown.clear()
         for item in self.layers.values():
             item.clear()
         if first:
             self.fit()
 
-    def set_gt(self, labels: np.ndarray | None) -> None:
+    def set_gt(self, labels: np.ndarray | None, ids: np.ndarray | None = None) -> None:
+        """The ground truth's class map to draw, and for an instance mask its cell ids
+        (the status line names the cell under the mouse)."""
         self.gt = None if labels is None else np.asarray(labels, np.uint8)
+        self.gt_ids = None if ids is None or labels is None else np.asarray(ids)
         self._recolor_all(("gt", "diff"))
 
     def set_prediction(
@@ -460,7 +465,10 @@ class ImageCanvas(QWidget):
         v = self.raw[r, c]
         parts = [f"x {c}  y {r}", f"value {v if np.ndim(v) == 0 else tuple(v.tolist())}"]
         if self.gt is not None and self.gt.shape == (h, w):
-            parts.append(f"GT {self._name(self.gt[r, c])}")
+            text = f"GT {self._name(self.gt[r, c])}"
+            if self.gt_ids is not None and self.gt_ids.shape == (h, w) and self.gt_ids[r, c]:
+                text += f", cell {int(self.gt_ids[r, c])}"  # its id in the mask file
+            parts.append(text)
         if self.pred is not None and self.pred.shape == (h, w):
             k = int(self.pred[r, c])
             text = f"pred {self._name(k)}"

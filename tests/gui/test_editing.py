@@ -854,3 +854,22 @@ def test_the_editor_and_the_training_controller_need_only_a_workspace(
     assert ed.stacks == {}
     ed.shutdown()
     tc.shutdown()
+
+
+def test_hovering_names_the_ground_truth_cell_under_the_mouse(qtbot, monkeypatch, tmp_path):
+    """The status line named the predicted cell under the mouse ("cell 18 of 67") but
+    only "GT cell" for the ground truth: its id in the mask is named too, from the file,
+    and from the mask being edited as it stands."""
+    mask = np.zeros((H, W), np.int32)
+    mask[20:50, 20:50], mask[60:90, 60:90] = 17, 23
+    folder = _project(tmp_path / "p", {"c": mask})
+    win = _open(qtbot, monkeypatch, folder, "c")
+    assert "GT cell, cell 17" in win.canvas.describe(30.5, 30.5)
+    assert "GT cell, cell 23" in win.canvas.describe(70.5, 70.5)
+    assert "cell 1" not in win.canvas.describe(5.5, 5.5)  # background: no id
+    win.editor.toolbar.set_tool("brush")
+    win.editor.toolbar.size_slider.setValue(5)
+    _drag(qtbot, win.canvas, [(110.5, 100.5), (150.5, 100.5)])  # a new cell, id 24
+    assert "cell 24" in win.canvas.describe(130.5, 100.5)
+    win.editor.flush()
+    _close(win)
