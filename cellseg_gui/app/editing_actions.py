@@ -41,21 +41,13 @@ def connect_edit_actions(editor: Editor, host: QWidget) -> tuple[QAction, QActio
     return undo_action, redo_action, class_shortcuts
 
 
-def place_edit_actions(
-    window: QMainWindow, menu: QMenu, editor: Editor, panels: QMenu | None = None
-) -> None:
+def place_edit_actions(window: QMainWindow, menu: QMenu, editor: Editor) -> None:
     """Put the edit toolbars at the top of ``window``, the undo, redo and one-shot
-    actions in its Edit ``menu``, the tool keys in its shortcuts, and a switch for each
-    toolbar in ``panels`` (View > Panels: a toolbar closed from its context menu comes
-    back from there)."""
+    actions in its Edit ``menu``, and the tool keys in its shortcuts."""
     tb = editor.toolbar
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
     window.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb.cleanup_bar)
-    if panels is not None:
-        panels.addSeparator()
-        for bar in (tb, tb.cleanup_bar):
-            panels.addAction(bar.toggleViewAction())
     window.addActions(tb.shortcut_actions)
     for act in (editor.undo_action, editor.redo_action):
         window.addAction(act)

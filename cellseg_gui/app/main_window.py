@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSizePolicy,
     QSplitter,
+    QTabBar,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -173,6 +174,10 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         if tabbed and area in ("right", "left") and len(others) >= 2:
             self.tabifyDockWidget(others[-1], dock)
         self.docks[title] = dock
+        # a dock moved between tab groups can leave the old group's tab bar on screen
+        dock.dockLocationChanged.connect(
+            lambda _area: QTimer.singleShot(0, self, self._hide_stale_tab_bars)
+        )
         if hasattr(self, "docks_menu"):
             self.docks_menu.addAction(dock.toggleViewAction())
         return dock
@@ -311,13 +316,18 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         from cellseg_gui.app.training_layout import arrange_training_docks
 
         editor = Editor(self.workspace, self.canvas, self)
-        place_edit_actions(self, self.menu("Edit"), editor, panels=self.docks_menu)
+        place_edit_actions(self, self.menu("Edit"), editor)
         editor.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.editor = editor
         training = TrainingController(self.workspace, self, save_edits=editor.flush)
         arrange_training_docks(self, training.panel, training.models, training.advice,
                                training.noisy, training.plots, training.lr_plot,
                                training.gallery)  # fmt: skip
+        # View > Panels: the panels, then the edit toolbars (a toolbar closed from its
+        # context menu comes back from here)
+        self.docks_menu.addSeparator()
+        for bar in (editor.toolbar, editor.toolbar.cleanup_bar):
+            self.docks_menu.addAction(bar.toggleViewAction())
         menu = self.menu("Train")
         for i, action in enumerate(training.panel.actions_list):
             if i in (3, 6):
@@ -359,10 +369,42 @@ class MainWindow(WorkspaceView, WindowActions, QMainWindow):
         state = S.settings().value("state")  # the geometry was restored with the shell
         if isinstance(state, QByteArray):
             self.restoreState(state, LAYOUT_VERSION)
+        self._hide_stale_tab_bars()
 
     def _reset_layout(self) -> None:
         self.restoreState(self._default_state, LAYOUT_VERSION)
         self.resize(1400, 900)
+        self._hide_stale_tab_bars()
+
+    def _hide_stale_tab_bars(self) -> None:
+        """Hide the tab bars of tab groups that no longer exist. Each restoreState (a
+        start with a saved layout, View > Reset layout) and each dock tabbed onto a group
+        leaves Qt's tab bar of the group before it on screen, at its old place: a user saw
+        a second "Settings | Models | Advice" bar across the Models panel, one more with
+        each reset. A bar is kept when its tabs are a group's docks as they stand, the
+        newest bar of that group only."""
+        groups = set()
+        for dock in self.docks.values():
+            if not dock.isHidden():
+                titles = [dock.windowTitle()] + [
+                    d.windowTitle() for d in self.tabifiedDockWidgets(dock)
+                ]
+                groups.add(frozenset(titles))
+        live: dict[frozenset, QTabBar] = {}
+        bars = [
+            b
+            for b in self.findChildren(QTabBar, options=Qt.FindChildOption.FindDirectChildrenOnly)
+            if b.count()
+        ]
+        for bar in bars:  # in the order they were made: the newest of a group wins
+            tabs = frozenset(bar.tabText(i) for i in range(bar.count()))
+            if tabs in groups:
+                old = live.get(tabs)
+                if old is not None:
+                    old.hide()
+                live[tabs] = bar
+            else:
+                bar.hide()
 
     def save_layout(self) -> None:
         if not self.ready:  # closed before the docks existed: keep the saved layout

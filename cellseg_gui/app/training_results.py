@@ -15,6 +15,7 @@ from pathlib import Path
 from cellseg_gui.app import training_jobs as J
 from cellseg_gui.core.events import Finished, Predicted, SampleLosses
 from cellseg_gui.core.model.bundle_meta import BundleError, read_bundle_meta
+from cellseg_gui.core.model.model_registry import display_name
 from cellseg_gui.widgets.gallery import GalleryItem
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class TrainingResults:
     def _say_model(self, what: str, meta: dict, path: str) -> None:
         """Loading a model said nothing: name it and what it reached on its validation
         images, so the user knows which one predicts and what to expect of it."""
-        text = f"{what} {meta.get('name') or Path(path).stem}: {model_summary(meta)}"
+        text = f"{what} {display_name(meta, path)}: {model_summary(meta)}"  # as listed
         self.status.emit(text, 15000)
 
     def _show(self, name: str) -> None:

@@ -477,3 +477,34 @@ def test_reset_layout_after_the_shell_showed_first_keeps_every_panel(
     win.editor.shutdown()
     win.training.shutdown()
     win.close()
+
+
+def test_one_tab_bar_per_tab_group_after_restoring_a_layout(qtbot, monkeypatch, tmp_path) -> None:
+    """Each restoreState (a start with a saved layout, View > Reset layout) left Qt's tab
+    bar of the group before it on screen, at its old place: a second "Settings | Models |
+    Advice" bar across the Models panel, one more with each reset (a helper saw three)."""
+    from PySide6.QtWidgets import QTabBar
+
+    from cellseg_gui.app.main_window import MainWindow
+
+    monkeypatch.setenv("CELLSEG_SETTINGS_DIR", str(tmp_path / "settings"))
+
+    def shown_bars(win) -> list[list[str]]:
+        return sorted([b.tabText(i) for i in range(b.count())]
+                      for b in win.findChildren(QTabBar) if b.isVisible() and b.count())  # fmt: skip
+
+    groups = [["Advice", "Models", "Noisy labels", "Settings"], ["Gallery", "LR finder", "Plots"]]
+    for _start in range(2):  # the second start restores the layout the first one saved
+        win = MainWindow()
+        qtbot.addWidget(win)
+        win.resize(1400, 900)
+        win.show()
+        qtbot.waitExposed(win)
+        assert sorted(sorted(t) for t in shown_bars(win)) == groups
+        for _ in range(2):
+            win._reset_layout()
+            qtbot.wait(20)
+            assert sorted(sorted(t) for t in shown_bars(win)) == groups
+        win.editor.shutdown()
+        win.training.shutdown()
+        win.close()

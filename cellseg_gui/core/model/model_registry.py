@@ -42,18 +42,22 @@ def _listed_models(project: Project) -> list[Path]:
     return out
 
 
+def display_name(meta: dict, path: str | Path) -> str:
+    """What the window calls a model: its file's name, which the user gave or sees, with
+    the run's own beside it when they differ (a colleague's "run3" saved as seed0.cellseg
+    was listed as "run3" and could not be found)."""
+    stem, recorded = Path(path).stem, str(meta.get("name") or "")
+    plain = ("", stem, "cellseg model")  # no name of its own (bundle_meta's default)
+    return stem if recorded in plain else f"{stem} ({recorded})"
+
+
 def model_record(path: str | Path) -> ModelRecord:
     """The record of one bundle (raises BundleError when it cannot be read)."""
     meta = read_bundle_meta(path)
     best_val, best_ap50 = model_scores(meta)
     training = meta.get("training")
-    # the file's name, which the user gave or sees; the run's own beside it when they
-    # differ (a colleague's "run3" saved as seed0.cellseg listed as "run3" was not found)
-    stem, recorded = Path(path).stem, str(meta.get("name") or "")
-    plain = ("", stem, "cellseg model")  # no name of its own (bundle_meta's default)
-    name = stem if recorded in plain else f"{stem} ({recorded})"
     return ModelRecord(
-        name=name,
+        name=display_name(meta, path),
         path=str(path),
         created=str(meta.get("created", "")),
         training=training if isinstance(training, dict) else {},
