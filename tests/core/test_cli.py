@@ -1470,3 +1470,29 @@ def test_no_two_inputs_get_one_mask_file():
               Path("B/x/s.tif"), Path("C/x/s.tif"), Path("d/Cell.tif"), Path("e/cell.tif")]  # fmt: skip
     names = [t.name.casefold() for t in _targets([], inputs, Path("o"), "tif").values()]
     assert len(set(names)) == len(inputs), names
+
+
+def test_a_cell_in_pieces_or_with_a_hole_is_one_composite_roi_of_its_own_pixels(tmp_path):
+    """A mask's cell in two pieces got a ROI of one piece (545 of a usiigaci cell's 1237
+    px outside it), and a hole lay inside a cell's ROI: Fiji measured other pixels than
+    the CSV. Such a cell is now a composite ROI whose even-odd fill is the cell."""
+    import roifile
+    from skimage.draw import polygon
+
+    from cellseg_gui.core.scores.measure import write_rois
+
+    cells = np.zeros((40, 60), np.int32)
+    cells[5:20, 5:20] = 7
+    cells[9:13, 9:13] = 0  # a hole
+    cells[25:35, 40:55] = 7  # a second piece
+    cells[2:8, 30:40] = 9  # a plain cell: a polygon as before
+    assert write_rois(tmp_path / "r.zip", cells) == 2
+    rois = {r.name: r for r in roifile.roiread(tmp_path / "r.zip")}
+    assert rois["cell-0007"].composite and not rois["cell-0009"].composite
+    for name, roi in rois.items():
+        filled = np.zeros(cells.shape, bool)
+        for xy in roi.coordinates(multi=True) if roi.composite else [roi.coordinates()]:
+            inside = np.zeros(cells.shape, bool)  # pixel centres inside this edge
+            inside[polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, cells.shape)] = True
+            filled ^= inside
+        assert np.array_equal(filled, cells == int(name[-4:])), name

@@ -126,8 +126,11 @@ def _plain(v: object) -> object:
 
 
 def write_rois(path: str | os.PathLike[str], cells: np.ndarray) -> int:
-    """A Fiji/ImageJ ROI set (.zip): one polygon per cell, its outer contour, named by
-    the cell id. Returns the number of ROIs written."""
+    """A Fiji/ImageJ ROI set (.zip): one ROI per cell, named by the cell id. A cell of one
+    piece without holes is a polygon along its edge; a cell in several pieces or with
+    holes (a hand-drawn mask holds such: 134 cells of the 15 usiigaci masks) is a
+    composite ROI of all its edges, filled even-odd as ImageJ fills one, so Fiji measures
+    the cell's own pixels, as ``area_px`` counts them. Returns the number of ROIs."""
     import zipfile
 
     from roifile import ImagejRoi
@@ -144,17 +147,41 @@ def write_rois(path: str | os.PathLike[str], cells: np.ndarray) -> int:
                 continue
             y0, x0 = box[0].start, box[1].start
             sub = np.pad(lab[box] == k, 1).astype(np.float32)
-            contours = find_contours(sub, 0.5)
-            if not contours:
+            # each edge on the pixels' corners: x, y from the image's top-left corner
+            edges = [np.stack([c[:, 1] + x0 - 1 + 0.5, c[:, 0] + y0 - 1 + 0.5], axis=1)
+                     for c in find_contours(sub, 0.5)]  # fmt: skip
+            if not edges:
                 continue
-            c = max(contours, key=len)
-            xy = np.stack([c[:, 1] + x0 - 1 + 0.5, c[:, 0] + y0 - 1 + 0.5], axis=1)
-            roi = ImagejRoi.frompoints(xy)
+            if len(edges) == 1:
+                roi = ImagejRoi.frompoints(edges[0])
+            else:
+                roi = _composite_roi(edges, box)
             roi.name = f"cell-{k:04d}"
             zf.writestr(f"{roi.name}.roi", roi.tobytes())
             n += 1
     atomic_write_bytes(Path(path), buf.getvalue())
     return n
+
+
+def _composite_roi(edges: list[np.ndarray], box: tuple[slice, slice]) -> object:
+    """An ImageJ composite (shape) ROI of closed ``edges`` (x, y arrays): its path as
+    ImageJ stores one, a MOVETO, LINETOs and a CLOSE per edge (``ShapeRoi``'s segment
+    codes 0, 1 and 4), in image coordinates, with the cell's bounding box."""
+    from roifile import ROI_TYPE, ImagejRoi
+
+    path: list[float] = []
+    for xy in edges:
+        path += [0.0, float(xy[0, 0]), float(xy[0, 1])]
+        for x, y in xy[1:]:
+            path += [1.0, float(x), float(y)]
+        path.append(4.0)
+    roi = ImagejRoi()
+    roi.roitype = ROI_TYPE.RECT  # a composite ROI is stored as type 1 with a shape
+    roi.multi_coordinates = np.asarray(path, np.float32)
+    roi.shape_roi_size = len(path)
+    roi.top, roi.left = box[0].start, box[1].start
+    roi.bottom, roi.right = box[0].stop, box[1].stop
+    return roi
 
 
 def export_cells(
