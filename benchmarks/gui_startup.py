@@ -49,7 +49,7 @@ def switch_times(sizes: list[int], repeats: int = 3) -> dict[str, float]:
     from PySide6.QtWidgets import QApplication
 
     from cellseg_gui.app.main_window import MainWindow
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
 
     app = QApplication.instance() or QApplication([])
     out = {}

@@ -40,7 +40,7 @@ def _window_latency(side: int, app: QApplication, zoom: str, moves: int) -> dict
     from PySide6.QtGui import QMouseEvent
 
     from cellseg_gui.app.main_window import MainWindow
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
     from cellseg_gui.widgets.label_layer import LabelLayer
 
     paints = [0]

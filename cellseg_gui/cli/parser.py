@@ -8,8 +8,9 @@ from typing import Any, NoReturn
 
 from cellseg_gui.cli.checks import cmd_check, cmd_inspect
 from cellseg_gui.cli.lr import cmd_lr_find
-from cellseg_gui.cli.models import cmd_evaluate, cmd_export, cmd_info, cmd_predict
+from cellseg_gui.cli.models import cmd_evaluate, cmd_export, cmd_info
 from cellseg_gui.cli.output import EXIT_BAD_INPUT, EXIT_HELP
+from cellseg_gui.cli.predict import cmd_predict
 from cellseg_gui.cli.training import cmd_train
 
 # core.model.predict.WHOLE_IMAGE_PIXELS, in words

@@ -1464,7 +1464,7 @@ def test_training_on_images_too_small_for_the_network_is_bad_input(tmp_path, cap
 def test_no_two_inputs_get_one_mask_file():
     """A renamed stem could meet a stem of its own ("b/x" became "b_x", which "c/b_x"
     already was), and three folders of one name gave two inputs one file."""
-    from cellseg_gui.cli.models import _targets
+    from cellseg_gui.cli.predict import _targets
 
     inputs = [Path("c/b_x.tif"), Path("a/x.tif"), Path("b/x.tif"), Path("A/x/s.tif"),
               Path("B/x/s.tif"), Path("C/x/s.tif"), Path("d/Cell.tif"), Path("e/cell.tif")]  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 
 from cellseg_gui.core.config import ModelConfig, NormConfig
 from cellseg_gui.core.data.fileio import atomic_file, atomic_path, atomic_write_text
-from cellseg_gui.core.data.imageio import write_mask
+from cellseg_gui.core.data.maskwrite import write_mask
 from cellseg_gui.core.data.project import Project
 from cellseg_gui.core.export import formats as F
 from cellseg_gui.core.export.bioimageio import export_bioimageio

@@ -19,8 +19,8 @@ from cellseg_gui.core.data.imageio import (
     image_info,
     read_image,
     read_mask,
-    write_mask,
 )
+from cellseg_gui.core.data.maskwrite import write_mask
 
 RNG = np.random.default_rng(0)
 

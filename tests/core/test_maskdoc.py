@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellseg_gui.core.data.imageio import read_mask, write_mask
+from cellseg_gui.core.data.imageio import read_mask
 from cellseg_gui.core.data.masks import instances_to_classes
+from cellseg_gui.core.data.maskwrite import write_mask
 from cellseg_gui.core.editing import edits as E
 from cellseg_gui.core.editing.maskdoc import (
     MaskDocument,

@@ -214,10 +214,10 @@ def test_using_the_data_layer_loads_no_torch(tmp_path: Path) -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from cellseg_gui.core.data import imageio, masks, normalize\n"
+        "from cellseg_gui.core.data import imageio, masks, maskwrite, normalize\n"
         "from cellseg_gui.core.scores import instances\n"
         "inst = np.zeros((20, 20), np.uint16); inst[2:9, 2:9] = 40; inst[9:18, 9:18] = 77\n"
-        f"imageio.write_mask({str(tmp_path / 'm.tif')!r}, inst)\n"
+        f"maskwrite.write_mask({str(tmp_path / 'm.tif')!r}, inst)\n"
         f"m = imageio.read_mask({str(tmp_path / 'm.tif')!r})\n"
         "back = masks.classes_to_instances(masks.mask_to_classes(m)[0], min_size=1)\n"
         "assert instances.score_instances(m, back).matched == 2\n"

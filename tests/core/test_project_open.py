@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellseg_gui.core.data.imageio import write_mask
+from cellseg_gui.core.data.maskwrite import write_mask
 from cellseg_gui.core.data.project import open_project
 
 

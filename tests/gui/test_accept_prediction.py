@@ -15,7 +15,8 @@ pytest.importorskip("pytestqt")
 
 from test_editing import _close, _open  # noqa: E402  (the real window, opened on a project)
 
-from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask  # noqa: E402
+from cellseg_gui.core.data.maskwrite import write_mask  # noqa: E402
 
 H, W = 120, 160
 

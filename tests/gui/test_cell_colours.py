@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtWidgets import QLabel  # noqa: E402
 
-from cellseg_gui.core.data.imageio import write_mask  # noqa: E402
+from cellseg_gui.core.data.maskwrite import write_mask  # noqa: E402
 
 H, W = 60, 80
 

@@ -19,7 +19,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QGraphicsView  # noqa: E402
 
 from cellseg_gui.app import main_window  # noqa: E402
-from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask  # noqa: E402
+from cellseg_gui.core.data.maskwrite import write_mask  # noqa: E402
 from cellseg_gui.core.editing import edits as E  # noqa: E402
 
 H, W = 120, 160

@@ -14,7 +14,8 @@ import pytest
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
-from cellseg_gui.core.data.imageio import read_mask, write_mask  # noqa: E402
+from cellseg_gui.core.data.imageio import read_mask  # noqa: E402
+from cellseg_gui.core.data.maskwrite import write_mask  # noqa: E402
 from cellseg_gui.core.data.project import open_project  # noqa: E402
 from cellseg_gui.core.data.sample import make_sample  # noqa: E402
 

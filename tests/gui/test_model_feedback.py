@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from cellseg_gui.core.data.fileio import file_sha256  # noqa: E402
-from cellseg_gui.core.data.imageio import write_mask  # noqa: E402
+from cellseg_gui.core.data.maskwrite import write_mask  # noqa: E402
 
 
 def _project(folder: Path, names: list[str]) -> Path:

@@ -126,7 +126,7 @@ def test_run_without_a_project_exits_1_with_one_line(tmp_path):
 
 
 def test_a_failed_job_exits_1_with_its_message(tmp_path):
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
 
     folder = tmp_path / "unlabelled"
     (folder / "images").mkdir(parents=True)

@@ -29,7 +29,7 @@ from cellseg_gui.core.events import (  # noqa: E402
 
 def real_project(folder: Path, n: int = 5):
     """A real Project on a real folder: n tiny images img0.. with masks."""
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
     from cellseg_gui.core.data.project import open_project
 
     (folder / "images").mkdir(parents=True)

@@ -35,7 +35,7 @@ def tiny_bundle(tmp_path):
 
 @pytest.fixture
 def pairs(tmp_path):
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
 
     rng = np.random.default_rng(0)
     out = []
@@ -199,7 +199,7 @@ def test_window_prediction_gives_the_cells_and_scores_the_cli_gives(
 
 def _cells_folder(data: Path, seed: int, n: int = 3) -> Path:
     """images/ and masks/ with n 64x64 images of two bright cells each."""
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
 
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()

@@ -19,7 +19,7 @@ TINY = {"model.hidden": 4, "model.depth": 2, "crop": 64, "batch_size": 2, "steps
 
 
 def make_folder(root: Path, n: int = 4, size: int = 80) -> Path:
-    from cellseg_gui.core.data.imageio import write_mask
+    from cellseg_gui.core.data.maskwrite import write_mask
 
     rng = np.random.default_rng(1)
     (root / "images").mkdir(parents=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellseg_gui.core.data.imageio import atomic_write_text, write_mask
+from cellseg_gui.core.data.imageio import atomic_write_text
+from cellseg_gui.core.data.maskwrite import write_mask
 
 SIZE = 512
 N_WITH_MASKS = 12

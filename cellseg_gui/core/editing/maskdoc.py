@@ -7,7 +7,7 @@ label image itself (int32 ids) for "instances" masks. The canvas shows a class m
 for instance masks it is derived (background / cell / boundary, as the training target is)
 and refreshed only around the changed rectangle.
 
-Saving goes through :func:`cellseg_gui.core.data.imageio.write_mask`, which writes a temporary
+Saving goes through :func:`cellseg_gui.core.data.maskwrite.write_mask`, which writes a temporary
 file and renames it over the mask, so a crash at any moment leaves either the old or the new
 mask, never half of one. Before the first save over a user's annotation, a byte-for-byte copy
 is kept in ``masks/.cellseg-originals/`` so it can be restored.
@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from cellseg_gui.core.data.fileio import bytes_sha256, file_sha256
-from cellseg_gui.core.data.imageio import atomic_write_bytes, encode_mask, read_mask
+from cellseg_gui.core.data.imageio import atomic_write_bytes, read_mask
 from cellseg_gui.core.data.masks import detect_mask_mode, instances_to_classes
+from cellseg_gui.core.data.maskwrite import encode_mask
 
 ORIGINALS_DIR = ".cellseg-originals"
 _MODES = ("binary", "classes", "instances")

@@ -175,7 +175,7 @@ def write_bands(
     import tifffile
 
     from cellseg_gui.core.data.fileio import atomic_file
-    from cellseg_gui.core.data.imageio import PREDICTION_SOFTWARE
+    from cellseg_gui.core.data.maskwrite import PREDICTION_SOFTWARE
 
     height, width = shape
     stats = {"cells": 0.0, "foreground": 0.0, "rows": 0.0}
