@@ -172,7 +172,9 @@ class WorkspaceView:
         text = f"{name}: {pred.n_cells} cells predicted"
         doc = self.workspace.document(name)
         if doc is not None:  # being edited: as it stands
-            n_true = int(np.count_nonzero(np.unique(doc.data))) if doc.is_instances else None
+            from cellseg_gui.core.data.masks import count_cells
+
+            n_true = count_cells(doc.data) if doc.is_instances else None
         else:
             n_true = self._gt_cells.get(name)
         if n_true is not None:
@@ -216,7 +218,10 @@ class WorkspaceView:
         return raw
 
     def _read_gt(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-        from cellseg_gui.core.data.masks import mask_to_classes  # scipy: not needed at start-up
+        from cellseg_gui.core.data.masks import (  # scipy: not needed at start-up
+            count_cells,
+            mask_to_classes,
+        )
 
         path = self.project.mask_path(name)
         try:
@@ -231,7 +236,7 @@ class WorkspaceView:
             return None
         self._gt[name] = labels
         if mode == "instances":  # the count the status bar sets beside the predicted one
-            self._gt_cells[name] = int(np.count_nonzero(np.unique(mask)))
+            self._gt_cells[name] = count_cells(mask)
             self._gt_ids = (name, mask)
         return labels
 

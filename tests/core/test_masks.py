@@ -238,3 +238,13 @@ def test_touching_only_boundary_marks_just_the_contact() -> None:
     assert (c[2:8, 2:9] == 1).all() and (c[2:8, 11:18] == 1).all()
     full = instances_to_classes(inst, 1)
     assert (full[2:8, 21:28] == 2).sum() > 0
+
+
+def test_count_cells_counts_the_ids_present_however_they_are_numbered() -> None:
+    from cellseg_gui.core.data.masks import count_cells
+
+    m = np.zeros((10, 10), np.int32)
+    m[1, 1], m[2, 2], m[3, 3] = 4, 9, 9  # gaps, a cell of two pixels
+    assert count_cells(m) == 2
+    assert count_cells(np.array([[0, 70000], [5, 0]])) == 2  # ids beyond the mask's size
+    assert count_cells(np.zeros((3, 3), np.uint8)) == 0 and count_cells(np.zeros((0, 0))) == 0
